@@ -1,0 +1,192 @@
+"""Checking emitted code against torch autograd: build seeded example inputs from the sizes and
+domains the derivation declares, differentiate the emitted torch forward with autograd (every
+intermediate retains its gradient), run the emitted torch and NumPy backward on the same values, and
+compare gradient by gradient as makemore's ``cmp`` does (exact, ``allclose`` with its defaults, max
+difference).
+"""
+from __future__ import annotations
+
+import types
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import sympy as sp
+import torch
+
+from .derivation import derive_backward
+from .emit import module_source
+from .grad import adjoint_name
+from .ir import Program
+
+TARGETS = ("torch", "numpy")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    target: str
+    exact: bool
+    approximate: bool
+    maxdiff: float
+    relmaxdiff: float
+
+    def line(self) -> str:
+        return (f"{self.name:15s} | exact: {str(self.exact):5s} | "
+                f"approximate: {str(self.approximate):5s} | maxdiff: {self.maxdiff}")
+
+
+@dataclass(frozen=True)
+class Report:
+    derivation: str
+    dtype: str
+    rows: tuple[Row, ...]
+    forward: tuple[Row, ...] = ()  # the NumPy forward's outputs against torch's
+
+    @property
+    def ok(self) -> bool:
+        return all(row.approximate for row in self.rows + self.forward)
+
+    def as_json(self) -> dict:
+        return {"derivation": self.derivation, "dtype": self.dtype, "ok": self.ok,
+                "rows": [asdict(row) for row in self.rows],
+                "forward": [asdict(row) for row in self.forward]}
+
+    def table(self) -> str:
+        lines = []
+        for target in TARGETS:
+            rows = [row for row in self.rows if row.target == target]
+            if rows:
+                lines.append(f"{self.derivation}: emitted {target} backward vs torch autograd "
+                             f"({self.dtype})")
+                lines.extend(row.line() for row in rows)
+        for row in self.forward:
+            lines.append(f"{self.derivation}: numpy forward vs torch forward: {row.line()}")
+        verdict = "all approximately equal" if self.ok else "SOME VALUES DIFFER"
+        lines.append(f"{self.derivation}: {len(self.rows)} rows, {verdict}")
+        return "\n".join(lines)
+
+
+def load_module(source: str, name: str) -> types.ModuleType:
+    """Execute emitted source as a fresh module."""
+    module = types.ModuleType(name)
+    exec(compile(source, f"<generated {name}>", "exec"), module.__dict__)
+    return module
+
+
+def concrete_shape(program: Program, name: str) -> tuple[int, ...]:
+    sizes = program.example_sizes()
+    lhs = program.lhs(name)
+    if not isinstance(lhs, sp.Indexed):
+        return ()
+    return tuple(int(sp.sympify(size).subs(sizes)) for size in program.shape(name))
+
+
+def example_inputs(program: Program, dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded example values for every input, from the derivation's declared sizes and domains."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = program.example_sizes()
+    values = {}
+    for x in program.inputs:
+        shape = concrete_shape(program, x.name)
+        if x.integer:
+            classes = int(sp.sympify(x.classes).subs(sizes))
+            values[x.name] = torch.randint(0, classes, shape, generator=generator)
+        elif x.init.kind == "uniform":
+            values[x.name] = x.init.low + (x.init.high - x.init.low) * torch.rand(
+                shape, generator=generator, dtype=dtype)
+        else:
+            values[x.name] = x.init.low + x.init.high * torch.randn(
+                shape, generator=generator, dtype=dtype)
+    return values
+
+
+def upstream_adjoints(program: Program, dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    """Random upstream adjoints for a layer's outputs (a loss has adjoint 1 and needs none)."""
+    if program.loss:
+        return []
+    generator = torch.Generator().manual_seed(seed + 1)
+    return [torch.randn(concrete_shape(program, name), generator=generator, dtype=dtype)
+            for name in program.outputs]
+
+
+def autograd_gradients(module, program: Program, inputs: dict, upstream: list) -> dict:
+    """Gradients of every forward value by torch autograd through ``module.forward``."""
+    leaves = {name: value.clone().requires_grad_(value.is_floating_point())
+              for name, value in inputs.items()}
+    values = module.forward(*leaves.values())
+    for name, value in values.items():
+        if name not in leaves and value.requires_grad:
+            value.retain_grad()
+    outputs = [values[name] for name in program.outputs]
+    torch.autograd.backward(outputs, upstream or None)
+    grads = {}
+    for name, value in values.items():
+        tensor = leaves.get(name, value)
+        grads[name] = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
+    return grads
+
+
+def compare(name: str, target: str, ours, reference: torch.Tensor, scale: float) -> Row:
+    if isinstance(ours, np.ndarray | np.generic):
+        ours = torch.from_numpy(np.array(ours))  # a copy: broadcast views are read-only
+    ours = torch.as_tensor(ours).to(reference.dtype)
+    ours = torch.broadcast_to(ours, reference.shape)
+    difference = (ours - reference).abs()
+    maxdiff = difference.max().item() if difference.numel() else 0.0
+    return Row(name, target, bool(torch.equal(ours, reference)),
+               bool(torch.allclose(ours, reference)), maxdiff, maxdiff / scale if scale else 0.0)
+
+
+def magnitude(tensor) -> float:
+    tensor = torch.as_tensor(tensor)
+    return tensor.abs().max().item() if tensor.numel() else 0.0
+
+
+def scales(backward: Program, reference: dict) -> dict[str, float]:
+    """What each gradient's difference is measured against: the largest reference magnitude of the
+    gradient and of the adjoints its statements read. An analytically zero gradient (b1 under
+    batchnorm, the max shift of a softmax) is rounding noise on both sides; it is measured against
+    the values whose cancellation produced it, not against its own noise."""
+    adjoints = {adjoint_name(name): name for name in reference}
+    result = {}
+    for name in (adjoints[a] for a in backward.outputs):
+        candidates = [magnitude(reference[name])]
+        for statement in backward.body:
+            if statement.name == adjoint_name(name):
+                for read in statement.rhs.atoms(sp.Indexed) | statement.rhs.atoms(sp.Symbol):
+                    if (read_name := str(read.base.label if isinstance(read, sp.Indexed)
+                                         else read)) in adjoints:
+                        candidates.append(magnitude(reference[adjoints[read_name]]))
+        result[name] = max(candidates)
+    return result
+
+
+def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report:
+    """Emit, run and compare; one row per gradient and target, in the backward's order."""
+    torch_dtype = DTYPES[dtype]
+    backward = derive_backward(program)
+    modules = {target: load_module(module_source(program, backward, target),
+                                   f"{program.name}_{target}") for target in TARGETS}
+    inputs = example_inputs(program, torch_dtype, seed)
+    upstream = upstream_adjoints(program, torch_dtype, seed)
+    reference = autograd_gradients(modules["torch"], program, inputs, upstream)
+    measured = scales(backward, reference)
+    names = list(measured)
+
+    with torch.no_grad():
+        torch_values = modules["torch"].forward(*inputs.values())
+        torch_grads = modules["torch"].backward(torch_values, *upstream)
+    # Both backwards run on the same forward values, so a row measures the backward alone; the
+    # NumPy forward is compared with torch's separately, output by output.
+    numpy_values = modules["numpy"].forward(*(x.numpy() for x in inputs.values()))
+    forward_rows = tuple(
+        compare(name, "numpy", numpy_values[name], torch_values[name],
+                magnitude(torch_values[name])) for name in program.outputs)
+    numpy_grads = modules["numpy"].backward({k: v.numpy() for k, v in torch_values.items()},
+                                            *(g.numpy() for g in upstream))
+    rows = []
+    for target, grads in (("torch", torch_grads), ("numpy", numpy_grads)):
+        for name in names:
+            rows.append(compare(name, target, grads[name], reference[name], measured[name]))
+    return Report(program.name, dtype, tuple(rows), forward_rows)

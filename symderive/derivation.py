@@ -1,0 +1,36 @@
+"""Derivation files: load the one Program a ``derivations/*.py`` file builds, and derive the
+backward it asks for (every adjoint, atomically, or only the materialised ones, simplified)."""
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+from .grad import backward
+from .ir import Program, ProgramError
+
+
+def load(path: str | Path) -> Program:
+    """Run a derivation file and return the Program it builds; any failure is a ProgramError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProgramError(f"{path}: no such derivation file")
+    try:
+        namespace = runpy.run_path(str(path), run_name=f"derivation_{path.stem}")
+    except ProgramError:
+        raise
+    except Exception as error:  # the file is user code: report it in one line, not a traceback
+        raise ProgramError(f"{path}: {type(error).__name__}: {error}") from error
+    programs = [value for value in namespace.values() if isinstance(value, Program)]
+    if len(programs) != 1:
+        raise ProgramError(f"{path}: a derivation file must build exactly one Program "
+                           f"(found {len(programs)}); end it with program = builder.build()")
+    program = programs[0]
+    if program.name != path.stem:
+        raise ProgramError(f"{path}: builds program '{program.name}'; name it '{path.stem}' so "
+                           "its generated files can be found")
+    return program
+
+
+def derive_backward(program: Program) -> Program:
+    """The backward Program ``program`` asks for."""
+    return backward(program)

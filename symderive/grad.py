@@ -1,0 +1,164 @@
+"""The reverse pass as a program transform: walk the forward body backwards, and for every value
+each statement reads emit the adjoint contribution ``d<name>[axes] (+)= Sum(d<lhs> * d(rhs)/d(name))``
+with the deltas contracted, skipping symbolic zeros and accumulating fan-out. The result is another
+``Program`` whose inputs are the forward values (and upstream adjoints) it reads, so lowering and
+emission treat forward and backward alike.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from .ir import Assign, Input, Program, ProgramError, free_indices, lhs_index_set, name_of, with_body
+from .terms import bound_renamed, fresh, is_scalar
+from .ops import ArgMax, Maximum, maximum_weight, op_for
+from .rules import Context, tidy
+
+
+def adjoint_name(name: str) -> str:
+    return "d" + name
+
+
+def adjoint_of(lhs: sp.Expr) -> sp.Expr:
+    """``x[i, j] -> dx[i, j]``; a scalar ``loss -> dloss``."""
+    if isinstance(lhs, sp.Indexed):
+        return sp.IndexedBase(adjoint_name(name_of(lhs)))[lhs.indices]
+    return sp.Symbol(adjoint_name(name_of(lhs)))
+
+
+def adjoint_lhs(program: Program, name: str) -> sp.Expr:
+    """The adjoint of ``name`` written over its plain axes: ``dembcat[i, k]``, ``dloss``."""
+    if isinstance(program.lhs(name), sp.Indexed):
+        return sp.IndexedBase(adjoint_name(name))[program.axes(name)]
+    return sp.Symbol(adjoint_name(name))
+
+
+def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) -> sp.Expr:
+    """The derivative of ``expr`` with respect to ``name[at]``, with deltas for the index matches.
+    ``output`` stands for ``expr`` itself in rules that reuse the op's result (``exp``, ``tanh``).
+
+    >>> from sympy import IndexedBase, Idx, symbols, tanh
+    >>> n = symbols("n", integer=True, positive=True)
+    >>> i, k = Idx("i", n), Idx("k", n)
+    >>> partial(tanh(IndexedBase("x")[i]), "x", (k,), IndexedBase("h")[i])
+    (1 - h[i]**2)*KroneckerDelta(i, k)
+    """
+    if isinstance(expr, sp.Indexed):
+        if name_of(expr) != name:
+            return sp.S.Zero
+        return sp.Mul(*[sp.KroneckerDelta(a, b) for a, b in zip(at, expr.indices)])
+    if isinstance(expr, sp.Symbol):
+        return sp.S.One if expr.name == name and not at else sp.S.Zero
+    if is_scalar(expr) or isinstance(expr, (sp.Idx, sp.KroneckerDelta, ArgMax)):
+        return sp.S.Zero
+    if isinstance(expr, sp.Add):
+        return sp.Add(*[partial(arg, name, at) for arg in expr.args])
+    if isinstance(expr, sp.Mul):
+        total = []
+        for position, arg in enumerate(expr.args):
+            d = partial(arg, name, at)
+            if d != 0:
+                others = expr.args[:position] + expr.args[position + 1:]
+                total.append(sp.Mul(*others) * d)
+        return sp.Add(*total)
+    if isinstance(expr, sp.Sum):
+        body, bound = bound_renamed(expr)
+        d = partial(body, name, at)
+        return sp.Sum(d, *bound) if d != 0 else sp.S.Zero
+    if isinstance(expr, Maximum):
+        (index,) = [limit[0] for limit in expr.limits]
+        body, (moved,) = bound_renamed(expr)
+        d = partial(body, name, at)
+        return sp.Sum(maximum_weight(expr.function, index, moved) * d, moved) if d != 0 else sp.S.Zero
+    op = op_for(expr)
+    if op is None:
+        raise ProgramError(f"cannot differentiate '{expr}': function '{expr.func}' has no rule")
+    total, partials = [], None
+    for position, arg in enumerate(expr.args):
+        d = partial(arg, name, at)
+        if d != 0:
+            partials = partials or op.partials(expr if output is None else output, *expr.args)
+            total.append(partials[position] * d)
+    return sp.Add(*total)
+
+
+def reads(program: Program, expr: sp.Expr) -> list[str]:
+    """The differentiable names ``expr`` reads, in the order the program declared them."""
+    found = {name_of(x) for x in expr.atoms(sp.Indexed)} | {
+        s.name for s in expr.atoms(sp.Symbol) if s.name in program.names}
+    found = {x for x in found if x in program.names and not program.integer(x)}
+    return sorted(found, key=program.declared.index)
+
+
+def contribution(program: Program, statement: Assign, name: str, context: Context,
+                 upstream: sp.Expr) -> sp.Expr:
+    """``Sum_lhs-indices upstream * d(rhs)/d(name[axes])``, tidied; zero when it vanishes."""
+    renamed = {k: fresh(k) for k in lhs_index_set(statement.lhs)}
+    rhs = statement.rhs.xreplace(renamed)
+    d = partial(rhs, name, program.axes(name), statement.lhs.xreplace(renamed))
+    if d == 0:
+        return sp.S.Zero
+    body = upstream.xreplace(renamed) * d
+    return tidy(sp.Sum(body, *renamed.values()) if renamed else body, context)
+
+
+def upstream_adjoint(program: Program, statement: Assign) -> sp.Expr:
+    if program.loss and statement.name == program.outputs[0]:
+        return sp.S.One  # the adjoint of a scalar loss is 1
+    return adjoint_of(statement.lhs)
+
+
+def backward(program: Program) -> Program:
+    """The atomic backward of ``program``: one statement per forward dependency.
+
+    Its ``outputs`` are the adjoint names in the order they become complete, which for makemore is
+    the notebook's ``cmp`` order; its inputs are the forward values and upstream adjoints it reads.
+    """
+    context = Context(program)
+    consumers = {name: 0 for name in program.names}
+    for statement in program.body:
+        for name in reads(program, statement.rhs):
+            consumers[name] += 1
+    reached = set() if program.loss else set(program.outputs)
+    body, complete = [], []
+    for statement in reversed(program.body):
+        if statement.name not in reached and not (program.loss and statement.name in program.outputs):
+            continue
+        used = reads(program, statement.rhs)
+        for name in used:
+            rhs = contribution(program, statement, name, context,
+                               upstream_adjoint(program, statement))
+            if rhs != 0:
+                body.append(Assign(adjoint_lhs(program, name), rhs, accumulate=name in reached))
+                reached.add(name)
+        for name in used:
+            consumers[name] -= 1
+            if consumers[name] == 0 and name in reached:
+                complete.append(name)
+    return backward_program(program, body, complete)
+
+
+def backward_program(program: Program, body: list[Assign], complete: list[str]) -> Program:
+    """Wrap adjoint statements as a Program reading forward values and upstream adjoints."""
+    read_names = set()
+    for statement in body:
+        read_names |= {name_of(x) for x in statement.rhs.atoms(sp.Indexed)}
+        read_names |= {x.name for x in statement.rhs.atoms(sp.Symbol)}
+        for index in statement.rhs.atoms(sp.Indexed):
+            read_names |= {name_of(x) for x in index.atoms(sp.Indexed)}
+    defined = {s.name for s in body}
+    inputs = [x for x in program.inputs if x.name in read_names]
+    inputs += [Input(s.lhs) for s in program.body if s.name in read_names and not program.input(s.name)]
+    upstream = [] if program.loss else [Input(adjoint_of(program.lhs(name))) for name in program.outputs]
+    inputs += [x for x in upstream if x.name not in defined]
+    return with_body(program, body, inputs=tuple(inputs) + tuple(
+        x for x in program.inputs if x.integer and x.name not in read_names),
+        outputs=tuple(adjoint_name(x) for x in complete),
+        declared=tuple(x.name for x in inputs) + tuple(dict.fromkeys(s.name for s in body)))
+
+
+def gradient_names(backward_program: Program) -> list[str]:
+    """Forward names whose adjoints the backward computes, in completion order."""
+    return [name[1:] for name in backward_program.outputs]
+
+
+__all__ = ["adjoint_name", "adjoint_of", "backward", "free_indices", "partial"]

@@ -1,0 +1,333 @@
+"""Lowering: index expressions to array expressions, shared by the NumPy and torch printers.
+
+Each subexpression lowers to a ``Value``: a SymPy expression over array-valued symbols and the
+small array operations below (transpose, new axes, axis sums, matmul, einsum, gathers, one-hot,
+reshape, scatter-add), together with the index each of its axes stands for. Elementwise arithmetic
+stays SymPy arithmetic on aligned operands, so the printers only add a ``_print_`` method per class.
+Nothing loops over data: reductions become ``sum``, two-array contractions ``@``, label deltas
+one-hot rows, and the adjoint of a gather a scatter-add.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+
+from .ir import Assign, Program, ProgramError, flatten_parts, free_indices, idx_size, name_of
+from .terms import is_scalar
+from .ops import ArgMax, Maximum
+
+
+class ArrayOp(sp.Function):
+    """Base of the array operations; never evaluated, only printed."""
+
+    @classmethod
+    def eval(cls, *args):
+        return None
+
+
+class Transpose(ArrayOp):
+    """``Transpose(x, (1, 0))`` -> ``x.T`` / ``x.transpose(1, 0)``."""
+
+
+class NewAxes(ArrayOp):
+    """``NewAxes(x, (0, 1))`` -> ``x[:, None]``: 1 marks an inserted axis, 0 an existing one."""
+
+
+class SumAxes(ArrayOp):
+    """``SumAxes(x, (0,))`` -> ``x.sum(0)``; ``SumAxes(x, ())`` -> ``x.sum()``, over every axis."""
+
+
+class MaxAxis(ArrayOp):
+    """``MaxAxis(x, 1)`` -> ``x.max(1)`` (values only)."""
+
+
+class ArgMaxAxis(ArrayOp):
+    """``ArgMaxAxis(x, 1)`` -> ``x.argmax(1)``."""
+
+
+class MatMul(ArrayOp):
+    """``MatMul(a, b)`` -> ``a @ b``."""
+
+    precedence = PRECEDENCE["Mul"]  # Python's @ binds like *, so a product around it needs parens
+
+
+class Einsum(ArrayOp):
+    """``Einsum(Symbol("ij,jk->ik"), a, b)`` -> ``np.einsum("ij,jk->ik", a, b)``."""
+
+
+class Take(ArrayOp):
+    """``Take(x, i0, i1, ...)`` -> ``x[i0, i1, ...]`` (advanced indexing, trailing axes whole)."""
+
+
+class Arange(ArrayOp):
+    """``Arange(n)`` -> ``np.arange(n)``."""
+
+
+class OneHot(ArrayOp):
+    """``OneHot(labels, V)`` -> float rows with a 1 at each label, shape ``labels.shape + (V,)``."""
+
+
+class Eye(ArrayOp):
+    """``Eye(n)`` -> the identity matrix: a delta between two free indices."""
+
+
+class Reshape(ArrayOp):
+    """``Reshape(x, (n, B*E))`` -> ``x.reshape(n, B*E)``."""
+
+
+class BroadcastTo(ArrayOp):
+    """``BroadcastTo(x, (n, H))`` -> a read-only broadcast view of ``x`` with that shape."""
+
+
+class ScatterAdd(ArrayOp):
+    """``ScatterAdd((V, E), index, values)`` -> zeros of that shape with ``values`` added at the
+    rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
+
+
+@dataclass(frozen=True)
+class Value:
+    code: sp.Expr
+    axes: tuple[sp.Idx, ...]
+
+
+@dataclass(frozen=True)
+class ArrayStatement:
+    name: str
+    code: sp.Expr
+    accumulate: bool = False
+
+
+class LoweringError(ProgramError):
+    """An index expression with no vectorised lowering yet; the message names it."""
+
+
+def _align(value: Value, order: list[sp.Idx]) -> sp.Expr:
+    """``value``'s code transposed to ``order`` and padded with new axes so that NumPy's
+    right-aligned broadcasting lines it up with an array whose axes are all of ``order``."""
+    number, rest = value.code.as_coeff_Mul()
+    if number != 1:  # keep the sign outside: -x[:, None], not (-x)[:, None]
+        return number * _align(Value(rest, value.axes), order)
+    mine = [k for k in order if k in value.axes]
+    code = value.code
+    if list(value.axes) != mine:
+        code = Transpose(code, sp.Tuple(*[value.axes.index(k) for k in mine]))
+    if not mine:
+        return code
+    start = order.index(mine[0])
+    pattern = [0 if k in value.axes else 1 for k in order[start:]]
+    return NewAxes(code, sp.Tuple(*pattern)) if any(pattern) else code
+
+
+def _union(values: list[Value], order: list[sp.Idx]) -> list[sp.Idx]:
+    """The axes of an elementwise combination: the widest operand's layout when it has them all
+    (so ``x - mu`` stays ``(i, j)`` and needs no transpose), else ``order``'s."""
+    present = {k for v in values for k in v.axes}
+    widest = max(values, key=lambda v: len(v.axes), default=None)
+    if widest is not None and set(widest.axes) == present:
+        return list(widest.axes)
+    return [k for k in order if k in present]
+
+
+class Lowerer:
+    """Lowers the statements of one program (forward or backward) to array statements."""
+
+    def __init__(self, program: Program):
+        self.program = program
+
+    def shape(self, name: str) -> tuple:
+        return self.program.shape(name)
+
+    # -- statements ------------------------------------------------------------------------------
+    def statement(self, s: Assign) -> ArrayStatement:
+        lhs_axes: list[sp.Idx] = []
+        for index in (s.lhs.indices if isinstance(s.lhs, sp.Indexed) else ()):
+            lhs_axes.extend([index] if isinstance(index, sp.Idx) else flatten_parts(index))
+        scatter = self.scatter(s, lhs_axes)
+        if scatter is not None:
+            return ArrayStatement(s.name, scatter, s.accumulate)
+        order = list(lhs_axes)
+        value = self.expr(s.rhs, order)
+        stray = [k for k in value.axes if k not in lhs_axes]
+        if stray:
+            raise LoweringError(f"statement '{s}': index {stray[0]} is left over after lowering")
+        code = _align(value, lhs_axes) if value.axes else value.code
+        full = [idx_size(k) for k in lhs_axes]
+        missing = [k for k in lhs_axes if k not in value.axes]
+        if missing and not s.accumulate:
+            code = BroadcastTo(code, sp.Tuple(*full))
+        if len(lhs_axes) != len(s.indices):  # a flattened lhs: merge the axes row-major
+            code = Reshape(code, sp.Tuple(*self.shape(s.name)))
+        return ArrayStatement(s.name, code, s.accumulate)
+
+    def scatter(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
+        """``A[v, e] = Sum(KroneckerDelta(v, X[i, t]) * f[i, t, e], i, t)`` as a scatter-add."""
+        coeff, rest = s.rhs.as_coeff_Mul()
+        if not isinstance(rest, sp.Sum) or not lhs_axes:
+            return None
+        row = lhs_axes[0]
+        deltas = [f for f in sp.Mul.make_args(rest.function) if isinstance(f, sp.KroneckerDelta)
+                  and row in f.args]
+        if len(deltas) != 1:
+            return None
+        (label,) = [a for a in deltas[0].args if a != row]
+        bound = [limit[0] for limit in rest.limits]
+        if not isinstance(label, sp.Indexed) or row in free_indices(label):
+            return None
+        label_axes = list(label.indices)
+        if not all(k in bound for k in label_axes):
+            return None
+        summand = coeff * sp.Mul(*[f for f in sp.Mul.make_args(rest.function) if f != deltas[0]])
+        extra = [k for k in bound if k not in label_axes]
+        if extra:
+            summand = sp.Sum(summand, *extra)
+        order = label_axes + lhs_axes[1:]
+        values = self.expr(summand, order)
+        if any(k not in order for k in values.axes):
+            return None
+        index = self.expr(label, order)
+        return ScatterAdd(sp.Tuple(*self.shape(s.name)), _align(index, label_axes),
+                          _align(Value(values.code, values.axes), order)
+                          if values.axes else BroadcastTo(values.code, sp.Tuple(
+                              *[idx_size(k) for k in order])))
+
+    # -- expressions -----------------------------------------------------------------------------
+    def expr(self, e: sp.Expr, order: list[sp.Idx]) -> Value:
+        """Lower ``e``; ``order`` is the statement's index order, extended as sums bind more."""
+        for k in free_indices(e):
+            if k not in order:
+                order.append(k)
+        if is_scalar(e):
+            return Value(e, ())
+        if isinstance(e, sp.Indexed):
+            return self.read(e, order)
+        if isinstance(e, sp.Symbol):
+            return Value(e, ())
+        if isinstance(e, sp.Sum):
+            return self.sum(e, order)
+        if isinstance(e, (Maximum, ArgMax)):
+            (index,) = [limit[0] for limit in e.limits]
+            inner = list(order) + [index]
+            value = self.expr(e.function, inner)
+            axes = _union([value], inner)
+            aligned = _align(value, axes)
+            op = MaxAxis if isinstance(e, Maximum) else ArgMaxAxis
+            return Value(op(aligned, axes.index(index)), tuple(k for k in axes if k != index))
+        if isinstance(e, sp.KroneckerDelta):
+            return self.delta(e, order)
+        if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
+            values = [self.expr(arg, order) for arg in e.args]
+            axes = _union(values, order)
+            return Value(e.func(*[_align(v, axes) if v.axes else v.code for v in values]),
+                         tuple(axes))
+        raise LoweringError(f"cannot lower '{e}' to array code")
+
+    def read(self, e: sp.Indexed, order: list[sp.Idx]) -> Value:
+        name = name_of(e)
+        code: sp.Expr = sp.Symbol(name)
+        indices = list(e.indices)
+        if any(not isinstance(k, sp.Idx) and flatten_parts(k) for k in indices):
+            shape, split = [], []
+            for k, size in zip(indices, self.shape(name)):
+                parts = flatten_parts(k) if not isinstance(k, sp.Idx) else None
+                shape.extend([idx_size(p) for p in parts] if parts else [size])
+                split.extend(parts if parts else [k])
+            code, indices = Reshape(code, sp.Tuple(*shape)), split
+        if all(isinstance(k, sp.Idx) for k in indices):
+            if len(set(indices)) != len(indices):
+                raise LoweringError(f"'{e}' repeats an index (a diagonal); not supported")
+            return Value(code, tuple(indices))
+        return self.gather(code, indices, order)
+
+    def gather(self, code: sp.Expr, indices: list, order: list[sp.Idx]) -> Value:
+        """Advanced indexing: label reads (``logprobs[i, Y[i]]``) and gathers (``C[X[i, t], e]``)."""
+        computed = [k for k in indices if not isinstance(k, sp.Idx)]
+        involved = {k for c in computed for k in free_indices(c)}
+        advanced = [p for p, k in enumerate(indices) if not isinstance(k, sp.Idx) or k in involved]
+        plain = [p for p in range(len(indices)) if p not in advanced]
+        if plain and min(plain) < max(advanced):
+            perm = advanced + plain
+            code = Transpose(code, sp.Tuple(*perm))
+            indices = [indices[p] for p in perm]
+            advanced, plain = list(range(len(advanced))), list(range(len(advanced), len(indices)))
+        values = []
+        for p in advanced:
+            k = indices[p]
+            values.append(Value(Arange(idx_size(k)), (k,)) if isinstance(k, sp.Idx)
+                          else self.expr(k, order))
+        axes = _union(values, order)
+        args = [_align(v, axes) if v.axes else v.code for v in values]
+        return Value(Take(code, *args), tuple(axes) + tuple(indices[p] for p in plain))
+
+    def delta(self, e: sp.KroneckerDelta, order: list[sp.Idx]) -> Value:
+        a, b = e.args
+        if isinstance(a, sp.Idx) and isinstance(b, sp.Idx):
+            return Value(Eye(idx_size(a)), (a, b))
+        row, label = (a, b) if isinstance(a, sp.Idx) else (b, a)
+        if not isinstance(row, sp.Idx) or row in free_indices(label):
+            raise LoweringError(f"cannot lower '{e}': a delta needs a free index on one side")
+        value = self.expr(label, order)
+        return Value(OneHot(value.code, idx_size(row)), value.axes + (row,))
+
+    def sum(self, e: sp.Sum, order: list[sp.Idx]) -> Value:
+        bound = [limit[0] for limit in e.limits]
+        inner = list(order) + [k for k in bound if k not in order]
+        scale, body = e.function.as_coeff_Mul()
+        factors = [self.expr(f, inner) for f in sp.Mul.make_args(body)]
+        arrays = [f for f in factors if f.axes]
+        scale = scale * sp.Mul(*[f.code for f in factors if not f.axes])
+        kept = [k for k in _union(arrays, inner) if k not in bound]
+        if len(arrays) == 2 and len(bound) == 1:
+            product = self.matmul(arrays, bound[0], kept)
+            if product is not None:
+                return Value(scale * product, tuple(kept))
+        widest = max((len(f.axes) for f in arrays), default=0)
+        if len(arrays) >= 2 and len(_union(arrays, inner)) > max(widest, len(kept)):
+            return Value(scale * self.einsum(arrays, kept), tuple(kept))
+        value = self.expr(body, inner)
+        axes = list(value.axes)
+        positions = tuple(axes.index(k) for k in bound if k in axes)
+        if len(positions) == len(axes):
+            positions = ()  # every axis: a plain .sum()
+        summed = SumAxes(value.code, sp.Tuple(*positions)) if axes else value.code
+        missing = sp.Mul(*[idx_size(k) for k in bound if k not in axes])
+        return Value(scale * missing * summed, tuple(k for k in axes if k not in bound))
+
+    def matmul(self, arrays: list[Value], k: sp.Idx, kept: list[sp.Idx]) -> sp.Expr | None:
+        left, right = arrays
+        if k not in left.axes or k not in right.axes:
+            return None
+        left_free = [a for a in left.axes if a != k]
+        right_free = [a for a in right.axes if a != k]
+        if len(left_free) > 1 or len(right_free) > 1 or set(left_free) & set(right_free):
+            return None
+        if left_free and right_free and kept.index(left_free[0]) > kept.index(right_free[0]):
+            left, right, left_free, right_free = right, left, right_free, left_free
+        a = _oriented(left, left_free + [k])
+        b = _oriented(right, [k] + right_free)
+        return MatMul(a, b)
+
+    def einsum(self, arrays: list[Value], kept: list[sp.Idx]) -> sp.Expr:
+        letters: dict[sp.Idx, str] = {}
+        for k in [k for v in arrays for k in v.axes]:
+            if k not in letters:
+                name = str(k)[0].lower()
+                letters[k] = name if len(name) == 1 and name.isalpha() and \
+                    name not in letters.values() else next(
+                        c for c in "abcdefghijklmnopqrstuvwxyz" if c not in letters.values())
+        spec = ",".join("".join(letters[k] for k in v.axes) for v in arrays)
+        spec += "->" + "".join(letters[k] for k in kept)
+        return Einsum(sp.Symbol(spec), *[v.code for v in arrays])
+
+
+def _oriented(value: Value, axes: list[sp.Idx]) -> sp.Expr:
+    if list(value.axes) == axes:
+        return value.code
+    return Transpose(value.code, sp.Tuple(*[value.axes.index(k) for k in axes]))
+
+
+def lower(program: Program) -> list[ArrayStatement]:
+    """Every statement of ``program`` as an array statement."""
+    lowerer = Lowerer(program)
+    return [lowerer.statement(s) for s in program.body]

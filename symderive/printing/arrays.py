@@ -1,0 +1,127 @@
+"""What the NumPy and torch printers share: operator syntax (``@``, ``.sum(axis)``, ``[:, None]``,
+advanced indexing) is the same in both libraries; only the calls that differ are left to each target
+as small ``spell_*`` methods."""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+
+from ..ops import OPS, op_for
+
+# A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
+# any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
+_POSTFIX_CLASSES = ("Symbol", "Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
+                    "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo")
+
+
+class ArrayPrinterMixin:
+    target = ""
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def postfix(self, expr) -> str:
+        """``expr`` printed so that ``.method()`` or ``[...]`` can follow it."""
+        text = self._print(expr)
+        if type(expr).__name__ in _POSTFIX_CLASSES or isinstance(expr, sp.Function) and op_for(expr):
+            return text
+        return f"({text})"
+
+    def shape(self, shape) -> str:
+        items = [self._print(s) for s in shape]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+    def axes(self, axes) -> str:
+        items = [str(int(a)) for a in axes]
+        return items[0] if len(items) == 1 else f"({', '.join(items)})"
+
+    # -- SymPy nodes -----------------------------------------------------------------------------
+    def _print_Symbol(self, expr):
+        return expr.name
+
+    def _print_Function(self, expr):
+        op = op_for(expr)
+        if op is None:
+            raise ValueError(f"no {self.target} spelling for '{expr.func}'")
+        return f"{getattr(op, self.target)}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.args
+        text = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        if exponent.is_Integer:
+            return f"{text}**{exponent}"
+        return f"{text}**({self._print(exponent)})"
+
+    def _print_Rational(self, expr):
+        return f"{expr.p}/{expr.q}"
+
+    # -- array operations ------------------------------------------------------------------------
+    def _print_Transpose(self, expr):
+        x, perm = expr.args
+        if tuple(perm) == (1, 0):
+            return f"{self.postfix(x)}.T"
+        return self.spell_permute(self.postfix(x), tuple(int(p) for p in perm))
+
+    def _print_NewAxes(self, expr):
+        x, pattern = expr.args
+        items = [":" if p == 0 else "None" for p in pattern]
+        while items and items[-1] == ":":
+            items.pop()
+        return f"{self.postfix(x)}[{', '.join(items)}]"
+
+    def _print_SumAxes(self, expr):
+        x, axes = expr.args
+        return f"{self.postfix(x)}.sum({self.axes(axes) if axes else ''})"
+
+    def _print_MaxAxis(self, expr):
+        x, axis = expr.args
+        return self.spell_max(self.postfix(x), int(axis))
+
+    def _print_ArgMaxAxis(self, expr):
+        x, axis = expr.args
+        return f"{self.postfix(x)}.argmax({int(axis)})"
+
+    def _print_MatMul(self, expr):
+        a, b = expr.args
+        return f"{self.postfix(a)} @ {self.postfix(b)}"
+
+    def _print_Einsum(self, expr):
+        spec, *arrays = expr.args
+        return f'{self.module}.einsum("{spec}", {", ".join(self._print(a) for a in arrays)})'
+
+    def _print_Take(self, expr):
+        x, *indices = expr.args
+        return f"{self.postfix(x)}[{', '.join(self._print(i) for i in indices)}]"
+
+    def _print_Arange(self, expr):
+        return f"{self.module}.arange({self._print(expr.args[0])})"
+
+    def _print_Eye(self, expr):
+        return f"{self.module}.eye({self._print(expr.args[0])}, dtype=dtype)"
+
+    def _print_Reshape(self, expr):
+        x, shape = expr.args
+        return f"{self.postfix(x)}.reshape{self.shape(shape)}"
+
+    def statement(self, name: str, code, accumulate: bool) -> list[str]:
+        """The lines that assign ``code`` to ``name`` (``name = name + code`` when accumulating, so
+        an alias of another array is never modified in place)."""
+        if type(code).__name__ == "ScatterAdd":
+            return self.spell_scatter(name, *code.args)
+        text = self._print(code)
+        if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+            text = text[1:-1]
+        return [f"{name} = {name} + {text}" if accumulate else f"{name} = {text}"]
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+# The op table's functions print through the table, not through SymPy's own function names.
+for _function in OPS:
+    if issubclass(_function, sp.Function):
+        setattr(ArrayPrinterMixin, f"_print_{_function.__name__}", ArrayPrinterMixin._print_Function)

@@ -1,0 +1,35 @@
+"""NumPy spelling of lowered array code: a subclass of SymPy's ``NumPyPrinter``."""
+from __future__ import annotations
+
+from sympy.printing.numpy import NumPyPrinter
+
+from .arrays import ArrayPrinterMixin
+
+
+class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
+    """Prints lowered code as NumPy, e.g. ``MatMul(h, W2) -> h @ W2``, ``SumAxes(x, (0,)) -> x.sum(0)``."""
+
+    target = "numpy"
+    module = "np"
+    imports = "import numpy as np"
+
+    def __init__(self):
+        super().__init__({"fully_qualified_modules": True})
+
+    def spell_permute(self, x: str, perm: tuple) -> str:
+        return f"{x}.transpose{perm}"
+
+    def spell_max(self, x: str, axis: int) -> str:
+        return f"{x}.max({axis})"
+
+    def _print_OneHot(self, expr):
+        labels, size = expr.args
+        return f"(np.arange({self._print(size)}) == {self.postfix(labels)}[..., None]).astype(dtype)"
+
+    def _print_BroadcastTo(self, expr):
+        x, shape = expr.args
+        return f"np.broadcast_to({self._print(x)}, {self.shape(shape)})"
+
+    def spell_scatter(self, name, shape, index, values) -> list[str]:
+        return [f"{name} = np.zeros({self.shape(shape)}, dtype=dtype)",
+                f"np.add.at({name}, {self._print(index)}, {self._print(values)})"]

@@ -1,0 +1,232 @@
+"""The normal form the rewrite rules work on: an index expression as a list of ``Term``s, each a
+scalar coefficient times a product of powered factors (array reads, deltas, opaque atoms), summed over
+its own bound indices. Products of sums become one multi-index sum, so "pull a factor out of a Sum"
+and "move it in" are no-ops here and ``to_expr`` chooses the readable placement. Bound indices are
+renamed canonically so alpha-equivalent terms compare equal and collect.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.concrete.expr_with_limits import ExprWithLimits
+
+from .ir import free_indices, idx_size
+
+_fresh_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Term:
+    """``coeff * prod(atom**exponent) summed over bound``."""
+
+    coeff: sp.Expr
+    bound: tuple[sp.Idx, ...] = ()
+    factors: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+
+    def depends_on(self, atom: sp.Expr, index: sp.Idx) -> bool:
+        return index in free_indices(atom)
+
+
+ONE = Term(sp.Integer(1))
+
+
+def fresh(index: sp.Idx) -> sp.Idx:
+    """A new bound index over the same range, named so no user index can clash (``_17``)."""
+    return sp.Idx(sp.Symbol(f"_{next(_fresh_counter)}", integer=True), idx_size(index))
+
+
+def is_scalar(expr: sp.Expr) -> bool:
+    """True for coefficients: numbers, sizes and named constants, no arrays or indices."""
+    return not expr.has(sp.Indexed, sp.Idx, sp.KroneckerDelta, ExprWithLimits)
+
+
+def bound_renamed(expr: ExprWithLimits) -> tuple[sp.Expr, tuple[sp.Idx, ...]]:
+    """The body of a Sum-like expression with its bound indices replaced by fresh ones."""
+    mapping = {limit[0]: fresh(limit[0]) for limit in expr.limits}
+    return expr.function.xreplace(mapping), tuple(mapping.values())
+
+
+def canonical_atom(atom: sp.Expr) -> sp.Expr:
+    """Rename the indices an atom binds internally (``ArgMax(x[i, c], c)``) to ``_a0, _a1, ...`` so
+    equal atoms compare equal whatever their dummies were called."""
+    counter = itertools.count()
+
+    def visit(expr):
+        if isinstance(expr, ExprWithLimits):
+            mapping = {limit[0]: sp.Idx(sp.Symbol(f"_a{next(counter)}", integer=True),
+                                        idx_size(limit[0])) for limit in expr.limits}
+            body = visit(expr.function.xreplace(mapping))
+            return expr.func(body, *mapping.values())
+        if not expr.args or isinstance(expr, (sp.Idx, sp.Indexed)) and not expr.has(ExprWithLimits):
+            return expr
+        return expr.func(*[visit(a) for a in expr.args])
+
+    return visit(atom) if atom.has(ExprWithLimits) else atom
+
+
+def multiply(a: Term, b: Term) -> Term:
+    clash = set(a.bound) & set(b.bound)
+    if clash:
+        mapping = {k: fresh(k) for k in clash}
+        b = Term(b.coeff, tuple(mapping.get(k, k) for k in b.bound),
+                 tuple((atom.xreplace(mapping), e) for atom, e in b.factors))
+    return Term(a.coeff * b.coeff, a.bound + b.bound, a.factors + b.factors)
+
+
+def expand(expr: sp.Expr) -> list[Term]:
+    """Distribute ``expr`` into terms (the ``distribute`` rule's engine).
+
+    >>> from sympy import IndexedBase, Idx, Sum, symbols
+    >>> n = symbols("n", integer=True, positive=True)
+    >>> i, k = Idx("i", n), Idx("k", n)
+    >>> x, y = IndexedBase("x"), IndexedBase("y")
+    >>> len(expand(x[i] * (y[i] + Sum(y[k], k))))
+    2
+    """
+    if is_scalar(expr):
+        return [Term(expr)] if expr != 0 else []
+    if isinstance(expr, sp.Add):
+        return [t for arg in expr.args for t in expand(arg)]
+    if isinstance(expr, sp.Mul):
+        result = [ONE]
+        for arg in expr.args:
+            parts = expand(arg)
+            result = [multiply(a, b) for a in result for b in parts]
+        return result
+    if isinstance(expr, sp.Sum):
+        body, bound = bound_renamed(expr)
+        return [Term(t.coeff, bound + t.bound, t.factors) for t in expand(body)]
+    if isinstance(expr, sp.Pow) and is_scalar(expr.exp):
+        base, exponent = expr.args
+        parts = expand(base)
+        if exponent.is_Integer and exponent > 0 and (len(parts) > 1 or isinstance(base, sp.Sum)):
+            result = [ONE]
+            for _ in range(int(exponent)):
+                result = [multiply(a, b) for a in result for b in parts]
+            return result
+        if exponent.is_Integer and len(parts) == 1 and not parts[0].bound:
+            (term,) = parts
+            return [Term(term.coeff**exponent, (), tuple((a, e * exponent) for a, e in term.factors))]
+        if len(parts) == 1 and not parts[0].bound and len(parts[0].factors) == 1 \
+                and parts[0].coeff == 1:
+            atom, e = parts[0].factors[0]
+            return [Term(sp.Integer(1), (), ((atom, e * exponent),))]
+        return [Term(sp.Integer(1), (), ((canonical_atom(base), exponent),))]
+    return [Term(sp.Integer(1), (), ((canonical_atom(expr), sp.Integer(1)),))]
+
+
+def combine(term: Term) -> Term:
+    """Merge repeated atoms by adding exponents and drop the ones that cancel to ``x**0``."""
+    merged: dict[sp.Expr, sp.Expr] = {}
+    for atom, e in term.factors:
+        merged[atom] = merged.get(atom, 0) + e
+    factors = []
+    for atom, e in merged.items():
+        if e == 0:
+            continue
+        if isinstance(atom, sp.KroneckerDelta) and e.is_positive:
+            e = sp.Integer(1)  # a delta is 0 or 1, so its powers are itself
+        factors.append((atom, e))
+    return Term(term.coeff, term.bound, tuple(factors))
+
+
+def _placeholder(position: int, like: sp.Idx) -> sp.Idx:
+    return sp.Idx(sp.Symbol(f"_b{position}", integer=True), idx_size(like))
+
+
+def canonical(term: Term) -> Term:
+    """Rename bound indices to ``_b0, _b1, ...`` in the order that sorts the factors smallest, and
+    sort the factors, so two alpha-equivalent terms become identical."""
+    def rendered(order):
+        mapping = {k: _placeholder(m, k) for m, k in enumerate(order)}
+        factors = tuple(sorted(((a.xreplace(mapping), e) for a, e in term.factors),
+                               key=lambda f: (str(f[0]), str(f[1]))))
+        key = (tuple(str(idx_size(k)) for k in order), tuple((str(a), str(e)) for a, e in factors))
+        return key, Term(term.coeff, tuple(mapping.values()), factors)
+
+    orders = itertools.permutations(term.bound) if len(term.bound) <= 5 else [term.bound]
+    return min((rendered(order) for order in orders), key=lambda pair: pair[0])[1]
+
+
+def collect(terms: list[Term]) -> list[Term]:
+    """Canonicalise and add the coefficients of identical terms; drop the ones that sum to zero."""
+    grouped: dict[tuple, sp.Expr] = {}
+    for term in terms:
+        term = canonical(term)
+        key = (term.bound, term.factors)
+        grouped[key] = grouped.get(key, 0) + term.coeff
+    result = []
+    for (bound, factors), coeff in grouped.items():
+        coeff = sp.factor_terms(sp.together(coeff))
+        if coeff != 0:
+            result.append(Term(coeff, bound, factors))
+    return result
+
+
+def components(term: Term) -> tuple[list, list[tuple[tuple[sp.Idx, ...], list]]]:
+    """Split a term's factors into those free of bound indices and groups that share bound
+    indices: ``sum_{k,m} a[i] b[k] c[m] -> ([a[i]], [((k,), [b[k]]), ((m,), [c[m]])])``."""
+    outside, groups = [], []  # groups: [bound set, factor list]
+    for atom, e in term.factors:
+        uses = {k for k in term.bound if k in free_indices(atom)}
+        if not uses:
+            outside.append((atom, e))
+            continue
+        touching = [g for g in groups if g[0] & uses]
+        merged = [uses, [(atom, e)]]
+        for g in touching:
+            groups.remove(g)
+            merged[0] |= g[0]
+            merged[1] = g[1] + merged[1]
+        groups.append(merged)
+    def appearance(group):  # bound indices in the order the printed factors use them
+        seen = [k for atom, _ in sorted(group[1], key=lambda f: str(f[0])) for k in free_indices(atom)]
+        return tuple(sorted(group[0], key=seen.index))
+
+    return outside, [(appearance(g), g[1]) for g in groups]
+
+
+def power(atom: sp.Expr, e: sp.Expr) -> sp.Expr:
+    return atom if e == 1 else sp.Pow(atom, e)
+
+
+def term_expr(term: Term) -> sp.Expr:
+    outside, groups = components(term)
+    used = {k for bound, _ in groups for k in bound}
+    scale = sp.Mul(*[idx_size(k) for k in term.bound if k not in used])
+    sums = [sp.Sum(sp.Mul(*[power(a, e) for a, e in factors]), *bound) for bound, factors in groups]
+    return term.coeff * scale * sp.Mul(*[power(a, e) for a, e in outside]) * sp.Mul(*sums)
+
+
+def to_expr(terms: list[Term]) -> sp.Expr:
+    """Back to SymPy, each bound-index group as its own Sum and everything else pulled out."""
+    return sp.Add(*[term_expr(t) for t in terms])
+
+
+def readable(expr: sp.Expr, names_for, taken: set[str] = frozenset()) -> sp.Expr:
+    """Give every bound index a readable name: ``names_for(size)`` lists candidates for a range;
+    a binder avoids the names free in the whole expression and bound around it, while sibling sums
+    may reuse one (``Sum(g[k, j], k) - Sum(g[k, j]*x[k, j], k)``)."""
+    taken = set(taken) | {str(k) for k in free_indices(expr)}
+
+    def visit(node, taken):
+        if isinstance(node, ExprWithLimits):
+            inner_free = {str(k) for k in free_indices(node.function)}
+            mapping, used = {}, set(taken)
+            for limit in node.limits:
+                k = limit[0]
+                if not str(k).startswith("_"):
+                    used.add(str(k))
+                    continue
+                name = next(x for x in names_for(idx_size(k)) if x not in used | inner_free)
+                used.add(name)
+                mapping[k] = sp.Idx(name, idx_size(k))
+            body = visit(node.function.xreplace(mapping), used)
+            return node.func(body, *[mapping.get(limit[0], limit[0]) for limit in node.limits])
+        if not node.args or isinstance(node, sp.Idx):
+            return node
+        return node.func(*[visit(a, taken) for a in node.args])
+
+    return visit(expr, taken)
