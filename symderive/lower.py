@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
-from .ir import Assign, Program, ProgramError, flatten_parts, free_indices, idx_size, name_of
+from .ir import (Assign, Program, ProgramError, flatten_parts, free_indices, idx_size, index_size,
+                 name_of)
 from .terms import is_scalar
 from .ops import ArgMax, Maximum
 
@@ -139,6 +140,9 @@ class Lowerer:
     def shape(self, name: str) -> tuple:
         return self.program.shape(name)
 
+    def lhs_shape(self, s: Assign) -> tuple:
+        return tuple(index_size(k, self.program) for k in s.indices)
+
     # -- statements ------------------------------------------------------------------------------
     def statement(self, s: Assign) -> ArrayStatement:
         lhs_axes: list[sp.Idx] = []
@@ -158,7 +162,7 @@ class Lowerer:
         if missing and not s.accumulate:
             code = BroadcastTo(code, sp.Tuple(*full))
         if len(lhs_axes) != len(s.indices):  # a flattened lhs: merge the axes row-major
-            code = Reshape(code, sp.Tuple(*self.shape(s.name)))
+            code = Reshape(code, sp.Tuple(*self.lhs_shape(s)))
         return ArrayStatement(s.name, code, s.accumulate)
 
     def scatter(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
@@ -187,7 +191,7 @@ class Lowerer:
         if any(k not in order for k in values.axes):
             return None
         index = self.expr(label, order)
-        return ScatterAdd(sp.Tuple(*self.shape(s.name)), _align(index, label_axes),
+        return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), _align(index, label_axes),
                           _align(Value(values.code, values.axes), order)
                           if values.axes else BroadcastTo(values.code, sp.Tuple(
                               *[idx_size(k) for k in order])))

@@ -1,0 +1,60 @@
+"""A deliberately naive oracle: evaluate an index expression element by element with Python loops,
+independently of the lowering, so tests can compare vectorised code (or a rewrite) against it."""
+import itertools
+import math
+
+import numpy as np
+import sympy as sp
+from sympy.concrete.expr_with_limits import ExprWithLimits
+
+from symderive.ir import idx_size
+from symderive.ops import ArgMax, Maximum
+
+FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.tanh: math.tanh, sp.sin: math.sin,
+             sp.cos: math.cos, sp.sinh: math.sinh, sp.cosh: math.cosh}
+
+
+def value(expr, arrays: dict, sizes: dict, at: dict):
+    """``expr`` at the index values ``at`` (Idx -> int); ``arrays`` maps names to numpy arrays."""
+    if isinstance(expr, sp.Idx):
+        return at[expr]
+    if isinstance(expr, sp.Indexed):
+        position = tuple(int(value(k, arrays, sizes, at)) for k in expr.indices)
+        return arrays[str(expr.base.label)][position]
+    if isinstance(expr, sp.Symbol):
+        return arrays[expr.name] if expr.name in arrays else float(expr.subs(sizes))
+    if expr.is_Number:
+        return float(expr)
+    if isinstance(expr, ExprWithLimits):
+        (index,) = [limit[0] for limit in expr.limits][:1]
+        rest = [limit[0] for limit in expr.limits][1:]
+        body = expr.func(expr.function, *rest) if rest else expr.function
+        size = int(idx_size(index).subs(sizes))
+        items = [value(body, arrays, sizes, {**at, index: m}) for m in range(size)]
+        if isinstance(expr, sp.Sum):
+            return sum(items)
+        if isinstance(expr, Maximum):
+            return max(items)
+        if isinstance(expr, ArgMax):
+            return int(np.argmax(items))
+    if isinstance(expr, sp.KroneckerDelta):
+        a, b = (value(arg, arrays, sizes, at) for arg in expr.args)
+        return 1.0 if a == b else 0.0
+    if isinstance(expr, sp.Add):
+        return sum(value(a, arrays, sizes, at) for a in expr.args)
+    if isinstance(expr, sp.Mul):
+        return math.prod(value(a, arrays, sizes, at) for a in expr.args)
+    if isinstance(expr, sp.Pow):
+        return value(expr.base, arrays, sizes, at) ** value(expr.exp, arrays, sizes, at)
+    if expr.func in FUNCTIONS:
+        return FUNCTIONS[expr.func](value(expr.args[0], arrays, sizes, at))
+    raise NotImplementedError(expr)
+
+
+def tensor(expr, axes, arrays: dict, sizes: dict) -> np.ndarray:
+    """``expr`` evaluated at every value of ``axes`` (a list of Idx), as an array."""
+    shape = [int(idx_size(k).subs(sizes)) for k in axes]
+    out = np.zeros(shape)
+    for position in itertools.product(*[range(s) for s in shape]):
+        out[position] = value(expr, arrays, sizes, dict(zip(axes, position)))
+    return out

@@ -1,0 +1,138 @@
+"""Program construction and validation: every kind of bad program gets one clear ProgramError."""
+import pytest
+import sympy as sp
+from sympy import Idx, IndexedBase, Sum, exp, symbols
+
+from symderive import Builder, Maximum, ProgramError, normal
+from symderive.ir import flatten_parts, free_indices
+
+n, d, V, B, E = symbols("n d V B E", integer=True, positive=True)
+i, j, k, c = Idx("i", n), Idx("j", d), Idx("k", n), Idx("c", V)
+x, y, z, Y, w = symbols("x y z Y w", cls=IndexedBase)
+loss = symbols("loss")
+SIZES = {n: 4, d: 3, V: 5, B: 2, E: 3}
+
+
+def layer(**options) -> Builder:
+    builder = Builder("layer", sizes=dict(SIZES), **options)
+    builder.input(x[i, j])
+    return builder
+
+
+def test_builder_records_inputs_statements_and_declaration_order():
+    b = layer()
+    b[y[j]] = Sum(x[i, j], i) / n
+    b.output(y)
+    program = b.build()
+    assert [s.name for s in program.body] == ["y"]
+    assert program.declared == ("x", "y")
+    assert program.shape("y") == (d,)
+    assert program.outputs == ("y",)
+
+
+def test_flattened_index_parts_are_row_major():
+    t, e = Idx("t", B), Idx("e", E)
+    assert flatten_parts(E * t + e) == [t, e]
+    assert flatten_parts(t + e) is None
+
+
+def test_free_indices_skip_bound_ones():
+    assert free_indices(Sum(x[i, j], i)) == [j]
+    assert free_indices(Maximum(x[i, j], j)) == [i]
+
+
+@pytest.mark.parametrize("build, words", [
+    (lambda b: b.__setitem__(y[i, j], z[i, j]), "'z' is not defined"),
+    (lambda b: b.__setitem__(y[j], x[i, j]), "index 'i' is free on the right"),
+    (lambda b: b.__setitem__(y[i, j], x[j, i]), "axis 0 of 'x' has size n"),
+    (lambda b: (b.__setitem__(y[i, j], x[i, j]), b.__setitem__(y[i, j], 2 * x[i, j])),
+     "'y' is defined twice"),
+    (lambda b: b.__setitem__(y[i, j], sp.erf(x[i, j])), "function 'erf' has no derivative rule"),
+    (lambda b: b.__setitem__(y[i, j], Sum(x[i, j], i)), "summed over but is also free"),
+    (lambda b: b.__setitem__(y[i, j], x[i]), "'x' has 2 indices"),
+    (lambda b: b.__setitem__(y[i, j], x[i, j] ** x[i, j]), "exponent"),
+], ids=["undefined", "free-index", "range", "twice", "no-rule", "bound-free", "rank", "exponent"])
+def test_bad_statement_is_named(build, words):
+    b = layer()
+    build(b)
+    b.output(y)
+    with pytest.raises(ProgramError, match="statement") as error:
+        b.build()
+    assert words in str(error.value)
+
+
+def test_non_scalar_loss_is_rejected():
+    b = layer()
+    b[y[i, j]] = exp(x[i, j])
+    b.loss(y)
+    with pytest.raises(ProgramError, match="must be a scalar"):
+        b.build()
+
+
+def test_integer_label_cannot_be_differentiated():
+    b = layer()
+    b.labels(Y[i], V)
+    b[y[i, j]] = x[i, j] * Y[i]
+    b.output(y)
+    with pytest.raises(ProgramError, match="integer label"):
+        b.build()
+
+
+def test_label_range_must_match_the_axis_it_indexes():
+    b = Builder("layer", sizes=dict(SIZES))
+    b.input(w[i, j])
+    b.labels(Y[i], V)
+    b[loss] = Sum(w[i, Y[i]], i)
+    b.loss(loss)
+    with pytest.raises(ProgramError, match="ranges over V"):
+        b.build()
+
+
+def test_missing_example_size_is_named():
+    b = Builder("layer", sizes={n: 4})
+    b.input(x[i, j])
+    b[y[i, j]] = x[i, j]
+    b.output(y)
+    with pytest.raises(ProgramError, match="size d"):
+        b.build()
+
+
+def test_name_clashing_with_an_adjoint_is_rejected():
+    dx = IndexedBase("dx")
+    b = layer()
+    b[dx[i, j]] = 2 * x[i, j]
+    b.output(dx)
+    with pytest.raises(ProgramError, match="adjoint of 'x'"):
+        b.build()
+
+
+@pytest.mark.parametrize("name", ["np", "values", "class", "_hidden"])
+def test_names_that_would_break_emitted_code_are_rejected(name):
+    bad = IndexedBase(name)
+    b = layer()
+    b[bad[i, j]] = 2 * x[i, j]
+    b.output(bad)
+    with pytest.raises(ProgramError):
+        b.build()
+
+
+def test_lhs_without_indices_is_rejected_immediately():
+    b = layer()
+    with pytest.raises(ProgramError, match="with its indices"):
+        b[y] = x[i, j]
+
+
+def test_example_sizes_must_be_positive_integers():
+    b = Builder("layer", sizes={n: 0, d: 3})
+    b.input(x[i, j])
+    b[y[i, j]] = x[i, j]
+    b.output(y)
+    with pytest.raises(ProgramError, match="positive integer"):
+        b.build()
+
+
+def test_undeclared_output_is_rejected():
+    b = layer()
+    b.output(y)
+    with pytest.raises(ProgramError, match="output 'y'"):
+        b.build()
