@@ -17,7 +17,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     embcat = emb.reshape(n, B*E)
     hprebn = b1 + embcat @ W1
     bnmeani = hprebn.sum(0)/n
-    bndiff = -bnmeani + hprebn
+    bndiff = hprebn - bnmeani
     bndiff2 = bndiff**2
     bnvar = bndiff2.sum(0)/(n - 1)
     bnvar_inv = (bnvar + eps)**(-1/2)
@@ -37,7 +37,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
 
 
 def backward(values):
-    """The adjoint of every name in GRADIENTS, given the forward values and the loss."""
+    """The adjoint of every name in GRADIENTS, from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]

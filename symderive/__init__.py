@@ -4,5 +4,15 @@ and check that code against torch autograd."""
 from .ir import Assign, Builder, Init, Input, Program, ProgramError, normal, uniform
 from .ops import ArgMax, Maximum
 
-__all__ = ["Assign", "ArgMax", "Builder", "Init", "Input", "Maximum", "Program", "ProgramError",
-           "normal", "uniform"]
+__all__ = [
+           "ArgMax",
+           "Assign",
+           "Builder",
+           "Init",
+           "Input",
+           "Maximum",
+           "Program",
+           "ProgramError",
+           "normal",
+           "uniform",
+]

@@ -1,4 +1,4 @@
-"""The command line: ``symderive check | emit | regen``. Exit codes are a contract: 0 success,
+"""The command line: ``symderive check | derive | emit | regen``. Exit codes are a contract: 0 success,
 1 a check or ``regen --check`` found a difference, 2 a bad derivation or bad arguments (one line on
 stderr, never a traceback)."""
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .derivation import derive_backward, load
@@ -31,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--json", action="store_true",
                        help="print one JSON object per file, one per line")
+
+    derive = commands.add_parser("derive", help="print each input's gradient in index notation")
+    derive.add_argument("file")
+    derive.add_argument("--wrt", metavar="NAME", help="only the gradient of this input")
+    derive.add_argument("--steps", action="store_true", help="also print the rewrite steps")
+    derive.add_argument("--json", action="store_true", help="print one JSON object")
 
     emit = commands.add_parser("emit", help="write one generated module")
     emit.add_argument("file")
@@ -71,6 +78,33 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_derive(args) -> int:
+    from .simplify import derive_gradients
+
+    program = load(args.file)
+    started = time.perf_counter()
+    gradients = derive_gradients(program)
+    seconds = time.perf_counter() - started
+    if args.wrt is not None:
+        gradients = [g for g in gradients if g.name == args.wrt]
+        if not gradients:
+            raise ProgramError(f"{program.name}: no gradient with respect to '{args.wrt}'; the "
+                               f"inputs are {', '.join(x.name for x in program.inputs)}")
+    rows = [g.summary() for g in gradients]
+    if args.json:
+        print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
+        return 0
+    print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
+    for gradient, row in zip(gradients, rows):
+        print(f"{gradient.lhs} = {gradient.expr}")
+        print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
+              f"uses {', '.join(row['uses'])}")
+        if args.steps:
+            for step in gradient.steps:
+                print(f"    {step.rule:>15}: {step.after}")
+    return 0
+
+
 def cmd_emit(args) -> int:
     program = load(args.file)
     path = Path(args.output) / f"{program.name}_{args.target}.py"
@@ -104,7 +138,8 @@ def cmd_regen(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": cmd_check, "emit": cmd_emit, "regen": cmd_regen}[args.command](args)
+        commands = {"check": cmd_check, "derive": cmd_derive, "emit": cmd_emit, "regen": cmd_regen}
+        return commands[args.command](args)
     except ProgramError as error:
         print(f"symderive: {error}", file=sys.stderr)
         return 2

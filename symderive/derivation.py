@@ -20,11 +20,9 @@ def load(path: str | Path) -> Program:
         raise
     except Exception as error:  # the file is user code: report it in one line, not a traceback
         raise ProgramError(f"{path}: {type(error).__name__}: {error}") from error
-    programs = [value for value in namespace.values() if isinstance(value, Program)]
-    if len(programs) != 1:
-        raise ProgramError(f"{path}: a derivation file must build exactly one Program "
-                           f"(found {len(programs)}); end it with program = builder.build()")
-    program = programs[0]
+    program = namespace.get("program")
+    if not isinstance(program, Program):
+        raise ProgramError(f"{path}: a derivation file must end with program = builder.build()")
     if program.name != path.stem:
         raise ProgramError(f"{path}: builds program '{program.name}'; name it '{path.stem}' so "
                            "its generated files can be found")
@@ -32,5 +30,10 @@ def load(path: str | Path) -> Program:
 
 
 def derive_backward(program: Program) -> Program:
-    """The backward Program ``program`` asks for."""
-    return backward(program)
+    """The backward Program ``program`` asks for: every adjoint, one statement per dependency
+    (``adjoints="all"``, makemore's exercise 1), or only the materialised adjoints, simplified."""
+    if program.adjoints == "all":
+        return backward(program)
+    from .simplify import compact_backward
+
+    return compact_backward(program)[0]

@@ -70,6 +70,21 @@ def _dtype_line(program: Program, arrays: list[str]) -> list[str]:
     return [f"dtype = {source}.dtype"]
 
 
+def reuse_earlier(statements: list[ArrayStatement]) -> list[ArrayStatement]:
+    """Where a later statement recomputes an earlier statement's whole value, read the earlier
+    name instead: ``dhprebn`` then uses ``dbngain`` rather than summing ``bnraw*dhpreact`` again.
+    Only names assigned once qualify, so a value is never read after it was accumulated into."""
+    assigned = [s.name for s in statements]
+    known: dict[sp.Expr, sp.Symbol] = {}
+    result = []
+    for s in statements:
+        code = s.code.xreplace(known) if known else s.code
+        result.append(ArrayStatement(s.name, code, s.accumulate))
+        if assigned.count(s.name) == 1 and not isinstance(s.code, sp.Symbol) and s.code.args:
+            known[s.code] = sp.Symbol(s.name)
+    return result
+
+
 def _body(printer, statements: list[ArrayStatement]) -> list[str]:
     return [line for s in statements for line in printer.statement(s.name, s.code, s.accumulate)]
 
@@ -86,7 +101,7 @@ def _function_name(name: str) -> str:
 def module_source(forward: Program, backward: Program, target: str) -> str:
     """The text of ``generated/<name>_<target>.py``."""
     printer = PRINTERS[target]()
-    forward_code, backward_code = lower(forward), lower(backward)
+    forward_code, backward_code = lower(forward), reuse_earlier(lower(backward))
     inputs = [x.name for x in forward.inputs]
     upstream = [x.name for x in backward.inputs if x.name.startswith("d")
                 and x.name[1:] in forward.outputs and not forward.loss]
@@ -101,7 +116,7 @@ def module_source(forward: Program, backward: Program, target: str) -> str:
 
     lines = [HEADER.format(name=forward.name),
              f'"""{forward.name}: forward and backward in {"NumPy" if target == "numpy" else "torch"}."""',
-             printer.imports, ""]
+             "IMPORTS", ""]
     for symbol, value in forward.constants:
         lines.append(f"{symbol} = {value!r}")
     lines += [f"INPUTS = {_tuple(inputs)}", f"OUTPUTS = {_tuple(forward.outputs)}",
@@ -119,9 +134,8 @@ def module_source(forward: Program, backward: Program, target: str) -> str:
 
     signature = ", ".join(["values"] + upstream)
     lines.append(f"def backward({signature}):")
-    what = "the loss" if forward.loss else ", ".join(upstream)
-    lines.append(f'    """The adjoint of every name in GRADIENTS, given the forward values and '
-                 f'{"the adjoint of " if not forward.loss else ""}{what}."""')
+    given = "" if forward.loss else " and the adjoints " + ", ".join(upstream)
+    lines.append(f'    """The adjoint of every name in GRADIENTS, from the forward values{given}."""')
     scope = saved + upstream
     body = [f'{x} = values["{x}"]' for x in saved] + sizes
     if _uses_dtype(backward_code):
@@ -132,7 +146,9 @@ def module_source(forward: Program, backward: Program, target: str) -> str:
 
     if target == "torch":
         lines += ["", ""] + _autograd_function(forward, inputs, upstream)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    imports = [line for line in printer.imports if line.split()[-1] + "." in text]
+    return text.replace("IMPORTS\n", "".join(line + "\n" for line in imports))
 
 
 def _autograd_function(forward: Program, inputs: list[str], upstream: list[str]) -> list[str]:
@@ -153,7 +169,8 @@ def _autograd_function(forward: Program, inputs: list[str], upstream: list[str])
         "    @staticmethod",
         f"    def backward(ctx, {', '.join(grads_in)}):",
         f"        grads = {call}",
-        f"        return tuple({scale}grads[name] if name in grads else None for name in INPUTS)",
+        f"        return tuple({scale}grads[name] if name in grads else None for name in INPUTS)"
+        if forward.loss else "        return tuple(grads.get(name) for name in INPUTS)",
     ]
 
 

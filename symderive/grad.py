@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .ir import Assign, Input, Program, ProgramError, free_indices, lhs_index_set, name_of, with_body
-from .terms import bound_renamed, fresh, is_scalar
+from .ir import (
+    Assign,
+    Input,
+    Program,
+    ProgramError,
+    free_indices,
+    lhs_index_set,
+    name_of,
+    with_body,
+)
 from .ops import ArgMax, Maximum, maximum_weight, op_for
 from .rules import Context, tidy
+from .terms import bound_renamed, fresh, is_scalar
 
 
 def adjoint_name(name: str) -> str:

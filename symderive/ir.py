@@ -97,7 +97,7 @@ class Program:
     loss: bool = False  # the single output is a scalar loss whose adjoint is 1
     adjoints: str | tuple[str, ...] = "inputs"  # which adjoints the backward materialises
     declared: tuple[str, ...] = ()
-    references: tuple = field(default=(), compare=False)  # independent torch forwards for check
+    references: tuple = field(default=(), compare=False)  # (kind, label, function) for check
 
     # -- lookups ---------------------------------------------------------------------------------
     @property
@@ -453,9 +453,15 @@ class Builder:
         self.outputs = [name_of(x) for x in names]
         self.is_loss = False
 
-    def reference(self, function) -> None:
-        """Register an independent torch forward (same inputs, same outputs) for ``check``."""
-        self.references.append(function)
+    def reference(self, label: str, forward) -> None:
+        """An independent torch forward for ``check``: ``forward(*inputs)`` returns the outputs
+        (e.g. ``F.batch_norm``); check differentiates it with autograd and compares."""
+        self.references.append(("forward", label, forward))
+
+    def closed_form(self, label: str, gradients) -> None:
+        """Known gradient formulas for ``check``: ``gradients(values, *upstream)`` returns a dict
+        by input name, ``values`` being every forward value by name (the makemore one-liners)."""
+        self.references.append(("gradients", label, gradients))
 
     def build(self) -> Program:
         program = Program(

@@ -14,10 +14,18 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
-from .ir import (Assign, Program, ProgramError, flatten_parts, free_indices, idx_size, index_size,
-                 name_of)
-from .terms import is_scalar
+from .ir import (
+    Assign,
+    Program,
+    ProgramError,
+    flatten_parts,
+    free_indices,
+    idx_size,
+    index_size,
+    name_of,
+)
 from .ops import ArgMax, Maximum
+from .terms import is_scalar
 
 
 class ArrayOp(sp.Function):

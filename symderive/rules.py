@@ -5,11 +5,13 @@ None of them knows about a particular layer: the facts they use are read off the
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
 
+from .definitions import Definitions, Fact, Pattern, collect_definitions
 from .ir import Program, free_indices, idx_size
 from .terms import Term, collect, combine, components, expand, power, readable, to_expr
 
@@ -22,6 +24,7 @@ class Context:
 
     def __init__(self, program: Program):
         self.program = program
+        self._definitions: Definitions | None = None
         self.reserved = set(program.names) | {str(s) for s, _ in program.sizes} \
             | {str(s) for s, _ in program.constants}
         # Statements first: their indices are the ones a reader has just seen.
@@ -33,6 +36,16 @@ class Context:
             names = self._names.setdefault(idx_size(k), [])
             if str(k) not in names:
                 names.append(str(k))
+
+    @property
+    def definitions(self) -> Definitions:
+        """The program's definitions as patterns, built on first use (the reverse pass's tidy-up
+        never needs them)."""
+        if self._definitions is None:
+            self._definitions = Definitions()  # visible, partly filled, while facts are derived
+            collect_definitions(self.program, self._definitions,
+                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES)[0])
+        return self._definitions
 
     def names_for(self, size: sp.Expr):
         """Candidate names for a bound index over ``size``: the program's own, then letters."""
@@ -110,10 +123,239 @@ def collect_terms(terms: list[Term], context: Context) -> list[Term]:
     return collect(terms)
 
 
+# -- matching ---------------------------------------------------------------------------------
+
+def match(pattern: sp.Expr, target: sp.Expr, variables: set, binding: dict) -> dict | None:
+    """Extend ``binding`` so that ``pattern`` with its ``variables`` substituted is ``target``."""
+    if pattern in variables:
+        if pattern in binding:
+            return binding if binding[pattern] == target else None
+        return {**binding, pattern: target}
+    if not pattern.args or isinstance(pattern, sp.Idx):
+        return binding if pattern == target else None
+    if type(pattern) is not type(target) or len(pattern.args) != len(target.args):
+        return None
+    orders = [target.args]
+    if isinstance(pattern, (sp.Add, sp.Mul)) and len(target.args) <= 4:
+        orders = itertools.permutations(target.args)
+    for args in orders:
+        result = binding
+        for p, t in zip(pattern.args, args):
+            result = match(p, t, variables, result)
+            if result is None:
+                break
+        if result is not None:
+            return result
+    return None
+
+
+def match_factors(pattern: tuple, target: list, variables: set, binding: dict):
+    """Bindings under which the factors ``pattern`` are exactly ``target`` (same exponents)."""
+    if len(pattern) != len(target):
+        return
+    for order in itertools.permutations(target):
+        result = binding
+        for (p_atom, p_exp), (t_atom, t_exp) in zip(pattern, order):
+            if p_exp != t_exp:
+                result = None
+                break
+            result = match(p_atom, t_atom, variables, result)
+            if result is None:
+                break
+        if result is not None:
+            yield result
+
+
+def instantiate(pattern: Pattern | Fact, binding: dict) -> sp.Expr:
+    return pattern.target.xreplace(binding)
+
+
+# -- rules that read the forward program -----------------------------------------------------
+
+def unfold_terms(terms: list[Term], definitions: Definitions) -> list[Term]:
+    result = []
+    for term in terms:
+        coeff, factors = term.coeff, []
+        for atom, e in term.factors:
+            pattern = definitions.monomial(str(atom.base.label)) \
+                if isinstance(atom, sp.Indexed) and e.is_Integer else None
+            if pattern is None:
+                factors.append((atom, e))
+                continue
+            binding = dict(zip(pattern.target.indices, atom.indices))
+            coeff *= pattern.coeff**e
+            factors.extend((a.xreplace(binding), f * e) for a, f in pattern.factors)
+        result.append(Term(coeff, term.bound, tuple(factors)))
+    return result
+
+
+def unfold(terms: list[Term], context: Context) -> list[Term]:
+    """Replace a name defined as a product of names by that product, down to irreducible names:
+    ``probs[i, c] -> counts[i, c]*counts_sum[i]**-1``, ``bnraw -> bndiff*bnvar_inv``."""
+    return unfold_terms(terms, context.definitions)
+
+
+def fold_atom(terms: list[Term], context: Context) -> list[Term]:
+    """Fold a power or function of an expression that a forward name is defined as, power-aware:
+    ``(bnvar[j] + eps)**(-3/2) -> bnvar_inv[j]**3``, ``exp(norm_logits[i, c]) -> counts[i, c]``."""
+    result = []
+    for term in terms:
+        coeff, factors = term.coeff, []
+        for atom, e in term.factors:
+            for pattern in context.definitions.atoms:
+                (p_atom, p_exp), = pattern.factors
+                binding = match(p_atom, atom, pattern.variables, {})
+                ratio = e / p_exp
+                if binding is not None and ratio.is_Integer:
+                    coeff /= pattern.coeff**ratio
+                    atom, e = instantiate(pattern, binding), ratio
+                    break
+            factors.append((atom, e))
+        result.append(Term(coeff, term.bound, tuple(factors)))
+    return result
+
+
+def _groups(term: Term):
+    """For each bound index: the factors that use it, if they use no other bound index."""
+    for index in term.bound:
+        group = [(a, e) for a, e in term.factors if index in free_indices(a)]
+        others = {k for a, _ in group for k in free_indices(a) if k in term.bound} - {index}
+        if not others:
+            yield index, group
+
+
+def fold_sum(terms: list[Term], context: Context) -> list[Term]:
+    """Fold a sum that a forward name is defined as: ``Sum(counts[i, c], c) -> counts_sum[i]``,
+    ``Sum(hprebn[i, j], i) -> n*bnmeani[j]``."""
+    result = []
+    for term in terms:
+        changed = True
+        while changed:
+            changed = False
+            for index, group in _groups(term):
+                for pattern in context.definitions.sums:
+                    if len(pattern.bound) != 1:
+                        continue
+                    binding = next(match_factors(pattern.factors, group, pattern.variables,
+                                                 {pattern.bound[0]: index}), None)
+                    if binding is None:
+                        continue
+                    rest = tuple(f for f in term.factors if f not in group)
+                    term = Term(term.coeff / pattern.coeff, tuple(k for k in term.bound if k != index),
+                                rest + ((instantiate(pattern, binding), sp.Integer(1)),))
+                    changed = True
+                    break
+                if changed:
+                    break
+        result.append(term)
+    return result
+
+
+def reduction_fact(terms: list[Term], context: Context) -> list[Term]:
+    """Apply a reduction fact derived from the program: ``Sum(bndiff[i, j], i) -> 0`` because
+    ``Sum_i (hprebn - bnmeani) = n*bnmeani - n*bnmeani``."""
+    result, pending = [], list(terms)
+    while pending:
+        term = pending.pop(0)
+        for index, group in _groups(term):
+            if len(group) != 1 or group[0][1] != 1:
+                continue
+            for fact in context.definitions.facts:
+                binding = match(fact.target.xreplace({fact.index: index}), group[0][0],
+                                fact.variables - {fact.index}, {})
+                if binding is not None:
+                    break
+            else:
+                continue
+            rest = tuple(f for f in term.factors if f not in group)
+            bound = tuple(k for k in term.bound if k != index)
+            pending[:0] = [Term(term.coeff * t.coeff, bound,
+                                rest + tuple((a.xreplace(binding), e) for a, e in t.factors))
+                           for t in fact.terms]
+            break
+        else:
+            result.append(term)
+    return result
+
+
+def _fold_once(term: Term, pattern: Pattern) -> Term | None:
+    """Fold ``pattern`` into ``term`` as many times as its powers allow, or None."""
+    def search(remaining, available, binding):
+        if not remaining:
+            yield binding
+            return
+        (p_atom, p_exp), rest = remaining[0], remaining[1:]
+        for position, (t_atom, t_exp) in enumerate(available):
+            if (t_exp / p_exp).is_positive and abs(t_exp) >= abs(p_exp):
+                found = match(p_atom, t_atom, pattern.variables, binding)
+                if found is not None:
+                    yield from search(rest, available[:position] + available[position + 1:], found)
+
+    for binding in search(list(pattern.factors), list(term.factors), {}):
+        factors = dict(term.factors)
+        times = sp.Integer(min(int(factors[a.xreplace(binding)] / e) for a, e in pattern.factors))
+        for atom, e in pattern.factors:
+            factors[atom.xreplace(binding)] -= times * e
+        target = instantiate(pattern, binding)
+        factors[target] = factors.get(target, 0) + times
+        return Term(term.coeff / pattern.coeff**times, term.bound,
+                    tuple((a, e) for a, e in factors.items() if e != 0))
+    return None
+
+
+def _worth_folding(pattern: Pattern) -> bool:
+    """A product of several names, or a single name's power other than 1 (``s**-1 -> r``)."""
+    return len(pattern.factors) > 1 or pattern.factors[0][1] != 1
+
+
+def fold(terms: list[Term], context: Context) -> list[Term]:
+    """Fold products back into the forward names that hold them, largest first, moving factors
+    into sums where that completes a product: ``counts*counts_sum**-1 -> probs``,
+    ``bnvar_inv**3*bndiff[i]*Sum(bndiff[k]*g[k], k) -> bnvar_inv*bnraw[i]*Sum(bnraw[k]*g[k], k)``."""
+    patterns = sorted((p for p in context.definitions.monomials if _worth_folding(p)),
+                      key=lambda p: -len(p.factors))
+    result = []
+    for term in terms:
+        term = combine(term)
+        for pattern in patterns:
+            while (folded := _fold_once(term, pattern)) is not None:
+                term = combine(folded)
+        result.append(term)
+    return result
+
+
 CANCEL = Rule("cancel", cancel)
 CONTRACT_DELTA = Rule("contract-delta", contract_delta)
 SUM_OF_CONSTANT = Rule("sum-of-constant", sum_of_constant)
 COLLECT = Rule("collect", collect_terms)
+UNFOLD = Rule("unfold", unfold)
+FOLD_ATOM = Rule("fold-power", fold_atom)
+FOLD_SUM = Rule("fold-sum", fold_sum)
+REDUCTION_FACT = Rule("reduction-fact", reduction_fact)
+FOLD = Rule("fold", fold)
+
+# The phases of the simplifier (PyTensor's canonicalize / stabilize / specialize, in spirit):
+# rewrite into irreducible forward names, reduce to a fixpoint, then fold back into saved names.
+BASIS_RULES = (UNFOLD, FOLD_ATOM, CANCEL)
+REDUCE_RULES = (CONTRACT_DELTA, SUM_OF_CONSTANT, FOLD_SUM, REDUCTION_FACT, CANCEL, COLLECT)
+OUTPUT_RULES = (FOLD, FOLD_ATOM, CANCEL, COLLECT)
+RULES = BASIS_RULES + REDUCE_RULES + (FOLD,)
+
+
+def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
+    """Apply ``rules`` in order until none changes the terms; ``record(rule, before, after)``
+    hears of every application that did."""
+    for _ in range(50):
+        changed = False
+        for rule in rules:
+            after = rule.apply(terms, context)
+            if after != terms:
+                if record is not None:
+                    record(rule, terms, after)
+                terms, changed = after, True
+        if not changed:
+            return terms, True
+    return terms, False
 
 # What the reverse pass applies to each adjoint contribution: enough to remove the deltas that
 # differentiation introduces, nothing that would change which forward values are read.

@@ -3,7 +3,7 @@ import pytest
 import sympy as sp
 from sympy import Idx, IndexedBase, Sum, exp, symbols
 
-from symderive import Builder, Maximum, ProgramError, normal
+from symderive import Builder, Maximum, ProgramError
 from symderive.ir import flatten_parts, free_indices
 
 n, d, V, B, E = symbols("n d V B E", integer=True, positive=True)

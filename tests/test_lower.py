@@ -71,7 +71,7 @@ def test_lowered_numpy_matches_the_loop_oracle(name):
     assert expected_text in "\n".join(lines)
     env = {"np": np, "dtype": np.float64, **arrays,
            **{str(s): value for s, value in SIZES.items()}}
-    exec("\n".join(lines), env)
+    exec("\n".join(lines), env)  # noqa: S102 - the code under test
     axes = [k for index in lhs.indices
             for k in ([index] if isinstance(index, sp.Idx) else index.atoms(sp.Idx))]
     if name == "flatten":

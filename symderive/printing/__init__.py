@@ -5,4 +5,4 @@ from .torch import TorchArrayPrinter
 
 PRINTERS = {"numpy": NumPyArrayPrinter, "torch": TorchArrayPrinter}
 
-__all__ = ["NumPyArrayPrinter", "PRINTERS", "TorchArrayPrinter"]
+__all__ = ["PRINTERS", "NumPyArrayPrinter", "TorchArrayPrinter"]

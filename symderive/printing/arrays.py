@@ -34,6 +34,11 @@ class ArrayPrinterMixin:
         return items[0] if len(items) == 1 else f"({', '.join(items)})"
 
     # -- SymPy nodes -----------------------------------------------------------------------------
+    def _as_ordered_terms(self, expr, order=None):
+        """SymPy's order, but positive terms first: ``hprebn - bnmeani``, not ``-bnmeani + hprebn``."""
+        terms = super()._as_ordered_terms(expr, order=order)
+        return sorted(terms, key=lambda term: term.could_extract_minus_sign())
+
     def _print_Symbol(self, expr):
         return expr.name
 

@@ -11,7 +11,7 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
 
     target = "numpy"
     module = "np"
-    imports = "import numpy as np"
+    imports = ("import numpy as np",)  # each kept only if the module uses it
 
     def __init__(self):
         super().__init__({"fully_qualified_modules": True})

@@ -11,7 +11,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
 
     target = "torch"
     module = "torch"
-    imports = "import torch\nimport torch.nn.functional as F"
+    imports = ("import torch", "import torch.nn.functional as F")  # each kept only if the module uses it
 
     def spell_permute(self, x: str, perm: tuple) -> str:
         return f"{x}.permute{perm}"
@@ -30,5 +30,5 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     def spell_scatter(self, name, shape, index, values) -> list[str]:
         rows = ", ".join(self._print(s) for s in shape[1:])
         flat_values = f"{self.postfix(values)}.reshape(-1{', ' + rows if rows else ''})"
-        return [f"{name} = torch.zeros({self.shape(shape)}, dtype=dtype).index_add_("
-                f"0, {self.postfix(index)}.reshape(-1), {flat_values})"]
+        zeros = f"torch.zeros({self.shape(shape)}, dtype=dtype)"
+        return [f"{name} = {zeros}.index_add_(0, {self.postfix(index)}.reshape(-1), {flat_values})"]

@@ -1,0 +1,167 @@
+"""The simplifier: inline a layer's atomic adjoint chain into one expression per materialised
+gradient, then rewrite it with the named rules of ``rules.py`` in three phases (into irreducible
+forward names, reduce to a fixpoint, fold back into saved names) and factor it for output. Every
+rule application that changes the expression is kept as a ``Step(rule, before, after)``: the steps
+are the derivation. ``sp.simplify`` is never called.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.concrete.expr_with_limits import ExprWithLimits
+
+from .grad import (
+    adjoint_lhs,
+    adjoint_name,
+    backward,
+    backward_program,
+    contribution,
+    reads,
+    upstream_adjoint,
+)
+from .ir import Assign, Program, name_of
+from .rules import BASIS_RULES, OUTPUT_RULES, REDUCE_RULES, Context, factor, run_to_fixpoint
+from .terms import expand, fresh, readable, to_expr
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule application: the whole expression before and after it."""
+
+    rule: str
+    before: sp.Expr
+    after: sp.Expr
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """A materialised adjoint: its compact expression and the steps that produced it."""
+
+    name: str  # the forward name whose adjoint this is
+    lhs: sp.Expr
+    expr: sp.Expr
+    steps: tuple[Step, ...]
+
+    def uses(self) -> list[str]:
+        """The forward names and upstream adjoints the expression reads, labels included."""
+        found = {name_of(x) for x in self.expr.atoms(sp.Indexed)}
+        return sorted(found, key=lambda name: (name.startswith("d"), name))
+
+    def summary(self) -> dict:
+        return {"wrt": self.name, "expr": str(self.expr), "ops": int(sp.count_ops(self.expr)),
+                "reductions": len([x for x in sp.preorder_traversal(self.expr)
+                                   if isinstance(x, sp.Sum)]),
+                "steps": len(self.steps), "uses": self.uses()}
+
+
+def freshen(expr: sp.Expr) -> sp.Expr:
+    """Rename every index bound inside ``expr`` so that copies of it never capture each other."""
+    def visit(node):
+        if isinstance(node, ExprWithLimits):
+            mapping = {limit[0]: fresh(limit[0]) for limit in node.limits}
+            return node.func(visit(node.function.xreplace(mapping)), *mapping.values())
+        if not node.args or isinstance(node, (sp.Idx, sp.Indexed)) and not node.has(ExprWithLimits):
+            return node
+        return node.func(*[visit(a) for a in node.args])
+
+    return visit(expr)
+
+
+def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
+    """Rewrite ``expr`` to its compact form; return it with the steps taken.
+
+    >>> # see tests/test_simplify.py for cross-entropy, batchnorm and layernorm
+    """
+    steps: list[Step] = []
+
+    def show(terms):
+        return readable(to_expr(terms), context.names_for)
+
+    def record(rule, before, after):
+        shown = show(after)
+        if shown != steps[-1].after:  # a change only of internal names is not a step to show
+            steps.append(Step(rule.name, steps[-1].after, shown))
+
+    expr = freshen(expr)  # copies of one adjoint share bound names; give each its own
+    terms = expand(expr)
+    steps.append(Step("distribute", readable(expr, context.names_for), show(terms)))
+    terms, _ = run_to_fixpoint(terms, context, BASIS_RULES, record)
+    terms, _ = run_to_fixpoint(terms, context, REDUCE_RULES, record)
+    terms, _ = run_to_fixpoint(terms, context, OUTPUT_RULES, record)
+    result = readable(factor(terms, context), context.names_for)
+    if result != steps[-1].after:
+        steps.append(Step("factor", steps[-1].after, result))
+    return result, steps
+
+
+def materialised(program: Program) -> list[str]:
+    """The names whose adjoints the compact backward computes: the float inputs, plus any the
+    program lists (layer boundaries)."""
+    chosen = [] if isinstance(program.adjoints, str) else list(program.adjoints)
+    return chosen + [x.name for x in program.inputs if not x.integer and x.name not in chosen]
+
+
+def compact_gradients(program: Program) -> list[Gradient]:
+    """Each materialised adjoint, with every other adjoint inlined, simplified."""
+    context = Context(program)
+    keep = set(materialised(program))
+    atomic: dict[str, sp.Expr] = {}  # the chain-rule form, for the first step of each derivation
+    for s in backward(program).body:
+        atomic[s.name[1:]] = atomic.get(s.name[1:], sp.S.Zero) + s.rhs
+    consumers = {name: 0 for name in program.names}
+    for statement in program.body:
+        for name in reads(program, statement.rhs):
+            consumers[name] += 1
+    reached = set() if program.loss else set(program.outputs)
+    inlined: dict[str, sp.Expr] = {}  # adjoint of a name, as a function of its axes
+    gradients = []
+    for statement in reversed(program.body):
+        if statement.name not in reached and not (program.loss and statement.name in program.outputs):
+            continue
+        upstream = upstream_adjoint(program, statement)
+        if statement.name in inlined and statement.name not in keep:
+            upstream = inlined[statement.name] if not isinstance(statement.lhs, sp.Indexed) else \
+                _instantiate(inlined[statement.name], program, statement.name, statement.lhs.indices)
+        for name in reads(program, statement.rhs):
+            part = contribution(program, statement, name, context, upstream)
+            if part != 0:
+                inlined[name] = inlined.get(name, sp.S.Zero) + part
+                reached.add(name)
+            consumers[name] -= 1
+            if consumers[name] == 0 and name in keep and name in inlined:
+                expr, steps = simplify(inlined[name], context)
+                steps.insert(0, Step("inline", atomic[name], steps[0].before))
+                gradients.append(Gradient(name, adjoint_lhs(program, name), expr, tuple(steps)))
+    return gradients
+
+
+def _instantiate(expr: sp.Expr, program: Program, name: str, indices) -> sp.Expr:
+    """The adjoint of ``name`` (written over its axes) read at ``indices``."""
+    return freshen(expr).xreplace(dict(zip(program.axes(name), indices)))
+
+
+def compact_backward(program: Program) -> tuple[Program, list[Gradient]]:
+    """The backward Program of the compact gradients, and the gradients with their steps."""
+    gradients = [g for g in compact_gradients(program) if g.expr != 0]
+    body = [Assign(g.lhs, g.expr) for g in gradients]
+    return backward_program(program, body, [g.name for g in gradients]), gradients
+
+
+__all__ = ["Gradient", "Step", "adjoint_name", "compact_backward", "name_of", "simplify"]
+
+
+def derive_gradients(program: Program) -> list[Gradient]:
+    """The gradients ``symderive derive`` prints: each float input's, simplified; for a program
+    that asks for every adjoint (``adjoints="all"``), each input's atomic statements summed."""
+    if program.adjoints != "all":
+        return [g for g in compact_gradients(program) if g.name in materialised(program)
+                and program.input(g.name) is not None]
+    atomic = backward(program)
+    result = []
+    for name in (n[1:] for n in atomic.outputs):
+        if program.input(name) is not None:
+            parts = [s for s in atomic.body if s.name == adjoint_name(name)]
+            expr = sp.Add(*[s.rhs for s in parts])
+            result.append(Gradient(name, parts[0].lhs, expr, ()))
+    return result
