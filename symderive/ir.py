@@ -443,6 +443,34 @@ class Builder:
         self.body.append(Assign(lhs, sp.sympify(rhs)))
         self.declared.append(name_of(lhs))
 
+    def include(self, layer: Program, **names: str) -> None:
+        """Append a layer's statements, renaming its names by ``names`` (``Y="Yb"``). Its inputs
+        must already be declared or defined here; its float inputs and its outputs become layer
+        boundaries whose adjoints the compact backward materialises.
+
+        >>> mlp.include(load(HERE / "batchnorm.py"))  # doctest: +SKIP
+        """
+        rename = {}
+        for old, new in names.items():
+            rename[sp.IndexedBase(old)] = sp.IndexedBase(new)
+            rename[sp.Symbol(old)] = sp.Symbol(new)
+        for x in layer.inputs:
+            name = names.get(x.name, x.name)
+            if name not in self.declared:
+                raise ProgramError(f"{self.name}: include {layer.name}: its input '{name}' is not "
+                                   "declared or defined yet")
+        for symbol, value in layer.constants:
+            if self.constants.setdefault(symbol, value) != value:
+                raise ProgramError(f"{self.name}: include {layer.name}: constant {symbol} is "
+                                   f"{self.constants[symbol]} here but {value} in the layer")
+        for statement in layer.body:
+            self[statement.lhs.xreplace(rename)] = statement.rhs.xreplace(rename)
+        boundaries = [names.get(x.name, x.name) for x in layer.inputs if not x.integer]
+        boundaries += [names.get(x, x) for x in layer.outputs if not layer.loss]
+        if self.adjoints != "all":
+            chosen = [] if isinstance(self.adjoints, str) else list(self.adjoints)
+            self.adjoints = tuple(dict.fromkeys(chosen + boundaries))
+
     def loss(self, name: sp.Expr) -> None:
         """Declare the scalar loss; its adjoint is 1."""
         self.outputs = [name_of(name)]

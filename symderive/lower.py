@@ -90,6 +90,11 @@ class BroadcastTo(ArrayOp):
     """``BroadcastTo(x, (n, H))`` -> a read-only broadcast view of ``x`` with that shape."""
 
 
+class Zeros(ArrayOp):
+    """``Zeros((n, H))`` -> an array of zeros in the working dtype: a gradient that is
+    identically zero (``b1`` under batchnorm)."""
+
+
 class ScatterAdd(ArrayOp):
     """``ScatterAdd((V, E), index, values)`` -> zeros of that shape with ``values`` added at the
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
@@ -156,6 +161,8 @@ class Lowerer:
         lhs_axes: list[sp.Idx] = []
         for index in (s.lhs.indices if isinstance(s.lhs, sp.Indexed) else ()):
             lhs_axes.extend([index] if isinstance(index, sp.Idx) else flatten_parts(index))
+        if s.rhs == 0:
+            return ArrayStatement(s.name, Zeros(sp.Tuple(*self.lhs_shape(s))), s.accumulate)
         scatter = self.scatter(s, lhs_axes)
         if scatter is not None:
             return ArrayStatement(s.name, scatter, s.accumulate)

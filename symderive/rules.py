@@ -216,12 +216,10 @@ def fold_atom(terms: list[Term], context: Context) -> list[Term]:
 
 
 def _groups(term: Term):
-    """For each bound index: the factors that use it, if they use no other bound index."""
+    """For each bound index, the factors that use it: what a sum over that index alone reduces
+    (other indices in them, bound or free, are constants of that sum)."""
     for index in term.bound:
-        group = [(a, e) for a, e in term.factors if index in free_indices(a)]
-        others = {k for a, _ in group for k in free_indices(a) if k in term.bound} - {index}
-        if not others:
-            yield index, group
+        yield index, [(a, e) for a, e in term.factors if index in free_indices(a)]
 
 
 def fold_sum(terms: list[Term], context: Context) -> list[Term]:

@@ -85,14 +85,15 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
 
     expr = freshen(expr)  # copies of one adjoint share bound names; give each its own
     terms = expand(expr)
-    steps.append(Step("distribute", readable(expr, context.names_for), show(terms)))
+    start = readable(expr, context.names_for)
+    steps.append(Step("distribute", start, show(terms)))
     terms, _ = run_to_fixpoint(terms, context, BASIS_RULES, record)
     terms, _ = run_to_fixpoint(terms, context, REDUCE_RULES, record)
     terms, _ = run_to_fixpoint(terms, context, OUTPUT_RULES, record)
     result = readable(factor(terms, context), context.names_for)
     if result != steps[-1].after:
         steps.append(Step("factor", steps[-1].after, result))
-    return result, steps
+    return result, [step for step in steps if step.before != step.after]
 
 
 def materialised(program: Program) -> list[str]:
@@ -131,8 +132,14 @@ def compact_gradients(program: Program) -> list[Gradient]:
             consumers[name] -= 1
             if consumers[name] == 0 and name in keep and name in inlined:
                 expr, steps = simplify(inlined[name], context)
-                steps.insert(0, Step("inline", atomic[name], steps[0].before))
+                start = readable(freshen(inlined[name]), context.names_for)
+                if start != atomic[name]:
+                    steps.insert(0, Step("inline", atomic[name], start))
                 gradients.append(Gradient(name, adjoint_lhs(program, name), expr, tuple(steps)))
+    found = {g.name for g in gradients}
+    # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
+    gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, ())
+                  for x in program.inputs if x.name in keep and x.name not in found]
     return gradients
 
 
@@ -143,8 +150,8 @@ def _instantiate(expr: sp.Expr, program: Program, name: str, indices) -> sp.Expr
 
 def compact_backward(program: Program) -> tuple[Program, list[Gradient]]:
     """The backward Program of the compact gradients, and the gradients with their steps."""
-    gradients = [g for g in compact_gradients(program) if g.expr != 0]
-    body = [Assign(g.lhs, g.expr) for g in gradients]
+    gradients = compact_gradients(program)
+    body = [Assign(g.lhs, g.expr) for g in gradients]  # a symbolic zero is kept: it is a result
     return backward_program(program, body, [g.name for g in gradients]), gradients
 
 

@@ -11,7 +11,7 @@ from ..ops import OPS, op_for
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Symbol", "Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
-                    "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo")
+                    "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros")
 
 
 class ArrayPrinterMixin:
@@ -101,6 +101,9 @@ class ArrayPrinterMixin:
 
     def _print_Eye(self, expr):
         return f"{self.module}.eye({self._print(expr.args[0])}, dtype=dtype)"
+
+    def _print_Zeros(self, expr):
+        return f"{self.module}.zeros({self.shape(expr.args[0])}, dtype=dtype)"
 
     def _print_Reshape(self, expr):
         x, shape = expr.args

@@ -1,0 +1,68 @@
+"""float32 numerics of the emitted compact backward: no worse than autograd where the forward is
+ill-conditioned (batchnorm inputs offset by 3000), finite where logits are huge (±1000)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from symderive.check import example_inputs, load_module
+from symderive.derivation import derive_backward, load
+from symderive.emit import module_source
+
+
+def emitted(root, name, target="torch"):
+    program = load(root / "derivations" / f"{name}.py")
+    return program, load_module(module_source(program, derive_backward(program), target), name)
+
+
+def relative_error(approx, exact):
+    return ((approx.double() - exact).abs().max() / exact.abs().max()).item()
+
+
+def unbiased_batchnorm(x, gain, bias):
+    return gain * (x - x.mean(0)) / (x.var(0, unbiased=True) + 1e-5).sqrt() + bias
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batchnorm_offset_3000_is_as_accurate_as_autograd(root, seed):
+    program, module = emitted(root, "batchnorm")
+    inputs = example_inputs(program, torch.float64, seed)
+    inputs["hprebn"] += 3000.0
+    upstream = torch.randn(32, 64, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(100 + seed))
+
+    def autograd(dtype):
+        leaves = [x.detach().to(dtype).requires_grad_() for x in inputs.values()]
+        unbiased_batchnorm(*leaves).backward(upstream.to(dtype))
+        return dict(zip(inputs, (leaf.grad for leaf in leaves)))
+
+    exact, theirs = autograd(torch.float64), autograd(torch.float32)
+    with torch.no_grad():
+        values = module.forward(*(x.float() for x in inputs.values()))
+        ours = module.backward(values, upstream.float())
+    for name in inputs:
+        assert relative_error(ours[name], exact[name]) <= 2 * relative_error(theirs[name],
+                                                                             exact[name]), name
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero")  # the chunked forward's log(0) loss
+@pytest.mark.parametrize("target", ["torch", "numpy"])
+def test_cross_entropy_with_logits_of_1000_stays_finite(root, target):
+    program, module = emitted(root, "cross_entropy", target)
+    generator = torch.Generator().manual_seed(0)
+    logits = 1000.0 * torch.sign(torch.randn(32, 27, generator=generator))
+    labels = torch.randint(0, 27, (32,), generator=generator)
+    expected = (F.softmax(logits, 1) - F.one_hot(labels, 27).float()) / 32
+    inputs = (logits, labels) if target == "torch" else (logits.numpy(), labels.numpy())
+    grads = torch.as_tensor(module.backward(module.forward(*inputs))["logits"])
+    assert torch.isfinite(grads).all()
+    torch.testing.assert_close(grads, expected)
+
+
+def test_autograd_of_the_chunked_forward_is_not_finite_there(root):
+    """The contrast: the atomic chain divides by probs that underflowed to 0."""
+    program, module = emitted(root, "cross_entropy")
+    generator = torch.Generator().manual_seed(0)
+    logits = (1000.0 * torch.sign(torch.randn(32, 27, generator=generator))).requires_grad_()
+    labels = torch.randint(0, 27, (32,), generator=generator)
+    module.forward(logits, labels)["loss"].backward()
+    assert not torch.isfinite(logits.grad).all()
