@@ -80,7 +80,7 @@ def backward(values):
     dbnraw = bngain*dhpreact
     dbndiff = bnvar_inv*dbnraw
     dbnvar_inv = (bndiff*dbnraw).sum(0)
-    dbnvar = -1/2*dbnvar_inv/(bnvar + eps)**(3/2)
+    dbnvar = -(1/2)*dbnvar_inv/(bnvar + eps)**(3/2)
     dbndiff2 = (dbnvar/(n - 1)).expand(n, H)
     dbndiff = dbndiff + 2*bndiff*dbndiff2
     dhprebn = dbndiff

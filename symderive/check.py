@@ -15,8 +15,8 @@ import torch
 
 from .derivation import derive_backward
 from .emit import module_source
-from .grad import adjoint_name
-from .ir import Program
+from .grad import backward
+from .ir import Assign, Program, with_body
 
 TARGETS = ("torch", "numpy")
 RTOL, ATOL = 1e-5, 1e-8  # torch.allclose's defaults, as makemore's cmp uses them
@@ -132,21 +132,24 @@ def autograd_gradients(module, program: Program, inputs: dict, upstream: list) -
     return grads
 
 
-def compare(name: str, target: str, ours, reference: torch.Tensor, scale: float,
+def compare(name: str, target: str, ours, reference: torch.Tensor, scale,
             label: str = "autograd") -> Row:
+    """One ``cmp`` row. ``scale`` (a number or an array like ``reference``) is the magnitude the
+    difference is measured against: the sum of |terms| for a gradient, |value| for a forward."""
     if isinstance(ours, np.ndarray | np.generic):
         ours = torch.from_numpy(np.array(ours))  # a copy: broadcast views are read-only
     ours = torch.as_tensor(ours).to(reference.dtype)
     ours = torch.broadcast_to(ours, reference.shape)
     difference = (ours - reference).abs()
     maxdiff = difference.max().item() if difference.numel() else 0.0
+    scale = torch.maximum(reference.abs(), torch.as_tensor(scale, dtype=reference.dtype))
     # torch.allclose's test with its defaults, except that the relative part is taken against the
-    # larger of each element and the gradient's scale: an element that is small only because
-    # terms cancelled is held to 1e-5 of the terms, not of its own rounding noise.
-    tolerance = ATOL + RTOL * torch.clamp(reference.abs(), min=scale)
-    approximate = bool(torch.all(difference <= tolerance)) and not ours.isnan().any()
+    # magnitude of the terms: an element that is small only because terms cancelled is held to
+    # 1e-5 of the terms, not of its own rounding noise.
+    approximate = bool(torch.all(difference <= ATOL + RTOL * scale)) and not ours.isnan().any()
+    largest = scale.max().item() if scale.numel() else 0.0
     return Row(name, target, bool(torch.equal(ours, reference)), approximate, maxdiff,
-               maxdiff / scale if scale else 0.0, label)
+               maxdiff / largest if largest else 0.0, label)
 
 
 def magnitude(tensor) -> float:
@@ -154,23 +157,45 @@ def magnitude(tensor) -> float:
     return tensor.abs().max().item() if tensor.numel() else 0.0
 
 
-def scales(backward: Program, reference: dict) -> dict[str, float]:
-    """What each gradient's difference is measured against: the largest reference magnitude of the
-    gradient and of the adjoints its statements read. An analytically zero gradient (b1 under
-    batchnorm, the max shift of a softmax) is rounding noise on both sides; it is measured against
-    the values whose cancellation produced it, not against its own noise."""
-    adjoints = {adjoint_name(name): name for name in reference}
-    result = {}
-    for name in (adjoints[a] for a in backward.outputs):
-        candidates = [magnitude(reference[name])]
-        for statement in backward.body:
-            if statement.name == adjoint_name(name):
-                for read in statement.rhs.atoms(sp.Indexed) | statement.rhs.atoms(sp.Symbol):
-                    if (read_name := str(read.base.label if isinstance(read, sp.Indexed)
-                                         else read)) in adjoints:
-                        candidates.append(magnitude(reference[adjoints[read_name]]))
-        result[name] = max(candidates)
-    return result
+def _abs(expr: sp.Expr) -> sp.Expr:
+    return sp.Abs(expr, evaluate=False)  # evaluated, Abs(exp(x)) becomes exp(re(x))
+
+
+def _bound(expr: sp.Expr, adjoints: set[str]) -> sp.Expr:
+    """``expr`` with every term made non-negative: forward values by their absolute value,
+    adjoints by their own bounds, so sums add magnitudes instead of cancelling."""
+    if isinstance(expr, (sp.Indexed, sp.Symbol)):
+        return expr if str(expr.base.label if isinstance(expr, sp.Indexed) else expr) in adjoints \
+            else _abs(expr)
+    if expr.is_Number:
+        return abs(expr)
+    if isinstance(expr, sp.KroneckerDelta):
+        return expr
+    if isinstance(expr, (sp.Add, sp.Mul)):
+        return expr.func(*[_bound(arg, adjoints) for arg in expr.args])
+    if isinstance(expr, sp.Pow):
+        base, exponent = expr.args
+        return _bound(base, adjoints) ** exponent if exponent.is_positive else _abs(base) ** exponent
+    if isinstance(expr, sp.Sum):
+        return sp.Sum(_bound(expr.function, adjoints), *expr.limits)
+    return _abs(expr)  # a function's value, a maximum: its magnitude
+
+
+def term_magnitudes(program: Program, values: dict, upstream: list) -> dict:
+    """For each gradient, elementwise, the sum of the magnitudes of the terms the chain rule adds
+    to form it: what rounding errors are proportional to. A gradient that is analytically zero
+    (b1 under batchnorm, the max shift of a softmax) is rounding noise in every implementation;
+    it is measured against the terms whose cancellation produced it, not against its own noise.
+    Computed by running the atomic backward with every term made non-negative."""
+    chain = backward(program)
+    adjoints = {s.name for s in chain.body} | {x.name for x in chain.inputs
+                                               if x.name not in program.names}
+    bounds = with_body(chain, [Assign(s.lhs, _bound(s.rhs, adjoints), s.accumulate)
+                               for s in chain.body])
+    module = load_module(module_source(program, bounds, "numpy"), f"{program.name}_bounds")
+    as_numpy = {name: (value.double() if value.is_floating_point() else value).numpy()
+                for name, value in values.items()}
+    return module.backward(as_numpy, *(g.double().abs().numpy() for g in upstream))
 
 
 def reference_gradients(forward, program: Program, inputs: dict, upstream: list):
@@ -189,17 +214,20 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
     order. The first reference is always autograd through the emitted torch forward; a
     derivation may add independent forwards (``F.batch_norm``) and closed forms."""
     torch_dtype = DTYPES[dtype]
-    backward = derive_backward(program)
-    modules = {target: load_module(module_source(program, backward, target),
+    derived = derive_backward(program)
+    modules = {target: load_module(module_source(program, derived, target),
                                    f"{program.name}_{target}") for target in TARGETS}
     inputs = example_inputs(program, torch_dtype, seed)
     upstream = upstream_adjoints(program, torch_dtype, seed)
     reference = autograd_gradients(modules["torch"], program, inputs, upstream)
-    measured = scales(backward, reference)
+    names = [adjoint[1:] for adjoint in derived.outputs]
 
     with torch.no_grad():
         torch_values = modules["torch"].forward(*inputs.values())
         torch_grads = modules["torch"].backward(torch_values, *upstream)
+    bounds = term_magnitudes(program, torch_values, upstream)
+    # a gradient no chain-rule term reaches (an unused input) is exactly zero on both sides
+    measured = {name: torch.from_numpy(np.array(bounds.get(name, 0.0))) for name in names}
     # Both backwards run on the same forward values, so a row measures the backward alone; the
     # NumPy forward is compared with torch's separately, output by output.
     numpy_values = modules["numpy"].forward(*(x.numpy() for x in inputs.values()))
@@ -222,5 +250,5 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
     for label, grads_by_name in references:
         for target, ours in (("torch", torch_grads), ("numpy", numpy_grads)):
             rows += [compare(name, target, ours[name], grads_by_name[name], measured[name], label)
-                     for name in measured if name in grads_by_name]
+                     for name in names if name in grads_by_name]
     return Report(program.name, dtype, tuple(rows), tuple(forward_rows))

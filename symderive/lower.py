@@ -238,8 +238,10 @@ class Lowerer:
         if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
             values = [self.expr(arg, order) for arg in e.args]
             axes = _union(values, order)
-            return Value(e.func(*[_align(v, axes) if v.axes else v.code for v in values]),
-                         tuple(axes))
+            args = [_align(v, axes) if v.axes else v.code for v in values]
+            # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x))
+            code = e.func(*args, evaluate=False) if isinstance(e, sp.Function) else e.func(*args)
+            return Value(code, tuple(axes))
         raise LoweringError(f"cannot lower '{e}' to array code")
 
     def read(self, e: sp.Indexed, order: list[sp.Idx]) -> Value:

@@ -47,7 +47,7 @@ def test_batchnorm_offset_3000_is_as_accurate_as_autograd(root, seed):
 @pytest.mark.filterwarnings("ignore:divide by zero")  # the chunked forward's log(0) loss
 @pytest.mark.parametrize("target", ["torch", "numpy"])
 def test_cross_entropy_with_logits_of_1000_stays_finite(root, target):
-    program, module = emitted(root, "cross_entropy", target)
+    _program, module = emitted(root, "cross_entropy", target)
     generator = torch.Generator().manual_seed(0)
     logits = 1000.0 * torch.sign(torch.randn(32, 27, generator=generator))
     labels = torch.randint(0, 27, (32,), generator=generator)
@@ -60,7 +60,7 @@ def test_cross_entropy_with_logits_of_1000_stays_finite(root, target):
 
 def test_autograd_of_the_chunked_forward_is_not_finite_there(root):
     """The contrast: the atomic chain divides by probs that underflowed to 0."""
-    program, module = emitted(root, "cross_entropy")
+    _program, module = emitted(root, "cross_entropy")
     generator = torch.Generator().manual_seed(0)
     logits = (1000.0 * torch.sign(torch.randn(32, 27, generator=generator))).requires_grad_()
     labels = torch.randint(0, 27, (32,), generator=generator)

@@ -11,7 +11,8 @@ from ..ops import OPS, op_for
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Symbol", "Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
-                    "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros")
+                    "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
+                    "Abs")
 
 
 class ArrayPrinterMixin:
@@ -38,6 +39,16 @@ class ArrayPrinterMixin:
         """SymPy's order, but positive terms first: ``hprebn - bnmeani``, not ``-bnmeani + hprebn``."""
         terms = super()._as_ordered_terms(expr, order=order)
         return sorted(terms, key=lambda term: term.could_extract_minus_sign())
+
+    def _print_Mul(self, expr):
+        # SymPy gives a negative product the precedence of a sum before stripping its sign, so
+        # a factor that binds like * (``a @ b``) would lose its parentheses: print the sign apart.
+        if expr.as_coeff_Mul()[0].is_negative:
+            return "-" + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
+        return super()._print_Mul(expr)
+
+    def _print_Abs(self, expr):
+        return f"{self.module}.abs({self._print(expr.args[0])})"
 
     def _print_Symbol(self, expr):
         return expr.name
