@@ -53,7 +53,8 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
-    dlogits = (probs - (np.arange(V) == Yb[..., None]).astype(dtype))/n
+    dlogits = probs/n
+    dlogits[np.arange(n), Yb] -= 1/n
     dh = dlogits @ W2.T
     dW2 = h.T @ dlogits
     db2 = dlogits.sum(0)

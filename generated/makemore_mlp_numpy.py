@@ -60,7 +60,8 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
-    dlogprobs = -(np.arange(V) == Yb[..., None]).astype(dtype)/n
+    dlogprobs = np.zeros((n, V), dtype=dtype)
+    dlogprobs[np.arange(n), Yb] -= 1/n
     dprobs = dlogprobs/probs
     dcounts = dprobs*counts_sum_inv[:, None]
     dcounts_sum_inv = (counts*dprobs).sum(1)

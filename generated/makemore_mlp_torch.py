@@ -61,7 +61,8 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
-    dlogprobs = -F.one_hot(Yb, V).to(dtype)/n
+    dlogprobs = torch.zeros((n, V), dtype=dtype)
+    dlogprobs[torch.arange(n), Yb] -= 1/n
     dprobs = dlogprobs/probs
     dcounts = dprobs*counts_sum_inv[:, None]
     dcounts_sum_inv = (counts*dprobs).sum(1)

@@ -95,6 +95,11 @@ class Zeros(ArrayOp):
     identically zero (``b1`` under batchnorm)."""
 
 
+class AddAt(ArrayOp):
+    """``AddAt(base, (rows, labels), value)`` -> a fresh copy of ``base`` with ``value`` added at
+    one label per row (``d[np.arange(n), Y] += value``); the rows are distinct, so no index repeats."""
+
+
 class ScatterAdd(ArrayOp):
     """``ScatterAdd((V, E), index, values)`` -> zeros of that shape with ``values`` added at the
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
@@ -161,24 +166,61 @@ class Lowerer:
         lhs_axes: list[sp.Idx] = []
         for index in (s.lhs.indices if isinstance(s.lhs, sp.Indexed) else ()):
             lhs_axes.extend([index] if isinstance(index, sp.Idx) else flatten_parts(index))
-        if s.rhs == 0:
+        if s.rhs == 0:  # a gradient that cancelled symbolically
             return ArrayStatement(s.name, Zeros(sp.Tuple(*self.lhs_shape(s))), s.accumulate)
         scatter = self.scatter(s, lhs_axes)
         if scatter is not None:
             return ArrayStatement(s.name, scatter, s.accumulate)
-        order = list(lhs_axes)
-        value = self.expr(s.rhs, order)
-        stray = [k for k in value.axes if k not in lhs_axes]
-        if stray:
-            raise LoweringError(f"statement '{s}': index {stray[0]} is left over after lowering")
-        code = _align(value, lhs_axes) if value.axes else value.code
-        full = [idx_size(k) for k in lhs_axes]
-        missing = [k for k in lhs_axes if k not in value.axes]
-        if missing and not s.accumulate:
-            code = BroadcastTo(code, sp.Tuple(*full))
+        if not s.accumulate and (picked := self.label_update(s, lhs_axes)) is not None:
+            return ArrayStatement(s.name, picked)
+        code = self.full(s.rhs, lhs_axes, broadcast=not s.accumulate)
         if len(lhs_axes) != len(s.indices):  # a flattened lhs: merge the axes row-major
             code = Reshape(code, sp.Tuple(*self.lhs_shape(s)))
         return ArrayStatement(s.name, code, s.accumulate)
+
+    def full(self, rhs: sp.Expr, lhs_axes: list[sp.Idx], broadcast: bool) -> sp.Expr:
+        """``rhs`` laid out over exactly ``lhs_axes`` (broadcast to them when ``broadcast``)."""
+        if rhs == 0:
+            return Zeros(sp.Tuple(*[idx_size(k) for k in lhs_axes]))
+        value = self.expr(rhs, list(lhs_axes))
+        stray = [k for k in value.axes if k not in lhs_axes]
+        if stray:
+            raise LoweringError(f"'{rhs}': index {stray[0]} is left over after lowering")
+        code = _align(value, lhs_axes) if value.axes else value.code
+        if broadcast and any(k not in value.axes for k in lhs_axes):
+            code = BroadcastTo(code, sp.Tuple(*[idx_size(k) for k in lhs_axes]))
+        return code
+
+    def label_update(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
+        """``(probs[i, c] - KroneckerDelta(c, Y[i]))/n`` as ``probs/n`` with ``-1/n`` added at
+        ``[arange(n), Y]``: one pass over the array instead of building a one-hot matrix."""
+        if len(lhs_axes) < 2 or len(lhs_axes) != len(s.indices):
+            return None
+        row, others = lhs_axes[-1], lhs_axes[:-1]
+        def is_pick(delta):
+            label = [a for a in delta.args if a != row]
+            return row in delta.args and len(label) == 1 and row not in free_indices(label[0]) \
+                and free_indices(label[0]) == others
+        if not any(is_pick(d) for d in s.rhs.atoms(sp.KroneckerDelta)):
+            return None
+        picks, rest = [], []
+        for term in sp.Add.make_args(sp.expand(s.rhs)):
+            factors = sp.Mul.make_args(term)
+            deltas = [f for f in factors if isinstance(f, sp.KroneckerDelta) and is_pick(f)]
+            scale = sp.Mul(*[f for f in factors if f not in deltas])
+            if len(deltas) == 1 and row not in free_indices(scale):
+                picks.append((deltas[0], scale))
+            else:
+                rest.append(term)
+        if len(picks) != 1:
+            return None
+        (delta, scale), = picks
+        (label,) = [a for a in delta.args if a != row]
+        base = self.full(sp.Add(*rest), lhs_axes, broadcast=True)
+        index = [_align(Value(Arange(idx_size(k)), (k,)), others) for k in others]
+        index.append(_align(self.expr(label, list(others)), others))
+        value = self.expr(scale, list(others))
+        return AddAt(base, sp.Tuple(*index), _align(value, others) if value.axes else value.code)
 
     def scatter(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
         """``A[v, e] = Sum(KroneckerDelta(v, X[i, t]) * f[i, t, e], i, t)`` as a scatter-add."""

@@ -62,6 +62,8 @@ class ArrayPrinterMixin:
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         text = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        if exponent == -1 and base.is_integer:  # a size: 1/n (arrays keep x**-1, as autograd)
+            return f"1/{text}"
         if exponent.is_Integer:
             return f"{text}**{exponent}"
         return f"{text}**({self._print(exponent)})"
@@ -125,6 +127,16 @@ class ArrayPrinterMixin:
         an alias of another array is never modified in place)."""
         if type(code).__name__ == "ScatterAdd":
             return self.spell_scatter(name, *code.args)
+        if type(code).__name__ == "AddAt":
+            base, index, value = code.args
+            text = self._print(base)
+            fresh = isinstance(base, (sp.Add, sp.Mul, sp.Pow)) or type(base).__name__ == "Zeros"
+            if not fresh:  # a name or a view of one: copy it before adding in place
+                text = f"{self.postfix(base)}.{self.copy_method}()"
+            where = ", ".join(self._print(i) for i in index)
+            if value.could_extract_minus_sign():
+                return [f"{name} = {text}", f"{name}[{where}] -= {self._print(-value)}"]
+            return [f"{name} = {text}", f"{name}[{where}] += {self._print(value)}"]
         text = self._print(code)
         if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
             text = text[1:-1]

@@ -16,6 +16,8 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
     def __init__(self):
         super().__init__({"fully_qualified_modules": True})
 
+    copy_method = "copy"
+
     def spell_permute(self, x: str, perm: tuple) -> str:
         return f"{x}.transpose{perm}"
 

@@ -13,6 +13,8 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     module = "torch"
     imports = ("import torch", "import torch.nn.functional as F")  # each kept only if the module uses it
 
+    copy_method = "clone"
+
     def spell_permute(self, x: str, perm: tuple) -> str:
         return f"{x}.permute{perm}"
 
