@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="print one JSON object per file, one per line")
 
     derive = commands.add_parser("derive", help="print each input's gradient in index notation")
-    derive.add_argument("file")
+    derive.add_argument("files", nargs="+", metavar="FILE")
     derive.add_argument("--wrt", metavar="NAME", help="only the gradient of this input")
     derive.add_argument("--steps", action="store_true", help="also print the rewrite steps")
     derive.add_argument("--json", action="store_true", help="print one JSON object")
@@ -81,27 +81,28 @@ def cmd_check(args) -> int:
 def cmd_derive(args) -> int:
     from .simplify import derive_gradients
 
-    program = load(args.file)
-    started = time.perf_counter()
-    gradients = derive_gradients(program)
-    seconds = time.perf_counter() - started
-    if args.wrt is not None:
-        gradients = [g for g in gradients if g.name == args.wrt]
-        if not gradients:
-            raise ProgramError(f"{program.name}: no gradient with respect to '{args.wrt}'; the "
-                               f"inputs are {', '.join(x.name for x in program.inputs)}")
-    rows = [g.summary() for g in gradients]
-    if args.json:
-        print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
-        return 0
-    print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
-    for gradient, row in zip(gradients, rows):
-        print(f"{gradient.lhs} = {gradient.expr}")
-        print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
-              f"uses {', '.join(row['uses'])}")
-        if args.steps:
-            for step in gradient.steps:
-                print(f"    {step.rule:>15}: {step.after}")
+    programs = [load(path) for path in args.files]
+    for program in programs:
+        started = time.perf_counter()
+        gradients = derive_gradients(program)
+        seconds = time.perf_counter() - started
+        if args.wrt is not None:
+            gradients = [g for g in gradients if g.name == args.wrt]
+            if not gradients:
+                raise ProgramError(f"{program.name}: no gradient with respect to '{args.wrt}'; "
+                                   f"the inputs are {', '.join(x.name for x in program.inputs)}")
+        rows = [g.summary(program) for g in gradients]
+        if args.json:
+            print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
+            continue
+        print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
+        for gradient, row in zip(gradients, rows):
+            print(f"{gradient.lhs} = {gradient.expr}")
+            print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
+                  f"uses {', '.join(row['uses'])}")
+            if args.steps:
+                for step in gradient.steps:
+                    print(f"    {step.rule:>15}: {step.after}")
     return 0
 
 

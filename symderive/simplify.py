@@ -43,16 +43,19 @@ class Gradient:
     expr: sp.Expr
     steps: tuple[Step, ...]
 
-    def uses(self) -> list[str]:
-        """The forward names and upstream adjoints the expression reads, labels included."""
+    def uses(self, program: Program) -> list[str]:
+        """The forward names (labels included) and then the adjoints the expression reads."""
         found = {name_of(x) for x in self.expr.atoms(sp.Indexed)}
-        return sorted(found, key=lambda name: (name.startswith("d"), name))
+        order = list(program.declared)
+        return sorted(found, key=lambda name: (name not in order, order.index(name)
+                                               if name in order else 0, name))
 
-    def summary(self) -> dict:
+    def summary(self, program: Program) -> dict:
+        """The fields of ``symderive derive --json``."""
         return {"wrt": self.name, "expr": str(self.expr), "ops": int(sp.count_ops(self.expr)),
                 "reductions": len([x for x in sp.preorder_traversal(self.expr)
                                    if isinstance(x, sp.Sum)]),
-                "steps": len(self.steps), "uses": self.uses()}
+                "steps": len(self.steps), "uses": self.uses(program)}
 
 
 def freshen(expr: sp.Expr) -> sp.Expr:

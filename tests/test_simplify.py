@@ -14,9 +14,23 @@ n, V, H, d = symbols("n V H d", integer=True, positive=True)
 @pytest.fixture(scope="module")
 def gradients(root):
     def by_name(file):
-        return {g.name: g for g in derive_gradients(load(root / "derivations" / file))}
+        program = load(root / "derivations" / file)
+        return {g.name: _Summarised(g, program) for g in derive_gradients(program)}
     return {f: by_name(f"{f}.py") for f in
             ("cross_entropy", "batchnorm", "batchnorm_biased", "layernorm", "makemore_mlp_layers")}
+
+
+class _Summarised:
+    """A gradient with ``summary()`` bound to its program, as the CLI reports it."""
+
+    def __init__(self, gradient, program):
+        self.gradient, self.program = gradient, program
+
+    def __getattr__(self, name):
+        return getattr(self.gradient, name)
+
+    def summary(self):
+        return self.gradient.summary(self.program)
 
 
 def sums_over(expr, size):
