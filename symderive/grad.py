@@ -116,6 +116,36 @@ def upstream_adjoint(program: Program, statement: Assign) -> sp.Expr:
     return adjoint_of(statement.lhs)
 
 
+class ReversePass:
+    """The walk both backwards share: the statements an adjoint reaches, last first, each with the
+    differentiable names it reads; ``visited`` reports the names whose adjoints just became
+    complete (every consumer seen), in the order that makes the notebook's ``cmp`` order."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.consumers = {name: 0 for name in program.names}
+        for statement in program.body:
+            for name in reads(program, statement.rhs):
+                self.consumers[name] += 1
+        self.reached = set() if program.loss else set(program.outputs)
+        self.complete: list[str] = []
+
+    def __iter__(self):
+        loss = self.program.outputs[0] if self.program.loss else None
+        for statement in reversed(self.program.body):
+            if statement.name in self.reached or statement.name == loss:
+                yield statement, reads(self.program, statement.rhs)
+
+    def visited(self, names: list[str]) -> list[str]:
+        done = []
+        for name in names:
+            self.consumers[name] -= 1
+            if self.consumers[name] == 0 and name in self.reached:
+                done.append(name)
+        self.complete += done
+        return done
+
+
 def backward(program: Program) -> Program:
     """The atomic backward of ``program``: one statement per forward dependency.
 
@@ -123,51 +153,34 @@ def backward(program: Program) -> Program:
     the notebook's ``cmp`` order; its inputs are the forward values and upstream adjoints it reads.
     """
     context = Context(program)
-    consumers = {name: 0 for name in program.names}
-    for statement in program.body:
-        for name in reads(program, statement.rhs):
-            consumers[name] += 1
-    reached = set() if program.loss else set(program.outputs)
-    body, complete = [], []
-    for statement in reversed(program.body):
-        if statement.name not in reached and not (program.loss and statement.name in program.outputs):
-            continue
-        used = reads(program, statement.rhs)
+    walk, body = ReversePass(program), []
+    for statement, used in walk:
+        upstream = upstream_adjoint(program, statement)
         for name in used:
-            rhs = contribution(program, statement, name, context,
-                               upstream_adjoint(program, statement))
+            rhs = contribution(program, statement, name, context, upstream)
             if rhs != 0:
-                body.append(Assign(adjoint_lhs(program, name), rhs, accumulate=name in reached))
-                reached.add(name)
-        for name in used:
-            consumers[name] -= 1
-            if consumers[name] == 0 and name in reached:
-                complete.append(name)
-    return backward_program(program, body, complete)
+                body.append(Assign(adjoint_lhs(program, name), rhs, accumulate=name in walk.reached))
+                walk.reached.add(name)
+        walk.visited(used)
+    return backward_program(program, body, walk.complete)
 
 
 def backward_program(program: Program, body: list[Assign], complete: list[str]) -> Program:
     """Wrap adjoint statements as a Program reading forward values and upstream adjoints."""
     read_names = set()
-    for statement in body:
+    for statement in body:  # atoms() also finds the labels inside other reads' indices
         read_names |= {name_of(x) for x in statement.rhs.atoms(sp.Indexed)}
         read_names |= {x.name for x in statement.rhs.atoms(sp.Symbol)}
-        for index in statement.rhs.atoms(sp.Indexed):
-            read_names |= {name_of(x) for x in index.atoms(sp.Indexed)}
     defined = {s.name for s in body}
     inputs = [x for x in program.inputs if x.name in read_names]
-    inputs += [Input(s.lhs) for s in program.body if s.name in read_names and not program.input(s.name)]
-    upstream = [] if program.loss else [Input(adjoint_of(program.lhs(name))) for name in program.outputs]
-    inputs += [x for x in upstream if x.name not in defined]
-    return with_body(program, body, inputs=tuple(inputs) + tuple(
-        x for x in program.inputs if x.integer and x.name not in read_names),
-        outputs=tuple(adjoint_name(x) for x in complete),
-        declared=tuple(x.name for x in inputs) + tuple(dict.fromkeys(s.name for s in body)))
-
-
-def gradient_names(backward_program: Program) -> list[str]:
-    """Forward names whose adjoints the backward computes, in completion order."""
-    return [name[1:] for name in backward_program.outputs]
+    inputs += [Input(s.lhs) for s in program.body
+               if s.name in read_names and not program.input(s.name)]
+    if not program.loss:
+        inputs += [Input(adjoint_of(program.lhs(name))) for name in program.outputs
+                   if adjoint_name(name) not in defined]
+    return with_body(program, body, inputs=tuple(inputs),
+                     outputs=tuple(adjoint_name(x) for x in complete),
+                     declared=tuple(x.name for x in inputs) + tuple(dict.fromkeys(defined)))
 
 
 __all__ = ["adjoint_name", "adjoint_of", "backward", "free_indices", "partial"]

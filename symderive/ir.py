@@ -43,8 +43,22 @@ def uniform(low: float, high: float) -> Init:
     return Init("uniform", float(low), float(high))
 
 
+class _Named:
+    """A record whose ``lhs`` (``name[indices]`` or a scalar symbol) gives its name and indices."""
+
+    lhs: sp.Expr
+
+    @property
+    def name(self) -> str:
+        return name_of(self.lhs)
+
+    @property
+    def indices(self) -> tuple:
+        return indices_of(self.lhs)
+
+
 @dataclass(frozen=True)
-class Input:
+class Input(_Named):
     """A declared input: ``lhs`` carries its indices (and so its shape); integer inputs are labels."""
 
     lhs: sp.Expr
@@ -52,33 +66,17 @@ class Input:
     classes: sp.Expr | None = None  # integer inputs hold values in range(classes)
 
     @property
-    def name(self) -> str:
-        return name_of(self.lhs)
-
-    @property
-    def indices(self) -> tuple:
-        return indices_of(self.lhs)
-
-    @property
     def integer(self) -> bool:
         return self.classes is not None
 
 
 @dataclass(frozen=True)
-class Assign:
+class Assign(_Named):
     """``lhs = rhs``, or ``lhs += rhs`` when ``accumulate`` (fan-out in a backward pass)."""
 
     lhs: sp.Expr
     rhs: sp.Expr
     accumulate: bool = False
-
-    @property
-    def name(self) -> str:
-        return name_of(self.lhs)
-
-    @property
-    def indices(self) -> tuple:
-        return indices_of(self.lhs)
 
     def __str__(self) -> str:
         return f"{self.lhs} {'+=' if self.accumulate else '='} {self.rhs}"
@@ -125,9 +123,6 @@ class Program:
 
     def example_sizes(self) -> dict:
         return dict(self.sizes)
-
-    def constant_values(self) -> dict:
-        return dict(self.constants)
 
     def axes(self, name: str) -> tuple[sp.Idx, ...]:
         """One plain ``Idx`` per axis of ``name``: its declared indices, except that a flattened
@@ -348,6 +343,8 @@ class _Checker:
         if isinstance(expr, ExprWithLimits):
             if not isinstance(expr, (sp.Sum, Maximum)):
                 self.fail(where, f"'{type(expr).__name__}' is not supported; use Sum or Maximum")
+            if isinstance(expr, Maximum) and len(expr.limits) != 1:
+                self.fail(where, "Maximum takes one index; nest two for a maximum over two")
             for limit in expr.limits:
                 k = limit[0]
                 if not isinstance(k, sp.Idx):
@@ -385,7 +382,10 @@ class _Checker:
             self.fail(where, f"'{name}' has {len(shape)} indices, but '{read}' uses "
                       f"{len(read.indices)}")
         for axis, (index, size) in enumerate(zip(read.indices, shape)):
-            used = index_size(index, self.p)
+            try:
+                used = index_size(index, self.p)
+            except ProgramError as error:
+                self.fail(where, str(error))
             if not _same(used, size):
                 self.fail(where, f"index '{index}' ranges over {used}, but axis {axis} of "
                           f"'{name}' has size {size}")

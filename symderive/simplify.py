@@ -12,12 +12,12 @@ import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from .grad import (
+    ReversePass,
     adjoint_lhs,
     adjoint_name,
     backward,
     backward_program,
     contribution,
-    reads,
     upstream_adjoint,
 )
 from .ir import Assign, Program, name_of
@@ -110,34 +110,29 @@ def compact_gradients(program: Program) -> list[Gradient]:
     """Each materialised adjoint, with every other adjoint inlined, simplified."""
     context = Context(program)
     keep = set(materialised(program))
-    atomic: dict[str, sp.Expr] = {}  # the chain-rule form, for the first step of each derivation
-    for s in backward(program).body:
-        atomic[s.name[1:]] = atomic.get(s.name[1:], sp.S.Zero) + s.rhs
-    consumers = {name: 0 for name in program.names}
-    for statement in program.body:
-        for name in reads(program, statement.rhs):
-            consumers[name] += 1
-    reached = set() if program.loss else set(program.outputs)
-    inlined: dict[str, sp.Expr] = {}  # adjoint of a name, as a function of its axes
+    walk = ReversePass(program)
+    inlined: dict[str, sp.Expr] = {}  # a name's adjoint, over its axes, other adjoints inlined
+    chained: dict[str, sp.Expr] = {}  # a kept name's adjoint as the chain rule writes it
     gradients = []
-    for statement in reversed(program.body):
-        if statement.name not in reached and not (program.loss and statement.name in program.outputs):
-            continue
-        upstream = upstream_adjoint(program, statement)
+    for statement, used in walk:
+        upstream = read = upstream_adjoint(program, statement)
         if statement.name in inlined and statement.name not in keep:
-            upstream = inlined[statement.name] if not isinstance(statement.lhs, sp.Indexed) else \
-                _instantiate(inlined[statement.name], program, statement.name, statement.lhs.indices)
-        for name in reads(program, statement.rhs):
+            upstream = _instantiate(inlined[statement.name], program, statement)
+        for name in used:
             part = contribution(program, statement, name, context, upstream)
             if part != 0:
                 inlined[name] = inlined.get(name, sp.S.Zero) + part
-                reached.add(name)
-            consumers[name] -= 1
-            if consumers[name] == 0 and name in keep and name in inlined:
+                walk.reached.add(name)
+                if name in keep:
+                    chained[name] = chained.get(name, sp.S.Zero) + (
+                        part if read == upstream else
+                        contribution(program, statement, name, context, read))
+        for name in walk.visited(used):
+            if name in keep:
                 expr, steps = simplify(inlined[name], context)
                 start = readable(freshen(inlined[name]), context.names_for)
-                if start != atomic[name]:
-                    steps.insert(0, Step("inline", atomic[name], start))
+                if start != chained[name]:
+                    steps.insert(0, Step("inline", chained[name], start))
                 gradients.append(Gradient(name, adjoint_lhs(program, name), expr, tuple(steps)))
     found = {g.name for g in gradients}
     # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
@@ -146,9 +141,11 @@ def compact_gradients(program: Program) -> list[Gradient]:
     return gradients
 
 
-def _instantiate(expr: sp.Expr, program: Program, name: str, indices) -> sp.Expr:
-    """The adjoint of ``name`` (written over its axes) read at ``indices``."""
-    return freshen(expr).xreplace(dict(zip(program.axes(name), indices)))
+def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:
+    """An inlined adjoint (written over its name's axes) read at the statement's lhs indices."""
+    if not isinstance(statement.lhs, sp.Indexed):
+        return expr
+    return freshen(expr).xreplace(dict(zip(program.axes(statement.name), statement.lhs.indices)))
 
 
 def compact_backward(program: Program) -> tuple[Program, list[Gradient]]:
