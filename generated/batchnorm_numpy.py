@@ -18,11 +18,14 @@ def forward(hprebn, bngain, bnbias):
     bnvar_inv = (bnvar + eps)**(-1/2)
     bnraw = bndiff*bnvar_inv
     hpreact = bnbias + bngain*bnraw
-    return {"hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact}
+    return {
+        "hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "bnmeani": bnmeani, "bndiff": bndiff,
+        "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact,
+    }
 
 
 def backward(values, dhpreact):
-    """The adjoint of every name in GRADIENTS, from the forward values and the adjoints dhpreact."""
+    """The adjoints of GRADIENTS, from the forward values and dhpreact."""
     bngain = values["bngain"]
     bnvar_inv = values["bnvar_inv"]
     bnraw = values["bnraw"]

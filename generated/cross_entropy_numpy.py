@@ -19,11 +19,15 @@ def forward(logits, Y):
     probs = counts*counts_sum_inv[:, None]
     logprobs = np.log(probs)
     loss = -logprobs[np.arange(n), Y].sum()/n
-    return {"logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits, "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs, "logprobs": logprobs, "loss": loss}
+    return {
+        "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
+        "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
+        "logprobs": logprobs, "loss": loss,
+    }
 
 
 def backward(values):
-    """The adjoint of every name in GRADIENTS, from the forward values."""
+    """The adjoints of GRADIENTS, from the forward values."""
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]

@@ -19,18 +19,21 @@ def forward(x, gamma, beta):
     rstd = (eps + var)**(-1/2)
     xhat = xc*rstd[:, None]
     y = beta + gamma*xhat
-    return {"x": x, "gamma": gamma, "beta": beta, "mu": mu, "xc": xc, "xc2": xc2, "var": var, "rstd": rstd, "xhat": xhat, "y": y}
+    return {
+        "x": x, "gamma": gamma, "beta": beta, "mu": mu, "xc": xc, "xc2": xc2, "var": var, "rstd": rstd,
+        "xhat": xhat, "y": y,
+    }
 
 
 def backward(values, dy):
-    """The adjoint of every name in GRADIENTS, from the forward values and the adjoints dy."""
+    """The adjoints of GRADIENTS, from the forward values and dy."""
     gamma = values["gamma"]
     rstd = values["rstd"]
     xhat = values["xhat"]
     d = gamma.shape[0]
     dgamma = (dy*xhat).sum(0)
     dbeta = dy.sum(0)
-    dx = (dy*gamma - ((gamma @ dy.T)/d)[:, None] - xhat*(dy*gamma*xhat).sum(1)[:, None]/d)*rstd[:, None]
+    dx = (dy*gamma - ((dy @ gamma)/d)[:, None] - xhat*(dy*gamma*xhat).sum(1)[:, None]/d)*rstd[:, None]
     return {"gamma": dgamma, "beta": dbeta, "x": dx}
 
 

@@ -6,7 +6,10 @@ eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
 OUTPUTS = ("loss",)
 SAVED = ("Xb", "Yb", "W1", "bngain", "W2", "embcat", "bnvar_inv", "bnraw", "h", "probs", "C")
-GRADIENTS = ("logits", "h", "W2", "b2", "hpreact", "bngain", "bnbias", "hprebn", "embcat", "W1", "b1", "emb", "C")
+GRADIENTS = (
+    "logits", "h", "W2", "b2", "hpreact", "bngain", "bnbias", "hprebn", "embcat", "W1", "b1",
+    "emb", "C",
+)
 
 
 def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
@@ -33,11 +36,18 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     probs = counts*counts_sum_inv[:, None]
     logprobs = torch.log(probs)
     loss = -logprobs[torch.arange(n), Yb].sum()/n
-    return {"Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2, "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact, "h": h, "logits": logits, "logit_maxes": logit_maxes, "norm_logits": norm_logits, "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs, "logprobs": logprobs, "loss": loss}
+    return {
+        "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
+        "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
+        "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact,
+        "h": h, "logits": logits, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
+        "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
+        "logprobs": logprobs, "loss": loss,
+    }
 
 
 def backward(values):
-    """The adjoint of every name in GRADIENTS, from the forward values."""
+    """The adjoints of GRADIENTS, from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -67,7 +77,11 @@ def backward(values):
     db1 = dhprebn.sum(0)
     demb = dembcat.reshape(n, B, E)
     dC = torch.zeros((V, E), dtype=dtype).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
-    return {"logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain, "bnbias": dbnbias, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb, "C": dC}
+    return {
+        "logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain,
+        "bnbias": dbnbias, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
+        "C": dC,
+    }
 
 
 class MakemoreMlpLayersFunction(torch.autograd.Function):

@@ -6,8 +6,15 @@ import torch.nn.functional as F
 eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
 OUTPUTS = ("loss",)
-SAVED = ("Xb", "Yb", "W1", "bngain", "W2", "embcat", "bndiff", "bnvar", "bnvar_inv", "bnraw", "h", "logits", "counts", "counts_sum", "counts_sum_inv", "probs", "C")
-GRADIENTS = ("logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "h", "W2", "b2", "hpreact", "bngain", "bnbias", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C")
+SAVED = (
+    "Xb", "Yb", "W1", "bngain", "W2", "embcat", "bndiff", "bnvar", "bnvar_inv", "bnraw", "h",
+    "logits", "counts", "counts_sum", "counts_sum_inv", "probs", "C",
+)
+GRADIENTS = (
+    "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes",
+    "logits", "h", "W2", "b2", "hpreact", "bngain", "bnbias", "bnraw", "bnvar_inv", "bnvar",
+    "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C",
+)
 
 
 def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
@@ -34,11 +41,18 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     probs = counts*counts_sum_inv[:, None]
     logprobs = torch.log(probs)
     loss = -logprobs[torch.arange(n), Yb].sum()/n
-    return {"Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2, "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact, "h": h, "logits": logits, "logit_maxes": logit_maxes, "norm_logits": norm_logits, "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs, "logprobs": logprobs, "loss": loss}
+    return {
+        "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
+        "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
+        "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact,
+        "h": h, "logits": logits, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
+        "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
+        "logprobs": logprobs, "loss": loss,
+    }
 
 
 def backward(values):
-    """The adjoint of every name in GRADIENTS, from the forward values."""
+    """The adjoints of GRADIENTS, from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -92,7 +106,15 @@ def backward(values):
     db1 = dhprebn.sum(0)
     demb = dembcat.reshape(n, B, E)
     dC = torch.zeros((V, E), dtype=dtype).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
-    return {"logprobs": dlogprobs, "probs": dprobs, "counts_sum_inv": dcounts_sum_inv, "counts_sum": dcounts_sum, "counts": dcounts, "norm_logits": dnorm_logits, "logit_maxes": dlogit_maxes, "logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain, "bnbias": dbnbias, "bnraw": dbnraw, "bnvar_inv": dbnvar_inv, "bnvar": dbnvar, "bndiff2": dbndiff2, "bndiff": dbndiff, "bnmeani": dbnmeani, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb, "C": dC}
+    return {
+        "logprobs": dlogprobs, "probs": dprobs, "counts_sum_inv": dcounts_sum_inv,
+        "counts_sum": dcounts_sum, "counts": dcounts, "norm_logits": dnorm_logits,
+        "logit_maxes": dlogit_maxes, "logits": dlogits, "h": dh, "W2": dW2, "b2": db2,
+        "hpreact": dhpreact, "bngain": dbngain, "bnbias": dbnbias, "bnraw": dbnraw,
+        "bnvar_inv": dbnvar_inv, "bnvar": dbnvar, "bndiff2": dbndiff2, "bndiff": dbndiff,
+        "bnmeani": dbnmeani, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
+        "C": dC,
+    }
 
 
 class MakemoreMlpFunction(torch.autograd.Function):

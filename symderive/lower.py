@@ -365,7 +365,8 @@ class Lowerer:
         right_free = [a for a in right.axes if a != k]
         if len(left_free) > 1 or len(right_free) > 1 or set(left_free) & set(right_free):
             return None
-        if left_free and right_free and kept.index(left_free[0]) > kept.index(right_free[0]):
+        if left_free and right_free and kept.index(left_free[0]) > kept.index(right_free[0]) \
+                or right_free and not left_free:  # matrix @ vector reads better than v @ M.T
             left, right, left_free, right_free = right, left, right_free, left_free
         a = _oriented(left, left_free + [k])
         b = _oriented(right, [k] + right_free)

@@ -355,6 +355,7 @@ def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
             return terms, True
     return terms, False
 
+
 # What the reverse pass applies to each adjoint contribution: enough to remove the deltas that
 # differentiation introduces, nothing that would change which forward values are read.
 TIDY_RULES = (CANCEL, CONTRACT_DELTA, SUM_OF_CONSTANT, COLLECT)
@@ -398,13 +399,9 @@ def factor(terms: list[Term], context: Context) -> sp.Expr:
         return to_expr(terms)
     rest = []
     for term in terms:
-        factors, taken = [], dict(common_factors)
-        for atom, e in term.factors:
-            if atom in taken:
-                e, taken[atom] = e - taken.pop(atom), 0
-            if e != 0:
-                factors.append((atom, e))
-        rest.append(Term(sp.factor_terms(term.coeff / scale), term.bound, tuple(factors)))
+        factors = tuple((atom, e - common_factors.get(atom, 0)) for atom, e in term.factors)
+        rest.append(Term(sp.factor_terms(term.coeff / scale), term.bound,
+                         tuple((atom, e) for atom, e in factors if e != 0)))
     pulled = sp.Mul(*[power(a, e) for a, e in common_factors.items()])
     return scale * pulled * to_expr(rest)
 

@@ -25,9 +25,6 @@ class Term:
     bound: tuple[sp.Idx, ...] = ()
     factors: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
-    def depends_on(self, atom: sp.Expr, index: sp.Idx) -> bool:
-        return index in free_indices(atom)
-
 
 ONE = Term(sp.Integer(1))
 
