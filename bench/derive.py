@@ -53,8 +53,8 @@ def main():
     for name in ("cross_entropy", "batchnorm", "batchnorm_biased", "layernorm",
                  "makemore_mlp_layers"):
         program = load(DERIVATIONS / f"{name}.py")
-        ours = median_seconds(lambda: derive_gradients(program))
-        baseline = median_seconds(lambda: sympy_diff(program))
+        ours = median_seconds(lambda program=program: derive_gradients(program))
+        baseline = median_seconds(lambda program=program: sympy_diff(program))
         ops = sum(sp.count_ops(g.expr) for g in derive_gradients(program))
         sympy_ops = sum(sp.count_ops(d) for d in sympy_diff(program))
         print(f"{name:22} {ours:9.3f} {baseline:15.3f} {ours / baseline:6.2f} {ops:9} "
