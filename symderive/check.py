@@ -221,6 +221,9 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
     upstream = upstream_adjoints(program, torch_dtype, seed)
     reference = autograd_gradients(modules["torch"], program, inputs, upstream)
     names = [adjoint[1:] for adjoint in derived.outputs]
+    # an input the backward gives no gradient for is compared as zero, so a lost path shows
+    missing = [x.name for x in program.inputs if not x.integer and x.name not in names]
+    names += missing
 
     with torch.no_grad():
         torch_values = modules["torch"].forward(*inputs.values())
@@ -233,6 +236,8 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
     numpy_values = modules["numpy"].forward(*(x.numpy() for x in inputs.values()))
     numpy_grads = modules["numpy"].backward({k: v.numpy() for k, v in torch_values.items()},
                                             *(g.numpy() for g in upstream))
+    for name in missing:
+        torch_grads[name] = numpy_grads[name] = torch.zeros_like(inputs[name])
     forward_rows = [compare(name, "numpy", numpy_values[name], torch_values[name],
                             magnitude(torch_values[name]), "torch forward")
                     for name in program.outputs]

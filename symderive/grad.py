@@ -20,7 +20,7 @@ from .ir import (
 )
 from .ops import ArgMax, Maximum, maximum_weight, op_for
 from .rules import Context, tidy
-from .terms import bound_renamed, fresh, is_scalar
+from .terms import bound_renamed, fresh
 
 
 def adjoint_name(name: str) -> str:
@@ -51,14 +51,12 @@ def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) 
     >>> partial(tanh(IndexedBase("x")[i]), "x", (k,), IndexedBase("h")[i])
     (1 - h[i]**2)*KroneckerDelta(i, k)
     """
+    if not _reads(expr, name) or isinstance(expr, (sp.Idx, sp.KroneckerDelta, ArgMax)):
+        return sp.S.Zero
     if isinstance(expr, sp.Indexed):
-        if name_of(expr) != name:
-            return sp.S.Zero
         return sp.Mul(*[sp.KroneckerDelta(a, b) for a, b in zip(at, expr.indices)])
     if isinstance(expr, sp.Symbol):
-        return sp.S.One if expr.name == name and not at else sp.S.Zero
-    if is_scalar(expr) or isinstance(expr, (sp.Idx, sp.KroneckerDelta, ArgMax)):
-        return sp.S.Zero
+        return sp.S.One  # a scalar name
     if isinstance(expr, sp.Add):
         return sp.Add(*[partial(arg, name, at) for arg in expr.args])
     if isinstance(expr, sp.Mul):
@@ -88,6 +86,12 @@ def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) 
             partials = partials or op.partials(expr if output is None else output, *expr.args)
             total.append(partials[position] * d)
     return sp.Add(*total)
+
+
+def _reads(expr: sp.Expr, name: str) -> bool:
+    """Whether ``expr`` reads the array or scalar called ``name`` (as a value or an index)."""
+    return any(name_of(x) == name for x in expr.atoms(sp.Indexed)) or \
+        any(x.name == name for x in expr.atoms(sp.Symbol))
 
 
 def reads(program: Program, expr: sp.Expr) -> list[str]:
@@ -145,6 +149,15 @@ class ReversePass:
         self.complete += done
         return done
 
+    def remaining(self) -> list[str]:
+        """After the walk: names an adjoint reached whose other consumers no adjoint reached
+        (dead code downstream of them); their adjoints are complete now."""
+        left = [name for name in reversed(self.program.declared)
+                if name in self.reached and name not in self.complete
+                and name not in self.program.outputs]
+        self.complete += left
+        return left
+
 
 def backward(program: Program) -> Program:
     """The atomic backward of ``program``: one statement per forward dependency.
@@ -162,6 +175,7 @@ def backward(program: Program) -> Program:
                 body.append(Assign(adjoint_lhs(program, name), rhs, accumulate=name in walk.reached))
                 walk.reached.add(name)
         walk.visited(used)
+    walk.remaining()
     return backward_program(program, body, walk.complete)
 
 
@@ -175,9 +189,8 @@ def backward_program(program: Program, body: list[Assign], complete: list[str]) 
     inputs = [x for x in program.inputs if x.name in read_names]
     inputs += [Input(s.lhs) for s in program.body
                if s.name in read_names and not program.input(s.name)]
-    if not program.loss:
-        inputs += [Input(adjoint_of(program.lhs(name))) for name in program.outputs
-                   if adjoint_name(name) not in defined]
+    if not program.loss:  # upstream adjoints, even when the body accumulates onto one
+        inputs += [Input(adjoint_of(program.lhs(name))) for name in program.outputs]
     return with_body(program, body, inputs=tuple(inputs),
                      outputs=tuple(adjoint_name(x) for x in complete),
                      declared=tuple(x.name for x in inputs) + tuple(dict.fromkeys(defined)))

@@ -100,6 +100,10 @@ class AddAt(ArrayOp):
     one label per row (``d[np.arange(n), Y] += value``); the rows are distinct, so no index repeats."""
 
 
+class Full(ArrayOp):
+    """``Full((n, H), 1/n)`` -> an array of one value in the working dtype."""
+
+
 class ScatterAdd(ArrayOp):
     """``ScatterAdd((V, E), index, values)`` -> zeros of that shape with ``values`` added at the
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
@@ -188,7 +192,11 @@ class Lowerer:
             raise LoweringError(f"'{rhs}': index {stray[0]} is left over after lowering")
         code = _align(value, lhs_axes) if value.axes else value.code
         if broadcast and any(k not in value.axes for k in lhs_axes):
-            code = BroadcastTo(code, sp.Tuple(*[idx_size(k) for k in lhs_axes]))
+            shape = sp.Tuple(*[idx_size(k) for k in lhs_axes])
+            constants = {s for s, _ in self.program.sizes} | {s for s, _ in self.program.constants}
+            if not value.axes and code.free_symbols <= constants:  # a number has no dtype to keep
+                return Full(shape, code)
+            code = BroadcastTo(code, shape)
         return code
 
     def label_update(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:

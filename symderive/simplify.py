@@ -112,6 +112,8 @@ def compact_gradients(program: Program) -> list[Gradient]:
     keep = set(materialised(program))
     walk = ReversePass(program)
     inlined: dict[str, sp.Expr] = {}  # a name's adjoint, over its axes, other adjoints inlined
+    if not program.loss:  # a layer output's adjoint starts as its upstream adjoint
+        inlined.update({name: adjoint_lhs(program, name) for name in program.outputs})
     chained: dict[str, sp.Expr] = {}  # a kept name's adjoint as the chain rule writes it
     gradients = []
     for statement, used in walk:
@@ -127,18 +129,24 @@ def compact_gradients(program: Program) -> list[Gradient]:
                     chained[name] = chained.get(name, sp.S.Zero) + (
                         part if read == upstream else
                         contribution(program, statement, name, context, read))
-        for name in walk.visited(used):
-            if name in keep:
-                expr, steps = simplify(inlined[name], context)
-                start = readable(freshen(inlined[name]), context.names_for)
-                if start != chained[name]:
-                    steps.insert(0, Step("inline", chained[name], start))
-                gradients.append(Gradient(name, adjoint_lhs(program, name), expr, tuple(steps)))
+        gradients += [_simplified(name, inlined[name], chained[name], program, context)
+                      for name in walk.visited(used) if name in keep]
+    gradients += [_simplified(name, inlined[name], chained[name], program, context)
+                  for name in walk.remaining() if name in keep]
     found = {g.name for g in gradients}
     # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
     gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, ())
                   for x in program.inputs if x.name in keep and x.name not in found]
     return gradients
+
+
+def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr, program: Program,
+                context: Context) -> Gradient:
+    expr, steps = simplify(inlined, context)
+    start = readable(freshen(inlined), context.names_for)
+    if start != chained:
+        steps.insert(0, Step("inline", chained, start))
+    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps))
 
 
 def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:

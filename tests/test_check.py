@@ -1,8 +1,10 @@
 """The autograd check on makemore: every row passes in float32, float64 agrees to 1e-10, and a
 broken derivative rule is caught."""
+import pytest
 import sympy as sp
+from sympy import Idx, IndexedBase, Sum, exp, symbols, tanh
 
-from symderive import ops
+from symderive import Builder, ops
 from symderive.check import run_check
 from symderive.cli import main
 
@@ -35,3 +37,38 @@ def test_broken_tanh_rule_is_reported(makemore, monkeypatch, root, capsys):
     assert "hpreact" in failing and "W2" not in failing  # wrong from tanh's input downwards
     assert main(["check", str(root / "derivations" / "makemore_mlp.py")]) == 1
     assert "SOME VALUES DIFFER" in capsys.readouterr().out
+
+
+def _scalar_intermediate(b, x, y, s, loss, i, j):
+    b[s] = Sum(Sum(x[i, j] ** 2, i), j)  # a scalar name read by a later statement
+    b[y[i, j]] = x[i, j] / s
+    b[loss] = Sum(Sum(y[i, j] * tanh(x[i, j]), i), j)
+    b.loss(loss)
+
+
+def _dead_statement(b, x, y, s, loss, i, j):
+    b[IndexedBase("unused")[i, j]] = exp(x[i, j])  # nothing reads it: x still completes
+    b[y[i, j]] = tanh(x[i, j])
+    b[loss] = Sum(Sum(y[i, j], i), j)  # a constant adjoint, broadcast over y
+    b.loss(loss)
+
+
+def _output_read_again(b, x, y, s, loss, i, j):
+    b[y[i, j]] = x[i, j] * 2
+    b[IndexedBase("z")[i]] = Sum(exp(y[i, j]), j)  # y is an output and has a consumer
+    b.output(y, IndexedBase("z"))
+
+
+@pytest.mark.parametrize("adjoints", ["all", "inputs"])
+@pytest.mark.parametrize("shape", [_scalar_intermediate, _dead_statement, _output_read_again],
+                         ids=lambda f: f.__name__[1:])
+def test_unusual_program_shapes_match_autograd(shape, adjoints):
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j = Idx("i", n), Idx("j", d)
+    x, y = IndexedBase("x"), IndexedBase("y")
+    b = Builder("shapes", sizes={n: 4, d: 3}, adjoints=adjoints)
+    b.input(x[i, j])
+    shape(b, x, y, symbols("s"), symbols("loss"), i, j)
+    report = run_check(b.build(), "float64")
+    assert report.ok and {row.name for row in report.rows} >= {"x"}
+    assert max(row.relmaxdiff for row in report.rows) < 1e-10

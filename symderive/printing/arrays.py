@@ -12,7 +12,7 @@ from ..ops import OPS, op_for
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Symbol", "Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
-                    "Abs")
+                    "Full", "Abs")
 
 
 class ArrayPrinterMixin:
@@ -118,6 +118,10 @@ class ArrayPrinterMixin:
     def _print_Zeros(self, expr):
         return f"{self.module}.zeros({self.shape(expr.args[0])}, dtype=dtype)"
 
+    def _print_Full(self, expr):
+        shape, value = expr.args
+        return f"{self.module}.full({self.shape(shape)}, {self._print(value)}, dtype=dtype)"
+
     def _print_Reshape(self, expr):
         x, shape = expr.args
         return f"{self.postfix(x)}.reshape{self.shape(shape)}"
@@ -130,7 +134,8 @@ class ArrayPrinterMixin:
         if type(code).__name__ == "AddAt":
             base, index, value = code.args
             text = self._print(base)
-            fresh = isinstance(base, (sp.Add, sp.Mul, sp.Pow)) or type(base).__name__ == "Zeros"
+            fresh = isinstance(base, (sp.Add, sp.Mul, sp.Pow)) or type(base).__name__ in (
+                "Zeros", "Full")
             if not fresh:  # a name or a view of one: copy it before adding in place
                 text = f"{self.postfix(base)}.{self.copy_method}()"
             where = ", ".join(self._print(i) for i in index)
