@@ -5,20 +5,22 @@ from symderive import Builder, Maximum, normal
 
 n, V, B, E, H = symbols("n V B E H", integer=True, positive=True)  # batch, vocab, block, embd, hidden
 eps, loss = symbols("eps loss")
-i, t, e, k, j, c, v = Idx("i", n), Idx("t", B), Idx("e", E), Idx("k", B * E), Idx("j", H), Idx("c", V), Idx("v", V)
+i, t, e, k, j, c, v = (Idx("i", n), Idx("t", B), Idx("e", E), Idx("k", B * E), Idx("j", H),
+                       Idx("c", V), Idx("v", V))
 (C, Xb, Yb, emb, embcat, W1, b1, hprebn, bngain, bnbias, bnmeani, bndiff, bndiff2, bnvar, bnvar_inv, bnraw,
  hpreact, h, W2, b2, logits, logit_maxes, norm_logits, counts, counts_sum, counts_sum_inv, probs,
  logprobs) = symbols("C Xb Yb emb embcat W1 b1 hprebn bngain bnbias bnmeani bndiff bndiff2 bnvar bnvar_inv "
                      "bnraw hpreact h W2 b2 logits logit_maxes norm_logits counts counts_sum counts_sum_inv "
                      "probs logprobs", cls=IndexedBase)
 
-mlp = Builder("makemore_mlp", sizes={n: 32, V: 27, B: 3, E: 10, H: 64}, constants={eps: 1e-5}, adjoints="all")
+mlp = Builder("makemore_mlp", sizes={n: 32, V: 27, B: 3, E: 10, H: 64}, constants={eps: 1e-5},
+              adjoints="all")  # exercise 1: every adjoint, one statement per dependency
 mlp.labels(Xb[i, t], V)
 mlp.labels(Yb[i], V)
 mlp.input(C[v, e], normal(1.0))
 mlp[emb[i, t, e]] = C[Xb[i, t], e]
 mlp[embcat[i, E * t + e]] = emb[i, t, e]
-mlp.input(W1[k, j], normal(Rational(5, 3) / (B * E) ** 0.5 if False else 5 / 3 / 30**0.5))
+mlp.input(W1[k, j], normal(5 / 3 / 30**0.5))  # Kaiming gain for tanh over fan-in B*E = 30
 mlp.input(b1[j], normal(0.1))
 mlp[hprebn[i, j]] = Sum(embcat[i, k] * W1[k, j], k) + b1[j]
 mlp.input(bngain[j], normal(0.1, mean=1.0))

@@ -11,14 +11,15 @@ GRADIENTS = ("logits",)
 def forward(logits, Y):
     """Every forward value by name: inputs, intermediates and outputs."""
     n = logits.shape[0]
-    logit_maxes = logits.amax(1)
+    device = logits.device
+    logit_maxes = logits.max(1).values
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n), Y].sum()/n
+    loss = -logprobs[torch.arange(n, device=device), Y].sum()/n
     return {
         "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
         "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
@@ -31,8 +32,9 @@ def backward(values):
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]
+    device = probs.device
     dlogits = probs/n
-    dlogits[torch.arange(n), Y] -= 1/n
+    dlogits[torch.arange(n, device=device), Y] -= 1/n
     return {"logits": dlogits}
 
 

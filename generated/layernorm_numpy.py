@@ -15,7 +15,7 @@ def forward(x, gamma, beta):
     xc = x - mu[:, None]
     xc2 = xc**2
     var = xc2.sum(1)/d
-    rstd = (eps + var)**(-1/2)
+    rstd = (var + eps)**(-1/2)
     xhat = xc*rstd[:, None]
     y = beta + gamma*xhat
     return {
@@ -32,5 +32,5 @@ def backward(values, dy):
     d = gamma.shape[0]
     dgamma = (dy*xhat).sum(0)
     dbeta = dy.sum(0)
-    dx = (dy*gamma - ((dy @ gamma)/d)[:, None] - xhat*(dy*gamma*xhat).sum(1)[:, None]/d)*rstd[:, None]
+    dx = (dy*gamma - xhat*(dy*gamma*xhat).sum(1)[:, None]/d - ((dy @ gamma)/d)[:, None])*rstd[:, None]
     return {"gamma": dgamma, "beta": dbeta, "x": dx}

@@ -16,6 +16,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     """Every forward value by name: inputs, intermediates and outputs."""
     n, B = Xb.shape
     E = C.shape[1]
+    device = C.device
     emb = C[Xb]
     embcat = emb.reshape(n, B*E)
     hprebn = b1 + embcat @ W1
@@ -28,14 +29,14 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     hpreact = bnbias + bngain*bnraw
     h = torch.tanh(hpreact)
     logits = b2 + h @ W2
-    logit_maxes = logits.amax(1)
+    logit_maxes = logits.max(1).values
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n), Yb].sum()/n
+    loss = -logprobs[torch.arange(n, device=device), Yb].sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -63,8 +64,9 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
+    device = W1.device
     dlogits = probs/n
-    dlogits[torch.arange(n), Yb] -= 1/n
+    dlogits[torch.arange(n, device=device), Yb] -= 1/n
     dh = dlogits @ W2.T
     dW2 = h.T @ dlogits
     db2 = dlogits.sum(0)
@@ -76,7 +78,7 @@ def backward(values):
     dW1 = embcat.T @ dhprebn
     db1 = dhprebn.sum(0)
     demb = dembcat.reshape(n, B, E)
-    dC = torch.zeros((V, E), dtype=dtype).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
+    dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
     return {
         "logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain,
         "bnbias": dbnbias, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,

@@ -82,7 +82,7 @@ def backward(values):
     dcounts_sum = -dcounts_sum_inv/counts_sum**2
     dcounts = dcounts + dcounts_sum[:, None]
     dnorm_logits = counts*dcounts
-    dlogits = dnorm_logits
+    dlogits = dnorm_logits.copy()
     dlogit_maxes = -dnorm_logits.sum(1)
     dlogits = dlogits + (np.arange(V) == logits.argmax(1)[..., None]).astype(dtype)*dlogit_maxes[:, None]
     dh = dlogits @ W2.T
@@ -97,7 +97,7 @@ def backward(values):
     dbnvar = -(1/2)*dbnvar_inv/(bnvar + eps)**(3/2)
     dbndiff2 = np.broadcast_to(dbnvar/(n - 1), (n, H))
     dbndiff = dbndiff + 2*bndiff*dbndiff2
-    dhprebn = dbndiff
+    dhprebn = dbndiff.copy()
     dbnmeani = -dbndiff.sum(0)
     dhprebn = dhprebn + dbnmeani/n
     dembcat = dhprebn @ W1.T

@@ -21,6 +21,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     """Every forward value by name: inputs, intermediates and outputs."""
     n, B = Xb.shape
     E = C.shape[1]
+    device = C.device
     emb = C[Xb]
     embcat = emb.reshape(n, B*E)
     hprebn = b1 + embcat @ W1
@@ -33,14 +34,14 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     hpreact = bnbias + bngain*bnraw
     h = torch.tanh(hpreact)
     logits = b2 + h @ W2
-    logit_maxes = logits.amax(1)
+    logit_maxes = logits.max(1).values
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n), Yb].sum()/n
+    loss = -logprobs[torch.arange(n, device=device), Yb].sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -75,15 +76,16 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
-    dlogprobs = torch.zeros((n, V), dtype=dtype)
-    dlogprobs[torch.arange(n), Yb] -= 1/n
+    device = W1.device
+    dlogprobs = torch.zeros((n, V), dtype=dtype, device=device)
+    dlogprobs[torch.arange(n, device=device), Yb] -= 1/n
     dprobs = dlogprobs/probs
     dcounts = dprobs*counts_sum_inv[:, None]
     dcounts_sum_inv = (counts*dprobs).sum(1)
     dcounts_sum = -dcounts_sum_inv/counts_sum**2
     dcounts = dcounts + dcounts_sum[:, None]
     dnorm_logits = counts*dcounts
-    dlogits = dnorm_logits
+    dlogits = dnorm_logits.clone()
     dlogit_maxes = -dnorm_logits.sum(1)
     dlogits = dlogits + F.one_hot(logits.argmax(1), V).to(dtype)*dlogit_maxes[:, None]
     dh = dlogits @ W2.T
@@ -98,14 +100,14 @@ def backward(values):
     dbnvar = -(1/2)*dbnvar_inv/(bnvar + eps)**(3/2)
     dbndiff2 = (dbnvar/(n - 1)).expand(n, H)
     dbndiff = dbndiff + 2*bndiff*dbndiff2
-    dhprebn = dbndiff
+    dhprebn = dbndiff.clone()
     dbnmeani = -dbndiff.sum(0)
     dhprebn = dhprebn + dbnmeani/n
     dembcat = dhprebn @ W1.T
     dW1 = embcat.T @ dhprebn
     db1 = dhprebn.sum(0)
     demb = dembcat.reshape(n, B, E)
-    dC = torch.zeros((V, E), dtype=dtype).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
+    dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
     return {
         "logprobs": dlogprobs, "probs": dprobs, "counts_sum_inv": dcounts_sum_inv,
         "counts_sum": dcounts_sum, "counts": dcounts, "norm_logits": dnorm_logits,

@@ -138,15 +138,18 @@ def compare(name: str, target: str, ours, reference: torch.Tensor, scale,
     difference is measured against: the sum of |terms| for a gradient, |value| for a forward."""
     if isinstance(ours, np.ndarray | np.generic):
         ours = torch.from_numpy(np.array(ours))  # a copy: broadcast views are read-only
-    ours = torch.as_tensor(ours).to(reference.dtype)
-    ours = torch.broadcast_to(ours, reference.shape)
+    ours = torch.as_tensor(ours)
+    # a float64 result from float32 inputs, or a gradient of the wrong shape, is a failure too
+    kind_ok = ours.dtype == reference.dtype and ours.shape == reference.shape
+    ours = torch.broadcast_to(ours.to(reference.dtype), reference.shape)
     difference = (ours - reference).abs()
     maxdiff = difference.max().item() if difference.numel() else 0.0
     scale = torch.maximum(reference.abs(), torch.as_tensor(scale, dtype=reference.dtype))
     # torch.allclose's test with its defaults, except that the relative part is taken against the
     # magnitude of the terms: an element that is small only because terms cancelled is held to
     # 1e-5 of the terms, not of its own rounding noise.
-    approximate = bool(torch.all(difference <= ATOL + RTOL * scale)) and not ours.isnan().any()
+    approximate = kind_ok and bool(torch.all(difference <= ATOL + RTOL * scale)) \
+        and not ours.isnan().any()
     largest = scale.max().item() if scale.numel() else 0.0
     return Row(name, target, bool(torch.equal(ours, reference)), approximate, maxdiff,
                maxdiff / largest if largest else 0.0, label)

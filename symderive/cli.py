@@ -1,10 +1,11 @@
 """The command line: ``symderive check | derive | emit | regen``. Exit codes are a contract: 0 success,
 1 a check or ``regen --check`` found a difference, 2 a bad derivation or bad arguments (one line on
-stderr, never a traceback)."""
+stderr, never a traceback), 3 an internal error of symderive itself."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def generated_files(root: Path) -> dict[Path, str]:
 
 
 def cmd_check(args) -> int:
-    from .check import run_check  # torch is imported only by the commands that need it
+    from .check import run_check  # imports torch; derive, emit and regen need not
 
     programs = [load(path) for path in args.files]  # every file must load before any runs
     ok = True
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     except ProgramError as error:
         print(f"symderive: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug in symderive, not in the derivation: say so, distinctly
+        if os.environ.get("SYMDERIVE_TRACEBACK"):
+            raise
+        print(f"symderive: internal error: {type(error).__name__}: {error} (set "
+              "SYMDERIVE_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

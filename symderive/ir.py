@@ -242,6 +242,7 @@ class _Checker:
     def __init__(self, program: Program):
         self.p = program
         self.defined: dict[str, str] = {}  # name -> "input" / statement text
+        self.kinds: dict[str, str] = {}  # every size, constant, array and index label name
 
     def fail(self, where: str, message: str):
         raise ProgramError(f"{self.p.name}: {where}: {message}")
@@ -250,8 +251,17 @@ class _Checker:
         self.check_name(self.p.name, "program", allow_reserved=True)
         sizes = dict(self.p.sizes)
         for symbol, value in sizes.items():
+            self.check_name(str(symbol), f"size {symbol}")
             if not (isinstance(value, int) and value > 0):
                 self.fail(f"size {symbol}", f"example size must be a positive integer, not {value!r}")
+        for symbol, value in self.p.constants:
+            self.check_name(str(symbol), f"constant {symbol}")
+            if not isinstance(value, (int, float)):
+                self.fail(f"constant {symbol}", f"its value must be a number, not {value!r}")
+        for symbol in sizes:
+            self.claim(f"size {symbol}", str(symbol), "a size")
+        for symbol, _ in self.p.constants:
+            self.claim(f"constant {symbol}", str(symbol), "a constant")
         for x in self.p.inputs:
             self.check_input(x, sizes)
         for statement in self.p.body:
@@ -268,6 +278,19 @@ class _Checker:
             adjoint = "d" + name
             if adjoint in self.defined:
                 self.fail(f"name '{adjoint}'", f"clashes with the adjoint of '{name}'; rename it")
+        if self.p.adjoints not in ("all", "inputs"):
+            if isinstance(self.p.adjoints, str):
+                self.fail("adjoints", f"'{self.p.adjoints}' is not 'all', 'inputs' or a tuple of "
+                          "names")
+            for name in self.p.adjoints:
+                if name not in self.defined or self.p.integer(name):
+                    self.fail("adjoints", f"'{name}' is not a float input or a defined name")
+
+    def claim(self, where: str, name: str, kind: str):
+        """Sizes, constants, arrays and index labels share the emitted module's namespace."""
+        other = self.kinds.setdefault(name, kind)
+        if other != kind:
+            self.fail(where, f"'{name}' names both {other} and {kind}; rename one")
 
     def check_name(self, name: str, what: str, allow_reserved: bool = False):
         if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
@@ -291,6 +314,7 @@ class _Checker:
 
     def check_idx(self, where: str, k: sp.Idx, sizes: dict):
         self.check_name(str(k.label), where)
+        self.claim(where, str(k.label), "an index")
         if k.lower != 0:
             self.fail(where, f"index '{k}' must start at 0: write Idx('{k}', size)")
         missing = idx_size(k).free_symbols - set(sizes)
@@ -301,6 +325,7 @@ class _Checker:
     def check_input(self, x: Input, sizes: dict):
         where = f"input {x.lhs}"
         self.check_name(x.name, where)
+        self.claim(where, x.name, "an array")
         if x.name in self.defined:
             self.fail(where, f"'{x.name}' is defined twice")
         for index in x.indices:
@@ -314,6 +339,7 @@ class _Checker:
     def check_statement(self, s: Assign, sizes: dict):
         where = f"statement '{s}'"
         self.check_name(s.name, where)
+        self.claim(where, s.name, "an array")
         if s.name in self.defined and not s.accumulate:
             self.fail(where, f"'{s.name}' is defined twice; give the second definition a new name")
         self.check_indices_declared(where, s.lhs, sizes)
@@ -337,6 +363,8 @@ class _Checker:
             if expr in dict(self.p.sizes) or expr in dict(self.p.constants):
                 return
             if expr.name in self.defined:
+                if indices_of(self.p.lhs(expr.name)):
+                    self.fail(where, f"'{expr.name}' has indices; read it as {self.p.lhs(expr.name)}")
                 return
             self.fail(where, f"'{expr}' is not defined: declare it as an input, a size or a "
                       "constant, or define it in an earlier statement")
@@ -349,6 +377,11 @@ class _Checker:
                 k = limit[0]
                 if not isinstance(k, sp.Idx):
                     self.fail(where, f"sum over '{k}' needs an Idx with a range, e.g. Idx('{k}', n)")
+                if tuple(limit[1:]) != (k.lower, k.upper):
+                    self.fail(where, f"sum over the whole range of '{k}' (write Sum(..., {k})); "
+                              "a part of a range is not supported")
+                if isinstance(expr, Maximum) and k not in free_indices(expr.function):
+                    self.fail(where, f"Maximum over '{k}' of something that does not use '{k}'")
                 if k in bound_outside:
                     self.fail(where, f"index '{k}' is summed over but is also free on the left; "
                               "sum over another index")

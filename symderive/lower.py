@@ -109,6 +109,12 @@ class ScatterAdd(ArrayOp):
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
 
 
+class ArrayRef(sp.Symbol):
+    """A forward value or adjoint in lowered code, as opposed to a size or a named constant:
+    printers spell a function of sizes and constants alone with ``math`` (a Python float keeps
+    the arrays' dtype; ``np.log(n)`` would be a float64 scalar)."""
+
+
 @dataclass(frozen=True)
 class Value:
     code: sp.Expr
@@ -252,14 +258,14 @@ class Lowerer:
         if extra:
             summand = sp.Sum(summand, *extra)
         order = label_axes + lhs_axes[1:]
-        values = self.expr(summand, order)
+        values = self.expr(summand, list(order))
         if any(k not in order for k in values.axes):
-            return None
-        index = self.expr(label, order)
-        return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), _align(index, label_axes),
-                          _align(Value(values.code, values.axes), order)
-                          if values.axes else BroadcastTo(values.code, sp.Tuple(
-                              *[idx_size(k) for k in order])))
+            return None  # the summand uses the scattered row itself: not a plain scatter
+        code = _align(values, order) if values.axes else values.code
+        if list(values.axes) != order:  # every (row, column) must carry its own value
+            code = BroadcastTo(code, sp.Tuple(*[idx_size(k) for k in order]))
+        index = _align(self.expr(label, list(order)), label_axes)
+        return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), index, code)
 
     # -- expressions -----------------------------------------------------------------------------
     def expr(self, e: sp.Expr, order: list[sp.Idx]) -> Value:
@@ -267,12 +273,12 @@ class Lowerer:
         for k in free_indices(e):
             if k not in order:
                 order.append(k)
-        if is_scalar(e):
-            return Value(e, ())
+        names = set(self.program.names)
+        if is_scalar(e):  # sizes, constants and scalar names: the latter are arrays too
+            return Value(e.xreplace({x: ArrayRef(x.name) for x in e.atoms(sp.Symbol)
+                                     if x.name in names}), ())
         if isinstance(e, sp.Indexed):
             return self.read(e, order)
-        if isinstance(e, sp.Symbol):
-            return Value(e, ())
         if isinstance(e, sp.Sum):
             return self.sum(e, order)
         if isinstance(e, (Maximum, ArgMax)):
@@ -296,7 +302,7 @@ class Lowerer:
 
     def read(self, e: sp.Indexed, order: list[sp.Idx]) -> Value:
         name = name_of(e)
-        code: sp.Expr = sp.Symbol(name)
+        code: sp.Expr = ArrayRef(name)
         indices = list(e.indices)
         if any(not isinstance(k, sp.Idx) and flatten_parts(k) for k in indices):
             shape, split = [], []
@@ -345,9 +351,9 @@ class Lowerer:
         bound = [limit[0] for limit in e.limits]
         inner = list(order) + [k for k in bound if k not in order]
         scale, body = e.function.as_coeff_Mul()
-        factors = [self.expr(f, inner) for f in sp.Mul.make_args(body)]
-        arrays = [f for f in factors if f.axes]
-        scale = scale * sp.Mul(*[f.code for f in factors if not f.axes])
+        parts = [(f, self.expr(f, inner)) for f in sp.Mul.make_args(body)]
+        arrays = [value for _, value in parts if value.axes]
+        scale = scale * sp.Mul(*[value.code for _, value in parts if not value.axes])
         kept = [k for k in _union(arrays, inner) if k not in bound]
         if len(arrays) == 2 and len(bound) == 1:
             product = self.matmul(arrays, bound[0], kept)
@@ -356,7 +362,7 @@ class Lowerer:
         widest = max((len(f.axes) for f in arrays), default=0)
         if len(arrays) >= 2 and len(_union(arrays, inner)) > max(widest, len(kept)):
             return Value(scale * self.einsum(arrays, kept), tuple(kept))
-        value = self.expr(body, inner)
+        value = self.expr(sp.Mul(*[f for f, v in parts if v.axes]), inner)  # scale is outside
         axes = list(value.axes)
         positions = tuple(axes.index(k) for k in bound if k in axes)
         if len(positions) == len(axes):

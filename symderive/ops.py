@@ -34,7 +34,8 @@ class ArgMax(ExprWithLimits):
 
 def maximum_weight(summand: sp.Expr, index: sp.Idx, at: sp.Idx) -> sp.Expr:
     """Derivative of ``Maximum(summand, index)`` with respect to the summand at ``index = at``:
-    the indicator of the argmax (ties go to the first maximum, as in NumPy and torch)."""
+    the indicator of the argmax (ties go to the first maximum, as ``argmax`` and torch's
+    ``max(dim)`` choose it)."""
     return sp.KroneckerDelta(at, ArgMax(summand, index))
 
 
@@ -66,7 +67,7 @@ OPS: dict[type, Op] = {
 
 def op_for(expr: sp.Expr) -> Op | None:
     """The table row for a function application or power, or None if symderive has no rule."""
-    return OPS.get(type(expr)) or OPS.get(expr.func)
+    return OPS.get(type(expr))
 
 
 def known_names() -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .definitions import Definitions, Fact, Pattern, collect_definitions
-from .ir import Program, free_indices, idx_size
+from .ir import Program, free_indices, idx_size, indices_of
 from .terms import Term, collect, combine, components, expand, power, readable, to_expr
 
 FALLBACK_NAMES = ["k", "l", "m", "p", "q", "r", "s", "u", "w", "a", "b", "f", "g", "o"]
@@ -44,7 +44,7 @@ class Context:
         if self._definitions is None:
             self._definitions = Definitions()  # visible, partly filled, while facts are derived
             collect_definitions(self.program, self._definitions,
-                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES)[0])
+                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES))
         return self._definitions
 
     def names_for(self, size: sp.Expr):
@@ -166,7 +166,11 @@ def match_factors(pattern: tuple, target: list, variables: set, binding: dict):
             yield result
 
 
-def instantiate(pattern: Pattern | Fact, binding: dict) -> sp.Expr:
+def instantiate(pattern: Pattern | Fact, binding: dict) -> sp.Expr | None:
+    """The pattern's name at the matched indices, or None when the match leaves one of them
+    unbound (``y[i, j] = x[i]*w[i]`` broadcasts over ``j``: ``x*w`` alone does not say which)."""
+    if not set(indices_of(pattern.target)) <= set(binding):
+        return None
     return pattern.target.xreplace(binding)
 
 
@@ -206,9 +210,10 @@ def fold_atom(terms: list[Term], context: Context) -> list[Term]:
                 (p_atom, p_exp), = pattern.factors
                 binding = match(p_atom, atom, pattern.variables, {})
                 ratio = e / p_exp
-                if binding is not None and ratio.is_Integer:
+                target = instantiate(pattern, binding) if binding is not None else None
+                if target is not None and ratio.is_Integer:
                     coeff /= pattern.coeff**ratio
-                    atom, e = instantiate(pattern, binding), ratio
+                    atom, e = target, ratio
                     break
             factors.append((atom, e))
         result.append(Term(coeff, term.bound, tuple(factors)))
@@ -236,11 +241,12 @@ def fold_sum(terms: list[Term], context: Context) -> list[Term]:
                         continue
                     binding = next(match_factors(pattern.factors, group, pattern.variables,
                                                  {pattern.bound[0]: index}), None)
-                    if binding is None:
+                    target = instantiate(pattern, binding) if binding is not None else None
+                    if target is None:
                         continue
                     rest = tuple(f for f in term.factors if f not in group)
                     term = Term(term.coeff / pattern.coeff, tuple(k for k in term.bound if k != index),
-                                rest + ((instantiate(pattern, binding), sp.Integer(1)),))
+                                rest + ((target, sp.Integer(1)),))
                     changed = True
                     break
                 if changed:
@@ -290,11 +296,13 @@ def _fold_once(term: Term, pattern: Pattern) -> Term | None:
                     yield from search(rest, available[:position] + available[position + 1:], found)
 
     for binding in search(list(pattern.factors), list(term.factors), {}):
+        target = instantiate(pattern, binding)
+        if target is None:
+            continue
         factors = dict(term.factors)
         times = sp.Integer(min(int(factors[a.xreplace(binding)] / e) for a, e in pattern.factors))
         for atom, e in pattern.factors:
             factors[atom.xreplace(binding)] -= times * e
-        target = instantiate(pattern, binding)
         factors[target] = factors.get(target, 0) + times
         return Term(term.coeff / pattern.coeff**times, term.bound,
                     tuple((a, e) for a, e in factors.items() if e != 0))
@@ -342,7 +350,7 @@ RULES = BASIS_RULES + REDUCE_RULES + (FOLD,)
 
 def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
     """Apply ``rules`` in order until none changes the terms; ``record(rule, before, after)``
-    hears of every application that did."""
+    hears of every application that did. Rules that undo each other would loop: that is a bug."""
     for _ in range(50):
         changed = False
         for rule in rules:
@@ -352,8 +360,8 @@ def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
                     record(rule, terms, after)
                 terms, changed = after, True
         if not changed:
-            return terms, True
-    return terms, False
+            return terms
+    raise RuntimeError(f"rules {[r.name for r in rules]} did not reach a fixpoint in 50 rounds")
 
 
 # What the reverse pass applies to each adjoint contribution: enough to remove the deltas that

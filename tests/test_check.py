@@ -1,5 +1,7 @@
 """The autograd check on makemore: every row passes in float32, float64 agrees to 1e-10, and a
 broken derivative rule is caught."""
+from pathlib import Path
+
 import pytest
 import sympy as sp
 from sympy import Idx, IndexedBase, Sum, exp, symbols, tanh
@@ -7,6 +9,7 @@ from sympy import Idx, IndexedBase, Sum, exp, symbols, tanh
 from symderive import Builder, ops
 from symderive.check import run_check
 from symderive.cli import main
+from symderive.derivation import load
 
 from .test_grad import NOTEBOOK_ORDER
 
@@ -72,3 +75,14 @@ def test_unusual_program_shapes_match_autograd(shape, adjoints):
     report = run_check(b.build(), "float64")
     assert report.ok and {row.name for row in report.rows} >= {"x"}
     assert max(row.relmaxdiff for row in report.rows) < 1e-10
+
+
+DERIVATIONS = sorted(p.stem for p in (Path(__file__).parent.parent / "derivations").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", DERIVATIONS)
+def test_every_derivation_passes_check_in_float32(name, root):
+    """Every row approximate, every gradient float32 and of its value's shape (compare fails
+    a row otherwise), every reference the derivation declares included."""
+    report = run_check(load(root / "derivations" / f"{name}.py"), "float32", seed=7)
+    assert report.ok, [row for row in report.rows + report.forward if not row.approximate]

@@ -136,3 +136,36 @@ def test_undeclared_output_is_rejected():
     b.output(y)
     with pytest.raises(ProgramError, match="output 'y'"):
         b.build()
+
+
+@pytest.mark.parametrize("build, words", [
+    (lambda b: b.__setitem__(y[i, j], Sum(x[i, j], (i, 0, 1))), "whole range"),
+    (lambda b: b.__setitem__(y[i, j], 2 * sp.Symbol("x")), "read it as x[i, j]"),
+    (lambda b: b.__setitem__(y[i], Maximum(x[i, 0 * j] + 1, j)), "does not use"),
+    (lambda b: b.__setitem__(IndexedBase("n")[i, j], x[i, j]), "names both a size"),
+    (lambda b: b.__setitem__(IndexedBase("i")[i, j], x[i, j]), "names both an index"),
+], ids=["part-of-range", "bare-array-name", "max-of-constant", "array-named-like-size",
+        "array-named-like-index"])
+def test_more_bad_statements_are_named(build, words):
+    b = layer()
+    build(b)
+    b.output(y)
+    with pytest.raises(ProgramError) as error:
+        b.build()
+    assert words in str(error.value)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"sizes": {symbols("np", integer=True, positive=True): 2}}, "reserved"),
+    ({"constants": {symbols("lambda"): 1.0}}, "keyword"),
+    ({"adjoints": "everything"}, "not 'all', 'inputs'"),
+    ({"adjoints": ("nothing",)}, "'nothing' is not a float input"),
+], ids=["size-named-np", "constant-keyword", "adjoints-word", "adjoints-name"])
+def test_bad_sizes_constants_and_adjoints_are_named(options, words):
+    sizes = {**SIZES, **options.pop("sizes", {})}
+    b = Builder("layer", sizes=sizes, **options)
+    b.input(x[i, j])
+    b[y[i, j]] = 2 * x[i, j]
+    b.output(y)
+    with pytest.raises(ProgramError, match=words):
+        b.build()

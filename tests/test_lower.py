@@ -1,15 +1,18 @@
 """Lowering: each statement's vectorised NumPy code against the naive loop oracle, and the shapes of
 the code it prints (matmul, transposes, one-hot, gather, scatter-add, reshape)."""
+import math
+
 import numpy as np
 import pytest
 import sympy as sp
+import torch
 from sympy import Idx, IndexedBase, KroneckerDelta, Sum, exp, symbols
 
 from symderive import Builder, Maximum
 from symderive.ir import Assign
 from symderive.lower import Lowerer
 from symderive.ops import ArgMax
-from symderive.printing import NumPyArrayPrinter
+from symderive.printing import PRINTERS
 
 from .interpret import tensor
 
@@ -18,7 +21,7 @@ SIZES = {n: 4, d: 3, V: 5, B: 2, E: 3}
 i, k, j, c, t, e, v = (Idx("i", n), Idx("k", n), Idx("j", d), Idx("c", V), Idx("t", B),
                        Idx("e", E), Idx("v", V))
 f = Idx("f", B * E)
-x, w, a, u, Y, X, C, out = symbols("x w a u Y X C out", cls=IndexedBase)
+x, w, a, u, q, Y, X, C, out = symbols("x w a u q Y X C out", cls=IndexedBase)
 
 
 def scope():
@@ -29,6 +32,7 @@ def scope():
     b.input(a[i, c])
     b.input(u[i, f])
     b.input(C[v, e])
+    b.input(q[i, t])
     b.labels(Y[i], V)
     b.labels(X[i, t], V)
     b[out[i]] = Sum(x[i, j], j)
@@ -36,7 +40,8 @@ def scope():
     rng = np.random.default_rng(0)
     arrays = {"x": rng.normal(size=(4, 3)), "w": rng.normal(size=(3, 5)),
               "a": rng.normal(size=(4, 5)), "u": rng.normal(size=(4, 6)),
-              "C": rng.normal(size=(5, 3)), "Y": rng.integers(0, 5, 4),
+              "C": rng.normal(size=(5, 3)), "q": rng.normal(size=(4, 2)),
+              "Y": rng.integers(0, 5, 4),
               "X": rng.integers(0, 5, (4, 2))}
     return b.build(), arrays
 
@@ -61,20 +66,31 @@ CASES = {
     "einsum": (out[i], Sum(x[i, j] * w[j, c] * a[i, c], j, c), "np.einsum"),
     "elementwise": (out[i, c], exp(a[i, c]) * Sum(x[i, j], j) ** 2, "np.exp(a)"),
     "broadcast-statement": (out[i, j], Sum(x[k, j], k) / (n - 1), "np.broadcast_to"),
+    "scaled-sum": (out[j], Sum(x[i, j] / n, i), "x.sum(0)/n"),
+    "scatter-broadcast-values": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * q[i, t], i, t),
+                                 "np.add.at"),
+    "scatter-uses-the-row": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * C[v, e], i, t),
+                             "np.einsum"),
+    "scalar-function": (out[i, j], x[i, j] * sp.log(d), "math.log(d)"),
 }
 
 
+@pytest.mark.parametrize("target", ["numpy", "torch"])
 @pytest.mark.parametrize("name", CASES)
-def test_lowered_numpy_matches_the_loop_oracle(name):
+def test_lowered_code_matches_the_loop_oracle(name, target):
     lhs, rhs, expected_text = CASES[name]
     program, arrays = scope()
     statement = Assign(lhs, rhs)
     lowered = Lowerer(program).statement(statement)
-    printer = NumPyArrayPrinter()
+    printer = PRINTERS[target]()
     lines = printer.statement("out", lowered.code, False)
-    assert expected_text in "\n".join(lines)
-    env = {"np": np, "dtype": np.float64, **arrays,
-           **{str(s): value for s, value in SIZES.items()}}
+    sizes = {str(s): value for s, value in SIZES.items()}
+    if target == "numpy":
+        assert expected_text in "\n".join(lines)
+        env = {"np": np, "math": math, "dtype": np.float64, **arrays, **sizes}
+    else:
+        env = {"torch": torch, "F": torch.nn.functional, "math": math, "dtype": torch.float64,
+               "device": "cpu", **{k: torch.as_tensor(v) for k, v in arrays.items()}, **sizes}
     exec("\n".join(lines), env)  # noqa: S102 - the code under test
     axes = [k for index in lhs.indices
             for k in ([index] if isinstance(index, sp.Idx) else index.atoms(sp.Idx))]
@@ -82,4 +98,5 @@ def test_lowered_numpy_matches_the_loop_oracle(name):
         expected = tensor(rhs, [i, t, e], arrays, SIZES).reshape(4, 6)
     else:
         expected = tensor(rhs, axes if name != "scatter" else [v, e], arrays, SIZES)
-    np.testing.assert_allclose(env["out"], expected, rtol=1e-12, atol=1e-12)
+    out = env["out"].numpy() if target == "torch" else env["out"]
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)

@@ -79,11 +79,13 @@ def test_layernorm_comes_out_compact_with_feature_reductions(gradients):
     assert set(g.summary()["uses"]) == {"xhat", "rstd", "gamma", "dy"}
 
 
-def test_every_step_names_a_rule_and_changes_the_expression(gradients):
+def test_steps_form_a_chain_from_the_chain_rule_to_the_result(gradients):
     for layer in gradients.values():
         for g in layer.values():
-            for step in g.steps:
-                assert step.rule and step.before != step.after, (g.name, step.rule)
+            if g.steps:
+                assert g.steps[-1].after == g.expr, g.name
+            for previous, step in zip(g.steps, g.steps[1:]):
+                assert step.before == previous.after, (g.name, step.rule)
 
 
 def test_bn_derivation_steps_name_the_general_rules(gradients):

@@ -6,23 +6,26 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
+from ..lower import ArrayRef, LoweringError
 from ..ops import OPS, op_for
 
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
-_POSTFIX_CLASSES = ("Symbol", "Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
+_POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs")
 
 
 class ArrayPrinterMixin:
     target = ""
+    placed = ""  # extra keyword arguments for arrays made from scratch (torch: the device)
 
     # -- helpers ---------------------------------------------------------------------------------
     def postfix(self, expr) -> str:
         """``expr`` printed so that ``.method()`` or ``[...]`` can follow it."""
         text = self._print(expr)
-        if type(expr).__name__ in _POSTFIX_CLASSES or isinstance(expr, sp.Function) and op_for(expr):
+        if isinstance(expr, sp.Symbol) or type(expr).__name__ in _POSTFIX_CLASSES or \
+                isinstance(expr, sp.Function) and op_for(expr):
             return text
         return f"({text})"
 
@@ -56,8 +59,16 @@ class ArrayPrinterMixin:
     def _print_Function(self, expr):
         op = op_for(expr)
         if op is None:
-            raise ValueError(f"no {self.target} spelling for '{expr.func}'")
-        return f"{getattr(op, self.target)}({', '.join(self._print(a) for a in expr.args)})"
+            raise LoweringError(f"no {self.target} spelling for '{expr.func}'")
+        # of sizes and constants alone, a Python float: it keeps the arrays' dtype
+        module = getattr(op, self.target) if expr.has(ArrayRef) else f"math.{op.name}"
+        return f"{module}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Pi(self, expr):
+        return "math.pi"
+
+    def _print_Exp1(self, expr):
+        return "math.e"
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
@@ -110,51 +121,63 @@ class ArrayPrinterMixin:
         return f"{self.postfix(x)}[{', '.join(self._print(i) for i in indices)}]"
 
     def _print_Arange(self, expr):
-        return f"{self.module}.arange({self._print(expr.args[0])})"
+        return f"{self.module}.arange({self._print(expr.args[0])}{self.placed})"
 
     def _print_Eye(self, expr):
-        return f"{self.module}.eye({self._print(expr.args[0])}, dtype=dtype)"
+        return f"{self.module}.eye({self._print(expr.args[0])}, dtype=dtype{self.placed})"
 
     def _print_Zeros(self, expr):
-        return f"{self.module}.zeros({self.shape(expr.args[0])}, dtype=dtype)"
+        return f"{self.module}.zeros({self.shape(expr.args[0])}, dtype=dtype{self.placed})"
 
     def _print_Full(self, expr):
         shape, value = expr.args
-        return f"{self.module}.full({self.shape(shape)}, {self._print(value)}, dtype=dtype)"
+        return (f"{self.module}.full({self.shape(shape)}, {self._print(value)}, "
+                f"dtype=dtype{self.placed})")
 
     def _print_Reshape(self, expr):
         x, shape = expr.args
         return f"{self.postfix(x)}.reshape{self.shape(shape)}"
 
     def statement(self, name: str, code, accumulate: bool) -> list[str]:
-        """The lines that assign ``code`` to ``name`` (``name = name + code`` when accumulating, so
-        an alias of another array is never modified in place)."""
+        """The lines that assign ``code`` to ``name``. Nothing is modified in place unless this
+        statement made it: accumulating is ``name = name + code``, and a bare name is copied,
+        so no two returned arrays share memory."""
         if type(code).__name__ == "ScatterAdd":
-            return self.spell_scatter(name, *code.args)
+            shape, index, values = code.args
+            start = f"{name}.{self.copy_method}()" if accumulate else \
+                f"{self.module}.zeros({self.shape(shape)}, dtype=dtype{self.placed})"
+            return self.spell_scatter(name, start, shape, index, values)
         if type(code).__name__ == "AddAt":
             base, index, value = code.args
-            text = self._print(base)
-            fresh = isinstance(base, (sp.Add, sp.Mul, sp.Pow)) or type(base).__name__ in (
-                "Zeros", "Full")
-            if not fresh:  # a name or a view of one: copy it before adding in place
-                text = f"{self.postfix(base)}.{self.copy_method}()"
             where = ", ".join(self._print(i) for i in index)
-            if value.could_extract_minus_sign():
-                return [f"{name} = {text}", f"{name}[{where}] -= {self._print(-value)}"]
-            return [f"{name} = {text}", f"{name}[{where}] += {self._print(value)}"]
-        text = self._print(code)
-        if text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
-            text = text[1:-1]
-        return [f"{name} = {name} + {text}" if accumulate else f"{name} = {text}"]
+            update = f"-= {self._print(-value)}" if value.could_extract_minus_sign() \
+                else f"+= {self._print(value)}"
+            copied = isinstance(base, (sp.Add, sp.Mul, sp.Pow)) or type(base).__name__ in (
+                "Zeros", "Full")  # made here; anything else may be a view: copy before updating
+            start = self._print(base) if copied else f"{self.postfix(base)}.{self.copy_method}()"
+            return [f"{name} = {start}", f"{name}[{where}] {update}"]
+        if accumulate:
+            return [f"{name} = {name} + {_unwrapped(self._print(code))}"]
+        return [f"{name} = {_unwrapped(self.fresh(code))}"]
+
+    def fresh(self, code) -> str:
+        """``code`` printed so that a bare name is copied: two names (two returned gradients) never
+        hold one array. Views (``.T``, ``reshape``, broadcasts) are kept, as NumPy code keeps them."""
+        if isinstance(code, sp.Symbol):
+            return f"{self._print(code)}.{self.copy_method}()"
+        return self._print(code)
 
 
-def _balanced(text: str) -> bool:
+def _unwrapped(text: str) -> str:
+    """``text`` without one pair of parentheses around all of it."""
+    if not (text.startswith("(") and text.endswith(")")):
+        return text
     depth = 0
-    for char in text:
+    for char in text[1:-1]:
         depth += {"(": 1, ")": -1}.get(char, 0)
         if depth < 0:
-            return False
-    return depth == 0
+            return text
+    return text[1:-1] if depth == 0 else text
 
 
 # The op table's functions print through the table, not through SymPy's own function names.

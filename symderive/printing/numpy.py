@@ -11,12 +11,11 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
 
     target = "numpy"
     module = "np"
-    imports = ("import numpy as np",)  # each kept only if the module uses it
+    imports = ("import math", "import numpy as np")  # each kept only if the module uses it
+    copy_method = "copy"
 
     def __init__(self):
         super().__init__({"fully_qualified_modules": True})
-
-    copy_method = "copy"
 
     def spell_permute(self, x: str, perm: tuple) -> str:
         return f"{x}.transpose{perm}"
@@ -32,6 +31,5 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         x, shape = expr.args
         return f"np.broadcast_to({self._print(x)}, {self.shape(shape)})"
 
-    def spell_scatter(self, name, shape, index, values) -> list[str]:
-        return [f"{name} = np.zeros({self.shape(shape)}, dtype=dtype)",
-                f"np.add.at({name}, {self._print(index)}, {self._print(values)})"]
+    def spell_scatter(self, name, start, shape, index, values) -> list[str]:
+        return [f"{name} = {start}", f"np.add.at({name}, {self._print(index)}, {self._print(values)})"]

@@ -7,19 +7,21 @@ from .arrays import ArrayPrinterMixin
 
 
 class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
-    """Prints lowered code as torch, e.g. ``MaxAxis(x, 1) -> x.amax(1)``, one-hot via ``F.one_hot``."""
+    """Prints lowered code as torch, e.g. ``MaxAxis(x, 1) -> x.max(1).values``, one-hot via
+    ``F.one_hot``; arrays made from scratch go on the inputs' device."""
 
     target = "torch"
     module = "torch"
-    imports = ("import torch", "import torch.nn.functional as F")  # each kept only if the module uses it
-
+    imports = ("import math", "import torch", "import torch.nn.functional as F")  # kept if used
     copy_method = "clone"
+    placed = ", device=device"
 
     def spell_permute(self, x: str, perm: tuple) -> str:
         return f"{x}.permute{perm}"
 
     def spell_max(self, x: str, axis: int) -> str:
-        return f"{x}.amax({axis})"
+        # not amax: its autograd splits the gradient between ties, the derived rule does not
+        return f"{x}.max({axis}).values"
 
     def _print_OneHot(self, expr):
         labels, size = expr.args
@@ -29,8 +31,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         x, shape = expr.args
         return f"{self.postfix(x)}.expand{self.shape(shape)}"
 
-    def spell_scatter(self, name, shape, index, values) -> list[str]:
-        rows = ", ".join(self._print(s) for s in shape[1:])
-        flat_values = f"{self.postfix(values)}.reshape(-1{', ' + rows if rows else ''})"
-        zeros = f"torch.zeros({self.shape(shape)}, dtype=dtype)"
-        return [f"{name} = {zeros}.index_add_(0, {self.postfix(index)}.reshape(-1), {flat_values})"]
+    def spell_scatter(self, name, start, shape, index, values) -> list[str]:
+        rows = "".join(f", {self._print(size)}" for size in shape[1:])
+        flat = f"{self.postfix(values)}.reshape(-1{rows})"
+        return [f"{name} = {start}.index_add_(0, {self.postfix(index)}.reshape(-1), {flat})"]
