@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from .grad import (
     ReversePass,
@@ -22,7 +21,7 @@ from .grad import (
 )
 from .ir import Assign, Program, name_of
 from .rules import BASIS_RULES, OUTPUT_RULES, REDUCE_RULES, Context, factor, run_to_fixpoint
-from .terms import expand, fresh, readable, to_expr
+from .terms import expand, freshen, readable, to_expr
 
 
 @dataclass(frozen=True)
@@ -56,19 +55,6 @@ class Gradient:
                 "reductions": len([x for x in sp.preorder_traversal(self.expr)
                                    if isinstance(x, sp.Sum)]),
                 "steps": len(self.steps), "uses": self.uses(program)}
-
-
-def freshen(expr: sp.Expr) -> sp.Expr:
-    """Rename every index bound inside ``expr`` so that copies of it never capture each other."""
-    def visit(node):
-        if isinstance(node, ExprWithLimits):
-            mapping = {limit[0]: fresh(limit[0]) for limit in node.limits}
-            return node.func(visit(node.function.xreplace(mapping)), *mapping.values())
-        if not node.args or isinstance(node, (sp.Idx, sp.Indexed)) and not node.has(ExprWithLimits):
-            return node
-        return node.func(*[visit(a) for a in node.args])
-
-    return visit(expr)
 
 
 def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
@@ -143,7 +129,7 @@ def compact_gradients(program: Program) -> list[Gradient]:
 def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr, program: Program,
                 context: Context) -> Gradient:
     expr, steps = simplify(inlined, context)
-    start = readable(freshen(inlined), context.names_for)
+    start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
     if start != chained:
         steps.insert(0, Step("inline", chained, start))
     return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps))

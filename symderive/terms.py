@@ -45,22 +45,31 @@ def bound_renamed(expr: ExprWithLimits) -> tuple[sp.Expr, tuple[sp.Idx, ...]]:
     return expr.function.xreplace(mapping), tuple(mapping.values())
 
 
+def rename_bound(expr: sp.Expr, rename) -> sp.Expr:
+    """``expr`` with every index bound inside it (by Sum, Maximum, ArgMax) replaced by
+    ``rename(old_index)``, outermost binder first."""
+    def visit(node):
+        if isinstance(node, ExprWithLimits):
+            mapping = {limit[0]: rename(limit[0]) for limit in node.limits}
+            return node.func(visit(node.function.xreplace(mapping)), *mapping.values())
+        if not node.args or isinstance(node, (sp.Idx, sp.Indexed)) and not node.has(ExprWithLimits):
+            return node
+        return node.func(*[visit(a) for a in node.args])
+
+    return visit(expr) if expr.has(ExprWithLimits) else expr
+
+
+def freshen(expr: sp.Expr) -> sp.Expr:
+    """Fresh names for every bound index, so that copies of ``expr`` never capture each other."""
+    return rename_bound(expr, fresh)
+
+
 def canonical_atom(atom: sp.Expr) -> sp.Expr:
     """Rename the indices an atom binds internally (``ArgMax(x[i, c], c)``) to ``_a0, _a1, ...`` so
     equal atoms compare equal whatever their dummies were called."""
     counter = itertools.count()
-
-    def visit(expr):
-        if isinstance(expr, ExprWithLimits):
-            mapping = {limit[0]: sp.Idx(sp.Symbol(f"_a{next(counter)}", integer=True),
-                                        idx_size(limit[0])) for limit in expr.limits}
-            body = visit(expr.function.xreplace(mapping))
-            return expr.func(body, *mapping.values())
-        if not expr.args or isinstance(expr, (sp.Idx, sp.Indexed)) and not expr.has(ExprWithLimits):
-            return expr
-        return expr.func(*[visit(a) for a in expr.args])
-
-    return visit(atom) if atom.has(ExprWithLimits) else atom
+    return rename_bound(atom, lambda k: sp.Idx(sp.Symbol(f"_a{next(counter)}", integer=True),
+                                               idx_size(k)))
 
 
 def multiply(a: Term, b: Term) -> Term:
