@@ -63,9 +63,11 @@ def _is_name(atom: sp.Expr, program: Program) -> bool:
         and not program.integer(name_of(atom))
 
 
-def collect_definitions(program: Program, definitions: Definitions, simplify_terms) -> None:
+def collect_definitions(program: Program, definitions: Definitions, simplify_terms,
+                        nonnegative) -> None:
     """Fill ``definitions`` from ``program`` in statement order; ``simplify_terms(terms)`` runs the
-    reduction rules with the definitions found so far (a fact may rest on earlier facts)."""
+    reduction rules with the definitions found so far (a fact may rest on earlier facts), and
+    ``nonnegative`` is what the program establishes about signs (for ``expand``)."""
     from .rules import unfold_terms  # the unfold rule, shared so definitions use the same basis
 
     for statement in program.body:
@@ -73,7 +75,7 @@ def collect_definitions(program: Program, definitions: Definitions, simplify_ter
         if statement.accumulate or not isinstance(lhs, sp.Indexed) or \
                 not all(isinstance(k, sp.Idx) for k in lhs.indices):
             continue
-        terms = unfold_terms(expand(statement.rhs), definitions)
+        terms = unfold_terms(expand(statement.rhs, nonnegative), definitions)
         name = statement.name
         if len(terms) == 1:
             (term,) = terms
@@ -85,7 +87,7 @@ def collect_definitions(program: Program, definitions: Definitions, simplify_ter
                 definitions.atoms.append(Pattern(name, lhs, term.coeff, term.factors))
             continue
         for index in lhs.indices:
-            summed = simplify_terms(expand(sp.Sum(statement.rhs, index)))
+            summed = simplify_terms(expand(sp.Sum(statement.rhs, index), nonnegative))
             if all(not t.bound for t in summed) and \
                     all(index not in free_indices(a) for t in summed for a, _ in t.factors):
                 definitions.facts.append(Fact(name, lhs, index, tuple(summed)))

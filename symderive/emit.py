@@ -149,7 +149,9 @@ def module_source(forward: Program, backward: Program, target: str) -> str:
     lines = [HEADER.format(name=forward.name),
              f'"""{forward.name}: forward and backward in {"NumPy" if target == "numpy" else "torch"}."""',
              "IMPORTS", ""]
-    lines += [f"{symbol} = {value!r}" for symbol, value in forward.constants]
+    # printed by us from a plain float, never by the value's own __repr__ (a float subclass
+    # could print code); validation admits only plain numbers
+    lines += [f"{symbol} = {float(value)!r}" for symbol, value in forward.constants]
     lines += _tuple("INPUTS", inputs) + _tuple("OUTPUTS", forward.outputs) + \
         _tuple("SAVED", saved) + _tuple("GRADIENTS", gradients) + ["", ""]
     lines += _wrapped("def forward(", inputs, "):")
@@ -161,6 +163,7 @@ def module_source(forward: Program, backward: Program, target: str) -> str:
     lines += ["    " + line for line in backward_body]
     if target == "torch":
         lines += ["", ""] + _autograd_function(forward, inputs, upstream)
+        lines[2:2] = ["from torch.autograd.function import once_differentiable"]
     text = "\n".join(lines) + "\n"
     imports = [line for line in printer.imports if line.split()[-1] + "." in text]
     return text.replace("IMPORTS\n", "".join(line + "\n" for line in imports))
@@ -182,6 +185,7 @@ def _autograd_function(forward: Program, inputs: list[str], upstream: list[str])
         f"        return {outputs}",
         "",
         "    @staticmethod",
+        "    @once_differentiable  # the backward of this backward is not derived: refuse it",
         f"    def backward(ctx, {', '.join(grads_in)}):",
         f"        grads = {call}",
         f"        return tuple({scale}grads[name] if name in grads else None for name in INPUTS)"
@@ -189,18 +193,40 @@ def _autograd_function(forward: Program, inputs: list[str], upstream: list[str])
     ]
 
 
+def _new_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename, so a
-    failure never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` through a temp file in the same folder, fsynced, and a rename,
+    so a failure or an interruption never leaves a half-written file or a temp file behind. The
+    file keeps its mode (a new one gets the umask's); the folder is fsynced so the rename lasts.
+    Any OS failure (read-only folder, disk full, a file where a folder should be) is one
+    ``ProgramError`` line: "cannot write <path>: <reason>"."""
+    temp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o7777 if path.is_file() else _new_file_mode()
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
         os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        temp = None
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as error:
+        raise ProgramError(f"cannot write {path}: {error.strerror or error}") from error
+    finally:  # also on KeyboardInterrupt or the SIGTERM the command line turns into an exception
+        if temp is not None:
+            Path(temp).unlink(missing_ok=True)
 
 
 __all__ = ["HEADER", "module_source", "write_atomically"]

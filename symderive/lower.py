@@ -45,7 +45,8 @@ class NewAxes(ArrayOp):
 
 
 class SumAxes(ArrayOp):
-    """``SumAxes(x, (0,))`` -> ``x.sum(0)``; ``SumAxes(x, ())`` -> ``x.sum()``, over every axis."""
+    """``SumAxes(x, (0,), 2)`` -> ``x.sum(0)`` for a 2-axis ``x``; ``SumAxes(x, (0, 1), 2)`` ->
+    ``x.sum()``. The axes are always listed: an empty tuple sums over nothing, never everything."""
 
 
 class MaxAxis(ArrayOp):
@@ -132,6 +133,14 @@ class LoweringError(ProgramError):
     """An index expression with no vectorised lowering yet; the message names it."""
 
 
+def broadcast_to(code: sp.Expr, shape: sp.Tuple) -> sp.Expr:
+    """``code`` broadcast to ``shape``: a view of an array, or, for code of sizes, constants and
+    numbers alone (which has no array to view and no dtype), a new array of that one value."""
+    if code.has(ArrayRef):
+        return BroadcastTo(code, shape)
+    return Full(shape, code)
+
+
 def _align(value: Value, order: list[sp.Idx]) -> sp.Expr:
     """``value``'s code transposed to ``order`` and padded with new axes so that NumPy's
     right-aligned broadcasting lines it up with an array whose axes are all of ``order``."""
@@ -198,11 +207,7 @@ class Lowerer:
             raise LoweringError(f"'{rhs}': index {stray[0]} is left over after lowering")
         code = _align(value, lhs_axes) if value.axes else value.code
         if broadcast and any(k not in value.axes for k in lhs_axes):
-            shape = sp.Tuple(*[idx_size(k) for k in lhs_axes])
-            constants = {s for s, _ in self.program.sizes} | {s for s, _ in self.program.constants}
-            if not value.axes and code.free_symbols <= constants:  # a number has no dtype to keep
-                return Full(shape, code)
-            code = BroadcastTo(code, shape)
+            code = broadcast_to(code, sp.Tuple(*[idx_size(k) for k in lhs_axes]))
         return code
 
     def label_update(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
@@ -263,7 +268,7 @@ class Lowerer:
             return None  # the summand uses the scattered row itself: not a plain scatter
         code = _align(values, order) if values.axes else values.code
         if list(values.axes) != order:  # every (row, column) must carry its own value
-            code = BroadcastTo(code, sp.Tuple(*[idx_size(k) for k in order]))
+            code = broadcast_to(code, sp.Tuple(*[idx_size(k) for k in order]))
         index = _align(self.expr(label, list(order)), label_axes)
         return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), index, code)
 
@@ -365,9 +370,7 @@ class Lowerer:
         value = self.expr(sp.Mul(*[f for f, v in parts if v.axes]), inner)  # scale is outside
         axes = list(value.axes)
         positions = tuple(axes.index(k) for k in bound if k in axes)
-        if len(positions) == len(axes):
-            positions = ()  # every axis: a plain .sum()
-        summed = SumAxes(value.code, sp.Tuple(*positions)) if axes else value.code
+        summed = SumAxes(value.code, sp.Tuple(*positions), len(axes)) if positions else value.code
         missing = sp.Mul(*[idx_size(k) for k in bound if k not in axes])
         return Value(scale * missing * summed, tuple(k for k in axes if k not in bound))
 

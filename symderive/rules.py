@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .definitions import Definitions, Fact, Pattern, collect_definitions
-from .ir import Program, free_indices, idx_size, indices_of
+from .ir import Program, ProgramError, free_indices, idx_size, index_size, indices_of
+from .signs import nonnegative, program_signs
 from .terms import Term, collect, combine, components, expand, power, readable, to_expr
 
 FALLBACK_NAMES = ["k", "l", "m", "p", "q", "r", "s", "u", "w", "a", "b", "f", "g", "o"]
@@ -25,6 +26,7 @@ class Context:
     def __init__(self, program: Program):
         self.program = program
         self._definitions: Definitions | None = None
+        self.signs = program_signs(program)
         self.reserved = set(program.names) | {str(s) for s, _ in program.sizes} \
             | {str(s) for s, _ in program.constants}
         # Statements first: their indices are the ones a reader has just seen.
@@ -44,8 +46,13 @@ class Context:
         if self._definitions is None:
             self._definitions = Definitions()  # visible, partly filled, while facts are derived
             collect_definitions(self.program, self._definitions,
-                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES))
+                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES),
+                                self.nonnegative)
         return self._definitions
+
+    def nonnegative(self, expr: sp.Expr) -> bool:
+        """Whether the program establishes ``expr >= 0`` (the side condition of sign rules)."""
+        return nonnegative(expr, self.signs)
 
     def names_for(self, size: sp.Expr):
         """Candidate names for a bound index over ``size``: the program's own, then letters."""
@@ -60,8 +67,12 @@ class Context:
 
 @dataclass(frozen=True)
 class Rule:
+    """A named rewrite and its side condition: when the identity it applies holds, and how the
+    rule makes sure of it before it fires (or why it needs nothing)."""
+
     name: str
     apply: Callable[[list[Term], Context], list[Term]]
+    condition: str
 
     @property
     def doc(self) -> str:
@@ -82,13 +93,24 @@ def cancel(terms: list[Term], context: Context) -> list[Term]:
     return result
 
 
-def _contract_once(term: Term) -> Term | None:
+def _within_range(value: sp.Expr, index: sp.Idx, program: Program) -> bool:
+    """Whether every value ``value`` takes is one that ``index`` ranges over: an index over the
+    same range, a label declared in ``range`` of its size, a flattened index or an argmax that
+    covers exactly that range (every index starts at 0, as validation requires)."""
+    try:
+        return sp.expand(index_size(value, program) - idx_size(index)) == 0
+    except ProgramError:
+        return False
+
+
+def _contract_once(term: Term, program: Program) -> Term | None:
     for position, (atom, _) in enumerate(term.factors):
         if not isinstance(atom, sp.KroneckerDelta):
             continue
         a, b = atom.args
         for old, new in ((a, b), (b, a)):
-            if old in term.bound and isinstance(old, sp.Idx) and old not in free_indices(new):
+            if old in term.bound and isinstance(old, sp.Idx) and old not in free_indices(new) \
+                    and _within_range(new, old, program):
                 mapping = {old: new}
                 factors = tuple((f.xreplace(mapping), e) for m, (f, e) in enumerate(term.factors)
                                 if m != position)
@@ -98,10 +120,12 @@ def _contract_once(term: Term) -> Term | None:
 
 def contract_delta(terms: list[Term], context: Context) -> list[Term]:
     """Sum over a delta's bound index: ``Sum(KroneckerDelta(k, l)*x[k], k) -> x[l]`` and, labels
-    being declared in range, ``Sum(KroneckerDelta(c, Y[i])*p[i, c], c) -> p[i, Y[i]]``."""
+    being declared in range, ``Sum(KroneckerDelta(c, Y[i])*p[i, c], c) -> p[i, Y[i]]``.
+    Side condition: the other side of the delta takes only values the bound index ranges over
+    (same range, or a label declared in it); otherwise the delta stays, as a guard."""
     result = []
     for term in terms:
-        while (contracted := _contract_once(term)) is not None:
+        while (contracted := _contract_once(term, context.program)) is not None:
             term = contracted
         result.append(term)
     return cancel(result, context)
@@ -330,15 +354,41 @@ def fold(terms: list[Term], context: Context) -> list[Term]:
     return result
 
 
-CANCEL = Rule("cancel", cancel)
-CONTRACT_DELTA = Rule("contract-delta", contract_delta)
-SUM_OF_CONSTANT = Rule("sum-of-constant", sum_of_constant)
-COLLECT = Rule("collect", collect_terms)
-UNFOLD = Rule("unfold", unfold)
-FOLD_ATOM = Rule("fold-power", fold_atom)
-FOLD_SUM = Rule("fold-sum", fold_sum)
-REDUCTION_FACT = Rule("reduction-fact", reduction_fact)
-FOLD = Rule("fold", fold)
+# Wherever a condition says "where the left side is defined": the left side is a value of the
+# backward or of the forward it reads; where it is undefined (0/0, a fractional power of a negative
+# number) there is no value to keep, and the rewrite may only extend the domain, never change a value.
+CANCEL = Rule("cancel", cancel,
+              "x**a * x**b = x**(a + b) wherever the left side is defined in real arithmetic "
+              "(a fractional power of x < 0 is not; x/x at x = 0 is not); a delta's positive "
+              "powers are itself since it is 0 or 1")
+CONTRACT_DELTA = Rule("contract-delta", contract_delta,
+                      "the other side of the delta takes only values in the bound index's range: "
+                      "checked from the declared ranges and label classes; otherwise no rewrite")
+SUM_OF_CONSTANT = Rule("sum-of-constant", sum_of_constant,
+                       "none: a summand free of the index is added once per value of its range")
+COLLECT = Rule("collect", collect_terms,
+               "none: renaming bound indices and adding coefficients of equal terms")
+UNFOLD = Rule("unfold", unfold,
+              "only integer powers of a name are unfolded: (prod a**f)**e = prod a**(f*e) for "
+              "integer e wherever the name is defined")
+FOLD_ATOM = Rule("fold-power", fold_atom,
+                 "only when the power is an integer multiple r of the definition's: "
+                 "a**(p*r) = (a**p)**r for integer r wherever a**p (the saved name) is defined")
+FOLD_SUM = Rule("fold-sum", fold_sum,
+                "none: the sum is the name's definition, matched exactly")
+REDUCTION_FACT = Rule("reduction-fact", reduction_fact,
+                      "none beyond the rules': each fact is derived from the program's own "
+                      "definitions by these same rules")
+FOLD = Rule("fold", fold,
+            "only whole, integer multiples of the name's product are folded: prod a**(f*t) = "
+            "name**t for integer t wherever the name (computed by the forward) is defined")
+
+# The steps that are not rules on terms, with their side conditions too.
+DISTRIBUTE_CONDITION = ("products distribute over sums exactly; a power of a power becomes one "
+                        "power only for an integer outer exponent or a base the program "
+                        "establishes as >= 0 (symderive.signs)")
+FACTOR_CONDITION = ("none: a factor every term has is pulled out (x**a*u + x**b*v = "
+                    "x**min(a, b)*(...) wherever the left side is defined)")
 
 # The phases of the simplifier (PyTensor's canonicalize / stabilize / specialize, in spirit):
 # rewrite into irreducible forward names, reduce to a fixpoint, then fold back into saved names.
@@ -419,7 +469,7 @@ def tidy(expr: sp.Expr, context: Context) -> sp.Expr:
 
     ``Sum(dy[i2]*KroneckerDelta(i, i2), i2) -> dy[i]``.
     """
-    terms = expand(expr)
+    terms = expand(expr, context.nonnegative)
     for rule in TIDY_RULES:
         terms = rule.apply(terms, context)
     return readable(factor(terms, context), context.names_for)

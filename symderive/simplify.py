@@ -73,7 +73,7 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
             steps.append(Step(rule.name, steps[-1].after, shown))
 
     expr = freshen(expr)  # copies of one adjoint share bound names; give each its own
-    terms = expand(expr)
+    terms = expand(expr, context.nonnegative)
     start = readable(expr, context.names_for)
     steps.append(Step("distribute", start, show(terms)))
     terms = run_to_fixpoint(terms, context, BASIS_RULES, record)

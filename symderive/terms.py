@@ -7,12 +7,14 @@ renamed canonically so alpha-equivalent terms compare equal and collect.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from .ir import free_indices, idx_size
+from .signs import nonnegative as structurally_nonnegative
 
 _fresh_counter = itertools.count()
 
@@ -81,8 +83,12 @@ def multiply(a: Term, b: Term) -> Term:
     return Term(a.coeff * b.coeff, a.bound + b.bound, a.factors + b.factors)
 
 
-def expand(expr: sp.Expr) -> list[Term]:
-    """Distribute ``expr`` into terms (the ``distribute`` rule's engine).
+def expand(expr: sp.Expr, nonnegative: Callable[[sp.Expr], bool] = structurally_nonnegative
+           ) -> list[Term]:
+    """Distribute ``expr`` into terms (the ``distribute`` rule's engine). A power of a power
+    becomes one power, ``(a**b)**c -> a**(b*c)``, only under that identity's side condition: ``c``
+    an integer, or ``nonnegative(a)`` (what the program establishes; see ``signs``). Otherwise the
+    inner power stays one opaque factor: ``(x**2)**(1/2)`` is ``|x|``, not ``x``.
 
     >>> from sympy import IndexedBase, Idx, Sum, symbols
     >>> n = symbols("n", integer=True, positive=True)
@@ -94,19 +100,19 @@ def expand(expr: sp.Expr) -> list[Term]:
     if is_scalar(expr):
         return [Term(expr)] if expr != 0 else []
     if isinstance(expr, sp.Add):
-        return [t for arg in expr.args for t in expand(arg)]
+        return [t for arg in expr.args for t in expand(arg, nonnegative)]
     if isinstance(expr, sp.Mul):
         result = [ONE]
         for arg in expr.args:
-            parts = expand(arg)
+            parts = expand(arg, nonnegative)
             result = [multiply(a, b) for a in result for b in parts]
         return result
     if isinstance(expr, sp.Sum):
         body, bound = bound_renamed(expr)
-        return [Term(t.coeff, bound + t.bound, t.factors) for t in expand(body)]
+        return [Term(t.coeff, bound + t.bound, t.factors) for t in expand(body, nonnegative)]
     if isinstance(expr, sp.Pow) and is_scalar(expr.exp):
         base, exponent = expr.args
-        parts = expand(base)
+        parts = expand(base, nonnegative)
         if exponent.is_Integer and exponent > 0 and (len(parts) > 1 or isinstance(base, sp.Sum)):
             result = [ONE]
             for _ in range(int(exponent)):
@@ -118,7 +124,8 @@ def expand(expr: sp.Expr) -> list[Term]:
         if len(parts) == 1 and not parts[0].bound and len(parts[0].factors) == 1 \
                 and parts[0].coeff == 1:
             atom, e = parts[0].factors[0]
-            return [Term(sp.Integer(1), (), ((atom, e * exponent),))]
+            if e == 1 or exponent.is_integer or nonnegative(atom):  # the side condition
+                return [Term(sp.Integer(1), (), ((atom, e * exponent),))]
         return [Term(sp.Integer(1), (), ((canonical_atom(base), exponent),))]
     return [Term(sp.Integer(1), (), ((canonical_atom(expr), sp.Integer(1)),))]
 

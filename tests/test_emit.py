@@ -1,7 +1,9 @@
 """Emission: generated/ is current, the emitted modules are standalone and loop-free, and the
 committed makemore modules (imported from disk) agree with torch autograd."""
 import ast
+import errno
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from symderive.check import autograd_gradients, example_inputs
 from symderive.cli import generated_files
 from symderive.emit import write_atomically
+from symderive.ir import ProgramError
 
 
 def import_file(path):
@@ -43,7 +46,9 @@ def test_backward_has_no_python_loop(root, module):
 def test_modules_are_standalone(root, module):
     tree = ast.parse((root / "generated" / module).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
     target = module.rsplit("_", 1)[1][:-3]
     assert imported <= {target}
     derivation = module.rsplit("_", 1)[0]
@@ -92,3 +97,62 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         write_atomically(target, object())  # fails while writing the temp file
     assert target.read_text() == "first\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.py"]
+
+
+def test_atomic_write_keeps_the_mode_and_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "out.py"
+    write_atomically(target, "first\n")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
+    target.chmod(0o640)
+    write_atomically(target, "second\n")
+    assert target.read_text() == "second\n" and target.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["out.py"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_write_interrupted_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "out.py"
+    write_atomically(target, "first\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, "second\n")
+    assert target.read_text() == "first\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.py"]
+
+
+@pytest.mark.parametrize("failure", [errno.ENOSPC, errno.EROFS])
+def test_a_failed_write_is_one_cannot_write_line(tmp_path, monkeypatch, failure):
+    def refuse(*args):
+        raise OSError(failure, os.strerror(failure))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(ProgramError, match=r"cannot write .*out\.py: " + os.strerror(failure)):
+        write_atomically(tmp_path / "out.py", "text\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_below_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ProgramError, match="cannot write"):
+        write_atomically(tmp_path / "afile" / "out.py", "text\n")
+
+
+def test_double_backward_through_the_function_is_refused(root):
+    """The backward of the derived backward is not derived yet: asking for it is an error,
+    never silently wrong numbers."""
+    module = import_file(root / "generated" / "batchnorm_torch.py")
+    x = torch.randn(8, 5, dtype=torch.float64, requires_grad=True)
+    gain, bias = (torch.randn(5, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = module.BatchnormFunction.apply(x, gain, bias)
+    (grad,) = torch.autograd.grad((out * out).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.pow(2).sum().backward()

@@ -72,6 +72,12 @@ CASES = {
     "scatter-uses-the-row": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * C[v, e], i, t),
                              "np.einsum"),
     "scalar-function": (out[i, j], x[i, j] * sp.log(d), "math.log(d)"),
+    # a bound index the summand does not use multiplies by its range and sums over nothing
+    "unused-sum-index": (out[i, j], Sum(x[i, j], k), "out = x*n"),
+    "unused-and-used-sum-indices": (out[j], Sum(x[i, j], i, k), "n*x.sum(0)"),
+    "scatter-of-a-number": (out[v, e], Sum(KroneckerDelta(v, X[i, t]), i, t), "np.full((n, B, E), 1"),
+    "power-of-a-power": (out[i, j], (x[i, j]**2) ** sp.Rational(3, 2), "(x**2)**(3/2)"),
+    "sum-over-every-axis": (out[j], Sum(Sum(a[i, c], i), c) * x[0 * i, j], "a.sum()"),
 }
 
 

@@ -72,7 +72,8 @@ class ArrayPrinterMixin:
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
-        text = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        # not strict: ** is right-associative, so a power as the base needs parentheses too
+        text = self.parenthesize(base, PRECEDENCE["Pow"], strict=False)
         if exponent == -1 and base.is_integer:  # a size: 1/n (arrays keep x**-1, as autograd)
             return f"1/{text}"
         if exponent.is_Integer:
@@ -97,8 +98,9 @@ class ArrayPrinterMixin:
         return f"{self.postfix(x)}[{', '.join(items)}]"
 
     def _print_SumAxes(self, expr):
-        x, axes = expr.args
-        return f"{self.postfix(x)}.sum({self.axes(axes) if axes else ''})"
+        x, axes, ndim = expr.args
+        every = len(axes) == int(ndim)  # over every axis: a plain .sum()
+        return f"{self.postfix(x)}.sum({'' if every else self.axes(axes)})"
 
     def _print_MaxAxis(self, expr):
         x, axis = expr.args

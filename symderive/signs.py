@@ -1,0 +1,69 @@
+"""What a program establishes about the sign of its values, for the rewrite rules whose side
+condition is a sign: ``(a**b)**c -> a**(b*c)`` holds for every real ``a`` only when ``c`` is an
+integer, and otherwise needs ``a >= 0``. Every value is real, so ``exp(u)``, ``cosh(u)``, even
+powers and ``Abs`` are non-negative whatever their arguments; sums, products, powers and maxima of
+non-negative values are too; a symbol or array is when SymPy's assumptions declare it
+(``symbols("eps", positive=True)``, ``IndexedBase("x", nonnegative=True)``), and a forward name
+is when its own definition is. Nothing is assumed: an unknown sign is not non-negative.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sympy as sp
+
+from .ops import Maximum
+
+# Functions whose value is non-negative for every real argument.
+_NONNEGATIVE_FUNCTIONS = (sp.exp, sp.cosh, sp.Abs)
+
+
+def _declared_name(expr: sp.Expr) -> str | None:
+    if isinstance(expr, sp.Indexed):
+        return str(expr.base.label)
+    if isinstance(expr, sp.Symbol):
+        return expr.name
+    return None
+
+
+def nonnegative(expr: sp.Expr, names: Mapping[str, bool] = {}) -> bool:  # noqa: B006 (read only)
+    """True when ``expr >= 0`` wherever it is defined, as far as the program establishes it;
+    ``names`` says which forward names are (their definitions were found non-negative).
+
+    >>> from sympy import IndexedBase, Idx, exp, symbols
+    >>> i = Idx("i", symbols("n", integer=True, positive=True))
+    >>> x = IndexedBase("x")
+    >>> nonnegative(x[i]**2 + 1), nonnegative(exp(x[i])), nonnegative(x[i])
+    (True, True, False)
+    """
+    if not expr.has(sp.Indexed) and expr.is_extended_real and expr.is_nonnegative:
+        return True  # numbers, sizes and constants, by SymPy's assumptions (n - 1 for n >= 1)
+    name = _declared_name(expr)
+    if name is not None:
+        return bool(names.get(name) or expr.is_nonnegative)
+    if isinstance(expr, sp.KroneckerDelta):
+        return True  # 0 or 1
+    if isinstance(expr, _NONNEGATIVE_FUNCTIONS):
+        return True
+    if isinstance(expr, sp.Pow):
+        base, exponent = expr.args
+        return bool(exponent.is_integer and exponent.is_even) or nonnegative(base, names)
+    if isinstance(expr, (sp.Add, sp.Mul)):
+        return all(nonnegative(arg, names) for arg in expr.args)
+    if isinstance(expr, (sp.Sum, Maximum)):
+        return nonnegative(expr.function, names)
+    return False
+
+
+def program_signs(program) -> dict[str, bool]:
+    """For every name of ``program``, whether it is established non-negative: inputs by their
+    declared assumptions, statements by their definitions, in order (a later statement may rest
+    on an earlier name). An accumulated statement must keep the sign too."""
+    signs: dict[str, bool] = {}
+    for x in program.inputs:
+        signs[x.name] = bool(x.lhs.is_nonnegative)
+    for statement in program.body:
+        found = nonnegative(statement.rhs, signs)
+        signs[statement.name] = found and signs.get(statement.name, True) \
+            if statement.accumulate else found
+    return signs

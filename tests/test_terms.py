@@ -1,0 +1,37 @@
+"""The term normal form: distribution, collection, and the side condition of the one identity
+``expand`` applies on its own, ``(a**b)**c -> a**(b*c)`` (c an integer, or a >= 0 established)."""
+import numpy as np
+import pytest
+import sympy as sp
+from sympy import Idx, IndexedBase, Rational, Sum, symbols
+
+from symderive.signs import nonnegative
+from symderive.terms import collect, expand, to_expr
+
+n = symbols("n", integer=True, positive=True)
+i, k = Idx("i", n), Idx("k", n)
+x, y = IndexedBase("x"), IndexedBase("y")
+p = IndexedBase("p", nonnegative=True)
+
+
+@pytest.mark.parametrize("expr", [(x[i]**2)**Rational(3, 2), sp.sqrt(x[i]**2),
+                                  (x[i]**4)**Rational(1, 4), (x[i]**2)**sp.Float(0.5)])
+def test_a_fractional_power_of_a_power_of_unknown_sign_stays_one_factor(expr):
+    (term,) = expand(expr)
+    assert len(term.factors) == 1 and term.factors[0][0] != x[i]
+    value = sp.lambdify(x[i], to_expr([term]))
+    assert np.isclose(value(-1.7), sp.lambdify(x[i], expr)(-1.7))  # |x|**3, not x**3
+
+
+@pytest.mark.parametrize("expr, exponent", [
+    ((x[i]**2)**3, 6), ((x[i]**Rational(1, 2))**-2, -1), ((p[i]**2)**Rational(1, 2), 1),
+    ((sp.cosh(x[i])**2)**Rational(1, 2), 1), ((x[i]**2)**n, 2 * n)])
+def test_a_power_of_a_power_combines_under_its_side_condition(expr, exponent):
+    (term,) = expand(expr, nonnegative)
+    assert len(term.factors) == 1 and term.factors[0][1] == exponent
+
+
+def test_products_of_sums_distribute_and_collect():
+    (term,) = collect(expand(x[i] * (y[i] + Sum(y[k], k)) - x[i] * y[i]))
+    (index,) = term.bound
+    assert term.coeff == 1 and set(term.factors) == {(x[i], 1), (y[index], 1)}
