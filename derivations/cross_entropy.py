@@ -26,4 +26,6 @@ ce.loss(loss)
 ce.reference("F.cross_entropy", F.cross_entropy)
 ce.closed_form("softmax - onehot", lambda v: {"logits": (F.softmax(v["logits"], 1) - F.one_hot(
     v["Y"], v["logits"].shape[1]).to(v["logits"].dtype)) / len(v["logits"])})
+ce.latex(logits="z", logit_maxes="m", norm_logits=r"\tilde{z}", counts="e", counts_sum="s",
+         counts_sum_inv="r", probs="p", logprobs=r"\ell")
 program = ce.build()

@@ -1,8 +1,10 @@
-"""Checking emitted code against torch autograd: build seeded example inputs from the sizes and
-domains the derivation declares, differentiate the emitted torch forward with autograd (every
-intermediate retains its gradient), run the emitted torch and NumPy backward on the same values, and
-compare gradient by gradient as makemore's ``cmp`` does (exact, ``allclose`` with its defaults, max
-difference).
+"""Checking emitted code against references that share nothing with it: build seeded example
+inputs from the sizes and domains the derivation declares; compute every forward value with the
+oracle (``oracle.py``, straight from the index expressions, float64) and every gradient by torch
+autograd through it (every intermediate retains its gradient); run the emitted torch and NumPy
+forward and backward, and the emitted ``autograd.Function``, end to end; compare value by value
+as makemore's ``cmp`` does (exact, ``allclose`` with its defaults, max difference); and check each
+float input's gradient against central finite differences of the oracle's loss in float64.
 """
 from __future__ import annotations
 
@@ -13,13 +15,20 @@ import numpy as np
 import sympy as sp
 import torch
 
+from . import oracle
 from .derivation import derive_backward
-from .emit import module_source
+from .emit import _function_name, module_source
 from .grad import backward
-from .ir import Assign, Program, with_body
+from .ir import Assign, Program, ProgramError, lhs_index_set, with_body
+from .ops import OPS
 
 TARGETS = ("torch", "numpy")
 RTOL, ATOL = 1e-5, 1e-8  # torch.allclose's defaults, as makemore's cmp uses them
+# central differences: the step, relative to the input's magnitude, about float64's epsilon**(1/3)
+# (it balances truncation against rounding: ~1e-10 of the terms in practice), and the tolerance
+FD_STEP, FD_RTOL = 3e-6, 1e-6
+FD_NOISE = 10 * torch.finfo(torch.float64).eps  # L's rounding, per unit of its weighted terms
+ORACLE, FINITE_DIFFERENCES = "oracle", "finite differences"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -31,7 +40,7 @@ class Row:
     approximate: bool
     maxdiff: float
     relmaxdiff: float
-    reference: str = "autograd"
+    reference: str = ORACLE
 
     def line(self) -> str:
         return (f"{self.name:15s} | exact: {self.exact!s:5} | "
@@ -42,8 +51,8 @@ class Row:
 class Report:
     derivation: str
     dtype: str
-    rows: tuple[Row, ...]
-    forward: tuple[Row, ...] = ()  # forward outputs: NumPy's and each reference's against torch's
+    rows: tuple[Row, ...]  # gradients: each target's against each reference
+    forward: tuple[Row, ...] = ()  # forward values: each target's against the oracle or a reference
 
     @property
     def ok(self) -> bool:
@@ -56,19 +65,17 @@ class Report:
 
     def table(self) -> str:
         lines = []
-        for reference in dict.fromkeys(row.reference for row in self.rows):
-            for target in TARGETS:
-                rows = [r for r in self.rows if r.target == target and r.reference == reference]
-                if rows:
-                    against = "torch autograd" if reference == "autograd" else reference
-                    lines.append(f"{self.derivation}: emitted {target} backward vs {against} "
-                                 f"({self.dtype})")
-                    lines.extend(row.line() for row in rows)
-        for row in self.forward:
-            lines.append(f"{self.derivation}: forward, {row.target} vs {row.reference}: "
-                         f"{row.line()}")
+        for rows, what in ((self.rows, "backward"), (self.forward, "forward")):
+            for reference, target in dict.fromkeys((r.reference, r.target) for r in rows):
+                section = [r for r in rows if (r.reference, r.target) == (reference, target)]
+                against = {ORACLE: f"the oracle{' under torch autograd' * (what == 'backward')}",
+                           FINITE_DIFFERENCES: "central finite differences"}.get(reference,
+                                                                                  reference)
+                dtype = "float64" if reference == FINITE_DIFFERENCES else self.dtype
+                lines.append(f"{self.derivation}: emitted {target} {what} vs {against} ({dtype})")
+                lines.extend(row.line() for row in section)
         verdict = "all approximately equal" if self.ok else "SOME VALUES DIFFER"
-        lines.append(f"{self.derivation}: {len(self.rows)} rows, {verdict}")
+        lines.append(f"{self.derivation}: {len(self.rows) + len(self.forward)} rows, {verdict}")
         return "\n".join(lines)
 
 
@@ -115,25 +122,8 @@ def upstream_adjoints(program: Program, dtype: torch.dtype, seed: int) -> list[t
             for name in program.outputs]
 
 
-def autograd_gradients(module, program: Program, inputs: dict, upstream: list) -> dict:
-    """Gradients of every forward value by torch autograd through ``module.forward``."""
-    leaves = {name: value.clone().requires_grad_(value.is_floating_point())
-              for name, value in inputs.items()}
-    values = module.forward(*leaves.values())
-    for name, value in values.items():
-        if name not in leaves and value.requires_grad:
-            value.retain_grad()
-    outputs = [values[name] for name in program.outputs]
-    torch.autograd.backward(outputs, upstream or None)
-    grads = {}
-    for name, value in values.items():
-        tensor = leaves.get(name, value)
-        grads[name] = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
-    return grads
-
-
 def compare(name: str, target: str, ours, reference: torch.Tensor, scale,
-            label: str = "autograd") -> Row:
+            label: str = "oracle") -> Row:
     """One ``cmp`` row. ``scale`` (a number or an array like ``reference``) is the magnitude the
     difference is measured against: the sum of |terms| for a gradient, |value| for a forward."""
     if isinstance(ours, np.ndarray | np.generic):
@@ -178,10 +168,83 @@ def _bound(expr: sp.Expr, adjoints: set[str]) -> sp.Expr:
         return expr.func(*[_bound(arg, adjoints) for arg in expr.args])
     if isinstance(expr, sp.Pow):
         base, exponent = expr.args
-        return _bound(base, adjoints) ** exponent if exponent.is_positive else _abs(base) ** exponent
+        return _bound(base, adjoints) ** exponent if exponent.is_positive else \
+            _abs(base) ** exponent
     if isinstance(expr, sp.Sum):
         return sp.Sum(_bound(expr.function, adjoints), *expr.limits)
     return _abs(expr)  # a function's value, a maximum: its magnitude
+
+
+def _autograd(forward, program: Program, inputs: dict, upstream: list) -> tuple[dict, dict]:
+    """Every value ``forward(leaves)`` returns by name, and its gradient by torch autograd: the
+    outputs' adjoints are ``upstream`` (1 for a loss); intermediates retain their gradients."""
+    leaves = {name: value.clone().requires_grad_(value.is_floating_point())
+              for name, value in inputs.items()}
+    values = forward(leaves)
+    for name, value in values.items():
+        if name not in leaves and value.requires_grad:
+            value.retain_grad()
+    roots = [(values[name], g) for name, g in zip(program.outputs, upstream or [None])
+             if values[name].requires_grad]
+    if roots:
+        torch.autograd.backward([r for r, _ in roots], [g for _, g in roots] if upstream else None)
+    grads = {}
+    for name, value in values.items():
+        tensor = leaves.get(name, value)
+        grads[name] = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
+    return {name: value.detach() for name, value in values.items()}, grads
+
+
+def oracle_gradients(program: Program, inputs: dict, upstream: list) -> tuple[dict, dict]:
+    """Every value by the oracle and every gradient by autograd through it, in float64."""
+    return _autograd(lambda leaves: oracle.evaluate(program, leaves), program,
+                     _float64(inputs), [g.double() for g in upstream])
+
+
+def autograd_gradients(module, program: Program, inputs: dict, upstream: list) -> dict:
+    """Gradients of every value by torch autograd through an emitted ``module.forward``."""
+    return _autograd(lambda leaves: module.forward(*leaves.values()), program, inputs,
+                     upstream)[1]
+
+
+def _float64(values: dict) -> dict:
+    return {name: value.double() if value.is_floating_point() else value
+            for name, value in values.items()}
+
+
+def _drawn(init) -> str:
+    if init.kind == "uniform":
+        return f"uniform({init.low}, {init.high})"
+    return f"normal({init.high})" if init.low == 0 else f"normal({init.high}, mean={init.low})"
+
+
+def _domain_error(program: Program, statement: Assign) -> ProgramError:
+    """The first statement whose oracle value is not finite, and which inputs to draw elsewhere."""
+    depends: dict[str, set] = {x.name: {x.name} for x in program.inputs if not x.integer}
+    for s in program.body:
+        read = {str(a.base.label) for a in s.rhs.atoms(sp.Indexed)} | {
+            a.name for a in s.rhs.atoms(sp.Symbol)}
+        depends[s.name] = depends.get(s.name, set()).union(*(depends.get(r, set()) for r in read))
+        if s is statement:
+            break
+    inputs = [x for x in program.inputs if x.name in depends[statement.name]]
+    risky = list(dict.fromkeys(  # functions with a restricted domain: log, x**(1/2), x**-1
+        OPS[type(f)].name for f in sp.preorder_traversal(statement.rhs) if type(f) in OPS
+        and not (isinstance(f, sp.Pow) and f.exp.is_integer and f.exp.is_nonnegative)))
+    where = f"inside {risky[0]}'s domain" if len(risky) == 1 else \
+        f"inside the domains of {' and '.join(risky)}" if risky else "where it is finite"
+    names = " and ".join(x.name for x in inputs)
+    drawn = "; ".join(f"{x.name} is drawn from {_drawn(x.init)}" for x in inputs)
+    advice = f"declare {names} with uniform(...) {where}, e.g. uniform(0.5, 2.0)" if inputs \
+        else "change the statement"
+    return ProgramError(f"{program.name}: statement '{statement}' is not finite on the example "
+                        f"values{f' ({drawn})' if drawn else ''}; {advice}")
+
+
+def _first_not_finite(program: Program, values: dict) -> None:
+    for statement in program.body:
+        if not torch.isfinite(values[statement.name]).all():
+            raise _domain_error(program, statement)
 
 
 def term_magnitudes(program: Program, values: dict, upstream: list) -> dict:
@@ -189,16 +252,17 @@ def term_magnitudes(program: Program, values: dict, upstream: list) -> dict:
     to form it: what rounding errors are proportional to. A gradient that is analytically zero
     (b1 under batchnorm, the max shift of a softmax) is rounding noise in every implementation;
     it is measured against the terms whose cancellation produced it, not against its own noise.
-    Computed by running the atomic backward with every term made non-negative."""
+    Computed by the oracle on the atomic backward with every term made non-negative, in float64."""
     chain = backward(program)
     adjoints = {s.name for s in chain.body} | {x.name for x in chain.inputs
                                                if x.name not in program.names}
     bounds = with_body(chain, [Assign(s.lhs, _bound(s.rhs, adjoints), s.accumulate)
                                for s in chain.body])
-    module = load_module(module_source(program, bounds, "numpy"), f"{program.name}_bounds")
-    as_numpy = {name: (value.double() if value.is_floating_point() else value).numpy()
-                for name, value in values.items()}
-    return module.backward(as_numpy, *(g.double().abs().numpy() for g in upstream))
+    arrays = _float64(values) | {"d" + name: g.double().abs()
+                                 for name, g in zip(program.outputs, upstream)}
+    with torch.no_grad():
+        found = oracle.evaluate(bounds, arrays)
+    return {name[1:]: found[name] for name in chain.outputs}
 
 
 def reference_gradients(forward, program: Program, inputs: dict, upstream: list):
@@ -212,39 +276,124 @@ def reference_gradients(forward, program: Program, inputs: dict, upstream: list)
     return dict(zip(program.outputs, (o.detach() for o in outputs))), grads
 
 
+def function_rows(module, program: Program, inputs: dict, upstream: list, exact: dict,
+                  sizes: dict, reference: dict, measured: dict) -> tuple[list[Row], list[Row]]:
+    """The emitted ``autograd.Function``: its outputs against the oracle's, and its gradients
+    (``torch.autograd.grad`` with the same upstream adjoints) against the oracle's."""
+    function = getattr(module, _function_name(program.name))
+    leaves = {name: value.clone().requires_grad_(value.is_floating_point())
+              for name, value in inputs.items()}
+    outputs = function.apply(*leaves.values())
+    outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+    forward = [compare(name, "function", value.detach(), exact[name], sizes[name])
+               for name, value in zip(program.outputs, outputs)]
+    floats = [name for name, leaf in leaves.items() if leaf.requires_grad]
+    grads = torch.autograd.grad(outputs, [leaves[name] for name in floats],
+                                upstream or [torch.ones_like(outputs[0])], allow_unused=True)
+    rows = [compare(name, "function", torch.zeros_like(leaves[name]) if g is None else g,
+                    reference[name], measured[name]) for name, g in zip(floats, grads)]
+    return forward, rows
+
+
+def forward_terms(program: Program, values: dict) -> dict:
+    """For each forward value, elementwise, the sum of the magnitudes of the terms its statement
+    adds, its operands taken at their exact values: what the rounding of that statement is
+    proportional to (a loss that is analytically 0 is measured against what cancelled)."""
+    scalars = dict(program.sizes) | dict(program.constants)
+    terms = {x.name: values[x.name].abs() for x in program.inputs if not x.integer}
+    for s in program.body:
+        bound = oracle.evaluate_expression(_bound(s.rhs, set()), lhs_index_set(s.lhs), values,
+                                           scalars)
+        terms[s.name] = bound.reshape(values[s.name].shape)
+    return terms
+
+
+def _loss(program: Program, values: dict, upstream: list) -> float:
+    """A loss program's loss; for a layer, the sum of each output times its upstream adjoint."""
+    if program.loss:
+        return values[program.outputs[0]].item()
+    return sum((values[o] * g).sum().item() for o, g in zip(program.outputs, upstream))
+
+
+def finite_difference_rows(module, program: Program, inputs: dict, upstream: list,
+                           measured: dict, noise: float, seed: int) -> list[Row]:
+    """Per float input x, in float64: the emitted torch backward's ``<dL/dx, u>`` along a seeded
+    random direction u against ``(L(x + hu) - L(x - hu))/2h``, L being the oracle forward's loss
+    (for a layer, the sum of each output times its upstream adjoint). Judged to ``FD_RTOL`` of
+    ``<terms of dL/dx, |u|>``, the chain-rule magnitudes that rounding is proportional to, plus
+    the estimate's own rounding, ``noise/h`` (``noise`` bounds the rounding of L: what is left of a
+    loss that is analytically constant, whose chain-rule terms are all zero)."""
+    inputs, upstream = _float64(inputs), [g.double() for g in upstream]
+    with torch.no_grad():
+        grads = module.backward(module.forward(*inputs.values()), *upstream)
+        rows = []
+        for position, x in enumerate(x for x in program.inputs if not x.integer):
+            value = inputs[x.name]
+            generator = torch.Generator().manual_seed(seed + 2 + position)
+            u = torch.randn(value.shape, generator=generator, dtype=torch.float64)
+            h = FD_STEP * max(magnitude(value), 1.0) / max(magnitude(u), 1e-12)
+            ends = [_loss(program, oracle.evaluate(program, inputs | {x.name: value + step}),
+                          upstream) for step in (h * u, -h * u)]
+            estimate = (ends[0] - ends[1]) / (2 * h)
+            ours = (torch.as_tensor(grads.get(x.name, 0.0)) * u).sum().item()
+            scale = (torch.broadcast_to(measured[x.name], u.shape) * u.abs()).sum().item()
+            difference = abs(ours - estimate)
+            rows.append(Row(x.name, "torch", False, difference <= FD_RTOL * scale + noise / h,
+                            difference, difference / scale if scale else 0.0,
+                            FINITE_DIFFERENCES))
+    return rows
+
+
 def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report:
-    """Emit, run and compare; one row per gradient, target and reference, in the backward's
-    order. The first reference is always autograd through the emitted torch forward; a
-    derivation may add independent forwards (``F.batch_norm``) and closed forms."""
-    torch_dtype = DTYPES[dtype]
+    """Emit, run and compare. Gradient rows: each gradient the backward computes (in its order,
+    then any float input it left out, compared as zero), per target, against autograd through the
+    oracle, then against each reference the derivation declares; the ``autograd.Function``'s input
+    gradients; one finite-difference row per float input. Forward rows: every forward value of each
+    target against the oracle, the Function's outputs, and each declared reference forward's.
+    Raises ProgramError when the example values leave a function's domain."""
+    working = DTYPES[dtype]
+    inputs = example_inputs(program, working, seed)
+    upstream = upstream_adjoints(program, working, seed)
+    exact, exact_grads = oracle_gradients(program, inputs, upstream)
+    _first_not_finite(program, exact)
+    reference = {name: g.to(working) for name, g in exact_grads.items()}
     derived = derive_backward(program)
     modules = {target: load_module(module_source(program, derived, target),
                                    f"{program.name}_{target}") for target in TARGETS}
-    inputs = example_inputs(program, torch_dtype, seed)
-    upstream = upstream_adjoints(program, torch_dtype, seed)
-    reference = autograd_gradients(modules["torch"], program, inputs, upstream)
     names = [adjoint[1:] for adjoint in derived.outputs]
     # an input the backward gives no gradient for is compared as zero, so a lost path shows
     missing = [x.name for x in program.inputs if not x.integer and x.name not in names]
     names += missing
+    bounds = term_magnitudes(program, exact, upstream)
+    # a gradient no chain-rule term reaches (an unused input) is exactly zero on both sides
+    measured = {name: bounds.get(name, torch.tensor(0.0, dtype=torch.float64))
+                for name in names}
+    terms = forward_terms(program, exact)
+    sizes = {name: max(magnitude(exact[name]), magnitude(value)) for name, value in terms.items()}
+    # first-order rounding of L: each value's terms, weighted by how much L depends on it
+    noise = FD_NOISE * sum((exact_grads[name].abs() * value).sum().item()
+                           for name, value in terms.items())
 
+    # each target end to end: its own forward values feed its own backward
     with torch.no_grad():
         torch_values = modules["torch"].forward(*inputs.values())
         torch_grads = modules["torch"].backward(torch_values, *upstream)
-    bounds = term_magnitudes(program, torch_values, upstream)
-    # a gradient no chain-rule term reaches (an unused input) is exactly zero on both sides
-    measured = {name: torch.from_numpy(np.array(bounds.get(name, 0.0))) for name in names}
-    # Both backwards run on the same forward values, so a row measures the backward alone; the
-    # NumPy forward is compared with torch's separately, output by output.
-    numpy_values = modules["numpy"].forward(*(x.numpy() for x in inputs.values()))
-    numpy_grads = modules["numpy"].backward({k: v.numpy() for k, v in torch_values.items()},
-                                            *(g.numpy() for g in upstream))
+    with np.errstate(all="ignore"):
+        numpy_values = modules["numpy"].forward(*(x.numpy() for x in inputs.values()))
+        numpy_grads = modules["numpy"].backward(numpy_values, *(g.numpy() for g in upstream))
     for name in missing:
         torch_grads[name] = numpy_grads[name] = torch.zeros_like(inputs[name])
-    forward_rows = [compare(name, "numpy", numpy_values[name], torch_values[name],
-                            magnitude(torch_values[name]), "torch forward")
-                    for name in program.outputs]
-    references = [("autograd", reference)]
+    statements = list(dict.fromkeys(s.name for s in program.body))
+    exact_working = {name: value.to(working) if value.is_floating_point() else value
+                     for name, value in exact.items()}
+    forward_rows = [compare(name, target, values[name], exact_working[name], sizes[name])
+                    for target, values in (("torch", torch_values), ("numpy", numpy_values))
+                    for name in statements]
+    function_forward, function_grads = function_rows(
+        modules["torch"], program, inputs, upstream, exact_working, sizes, reference, measured)
+    forward_rows += function_forward
+
+    references = [(ORACLE, reference)]
     for kind, label, function in program.references:
         if kind == "forward":
             outputs, grads = reference_gradients(function, program, inputs, upstream)
@@ -252,11 +401,14 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
                                      magnitude(outputs[name]), label) for name in outputs]
         else:
             with torch.no_grad():
-                grads = function(torch_values, *upstream)
+                grads = function(exact_working, *upstream)
         references.append((label, grads))
     rows = []
     for label, grads_by_name in references:
         for target, ours in (("torch", torch_grads), ("numpy", numpy_grads)):
             rows += [compare(name, target, ours[name], grads_by_name[name], measured[name], label)
                      for name in names if name in grads_by_name]
+    rows += function_grads
+    rows += finite_difference_rows(modules["torch"], program, inputs, upstream, measured, noise,
+                                   seed)
     return Report(program.name, dtype, tuple(rows), tuple(forward_rows))

@@ -2,30 +2,91 @@
 backward it asks for (every adjoint, atomically, or only the materialised ones, simplified)."""
 from __future__ import annotations
 
+import contextlib
+import keyword
+import os
+import re
 import runpy
+import sys
+import traceback
+import unicodedata
 from pathlib import Path
 
 from .grad import backward
 from .ir import Program, ProgramError
 
 
+def _check_file_name(path: Path) -> None:
+    stem = path.stem
+    if path.suffix != ".py":
+        raise ProgramError(f"{path}: a derivation file is a Python file ending in .py")
+    if not stem.isidentifier() or keyword.iskeyword(stem) or stem.startswith("_") or \
+            unicodedata.normalize("NFKC", stem) != stem:
+        better = re.sub(r"\W", "_", unicodedata.normalize("NFKC", stem)).strip("_") or "layer"
+        better = better if better.isidentifier() and not keyword.iskeyword(better) \
+            else f"layer_{better}"
+        raise ProgramError(f"{path}: the file name names the program and its generated modules, "
+                           f"so it must be a Python identifier; rename it to {better}.py")
+
+
+def _line_in(path: Path, error: BaseException) -> str:
+    """``file.py line N``: the last line of the derivation file in the error's traceback."""
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if Path(frame.filename).resolve() == path.resolve()]
+    if isinstance(error, SyntaxError) and error.lineno:  # raised while compiling: no frame yet
+        lines.append(error.lineno)
+    return f"{path} line {lines[-1]}" if lines else str(path)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """A derivation's prints go to stderr, so symderive's stdout (``--json``) stays its own."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no real file descriptors (an embedding host): redirect sys.stdout alone
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def load(path: str | Path) -> Program:
     """Run a derivation file and return the Program it builds; any failure is a ProgramError."""
     path = Path(path)
+    _check_file_name(path)
     if not path.is_file():
         raise ProgramError(f"{path}: no such derivation file")
     try:
-        namespace = runpy.run_path(str(path), run_name=f"derivation_{path.stem}")
+        with _stdout_to_stderr():
+            namespace = runpy.run_path(str(path), run_name=f"derivation_{path.stem}")
     except ProgramError:
         raise
-    except Exception as error:  # the file is user code: report it in one line, not a traceback
-        raise ProgramError(f"{path}: {type(error).__name__}: {error}") from error
+    except SystemExit as error:
+        raise ProgramError(f"{_line_in(path, error)}: the file calls sys.exit({error.code!r}); a "
+                           "derivation file only builds its program") from None
+    except BaseException as error:  # user code: one line naming where it failed, no traceback
+        detail = f": {error}" if str(error) else ""
+        if not isinstance(error, Exception):  # KeyboardInterrupt, GeneratorExit, BaseException
+            detail += "; a derivation file only builds its program"
+        raise ProgramError(f"{_line_in(path, error)}: {type(error).__name__}{detail}") from None
     program = namespace.get("program")
+    if program is None:
+        raise ProgramError(f"{path}: defines no 'program'; end it with program = builder.build()")
     if not isinstance(program, Program):
-        raise ProgramError(f"{path}: a derivation file must end with program = builder.build()")
+        hint = " (call .build() on it)" if type(program).__name__ == "Builder" else ""
+        raise ProgramError(f"{path}: 'program' is a {type(program).__name__}, not a Program"
+                           f"{hint}; end the file with program = builder.build()")
     if program.name != path.stem:
-        raise ProgramError(f"{path}: builds program '{program.name}'; name it '{path.stem}' so "
-                           "its generated files can be found")
+        raise ProgramError(f"{path}: builds program '{program.name}'; name it '{path.stem}' "
+                           f"(Builder(\"{path.stem}\", ...)), because the generated modules are "
+                           f"named after the program and regen finds them by the file's name")
     return program
 
 

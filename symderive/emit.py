@@ -77,7 +77,10 @@ def reuse_earlier(statements: list[ArrayStatement]) -> list[ArrayStatement]:
         # a whole value equal to an earlier one is recomputed, not aliased to it
         code = s.code.xreplace(known) if known and s.code not in known else s.code
         result.append(ArrayStatement(s.name, code, s.accumulate))
-        if assigned.count(s.name) == 1 and not isinstance(s.code, sp.Symbol) and s.code.args:
+        # a statement that reads its own name (``da = da + ...``, an upstream adjoint updated in
+        # place) overwrote what its code read: a later copy of that code is not its value
+        if assigned.count(s.name) == 1 and not isinstance(s.code, sp.Symbol) and s.code.args \
+                and s.name not in {str(x) for x in s.code.atoms(sp.Symbol)}:
             known[s.code] = ArrayRef(s.name)
     return result
 

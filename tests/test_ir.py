@@ -159,7 +159,7 @@ def test_more_bad_statements_are_named(build, words):
     ({"sizes": {symbols("np", integer=True, positive=True): 2}}, "reserved"),
     ({"constants": {symbols("lambda"): 1.0}}, "keyword"),
     ({"adjoints": "everything"}, "not 'all', 'inputs'"),
-    ({"adjoints": ("nothing",)}, "'nothing' is not a float input"),
+    ({"adjoints": ("nothing",)}, "'nothing' is not an input or a statement"),
 ], ids=["size-named-np", "constant-keyword", "adjoints-word", "adjoints-name"])
 def test_bad_sizes_constants_and_adjoints_are_named(options, words):
     sizes = {**SIZES, **options.pop("sizes", {})}
@@ -169,3 +169,44 @@ def test_bad_sizes_constants_and_adjoints_are_named(options, words):
     b.output(y)
     with pytest.raises(ProgramError, match=words):
         b.build()
+
+
+def test_ir_reexports_the_builder_and_the_checker():
+    from symderive import builder, ir, validate
+
+    assert ir.Builder is builder.Builder and ir.RESERVED is validate.RESERVED
+    assert {"np", "dict", "device", "ctx"} <= ir.RESERVED
+
+
+def test_constants_become_plain_floats():
+    b = layer(constants={symbols("c"): sp.Rational(1, 4)})
+    b[y[i, j]] = symbols("c") * x[i, j]
+    b.output(y)
+    assert b.build().constants == ((symbols("c"), 0.25),)
+    assert type(b.build().constants[0][1]) is float
+
+
+def test_statements_remember_where_they_were_written():
+    b = layer()
+    b[y[i, j]] = sp.Max(x[i, j], 0)
+    b.output(y)
+    with pytest.raises(ProgramError, match=r"Max\(0, x\[i, j\]\)' \(test_ir.py:\d+\)"):
+        b.build()
+
+
+def test_a_declared_sign_sets_or_checks_the_example_values():
+    from sympy import Idx, IndexedBase, symbols
+
+    from symderive import Builder, ProgramError, normal, uniform
+
+    n = symbols("n", integer=True, positive=True)
+    i = Idx("i", n)
+    p, y = IndexedBase("p", positive=True), IndexedBase("y")
+    b = Builder("signs", sizes={n: 3})
+    b.input(p[i])
+    assert b.inputs[0].init == uniform(0.5, 2.0)
+    with pytest.raises(ProgramError, match="declared positive"):
+        Builder("signs", sizes={n: 3}).input(p[i], normal(1.0))
+    b[y[i]] = p[i] ** 2
+    b.output(y)
+    assert b.build().input("p").init.low > 0
