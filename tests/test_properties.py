@@ -29,6 +29,7 @@ from symderive import ops
 from symderive.check import example_inputs, load_module, run_check
 from symderive.derivation import derive_backward
 from symderive.emit import module_source
+from symderive.lower import LoweringError
 from symderive.simplify import compact_backward, compact_gradients, materialised
 
 from .interpret import tensor
@@ -552,6 +553,9 @@ KNOWN_DEAD_READER = ("a statement that reads a materialised intermediate but con
                      "to its adjoint (dead, or its adjoint cancels) makes the compact backward "
                      "drop or misorder that intermediate's adjoint: a wrong gradient, or an "
                      "UnboundLocalError in the emitted backward")
+KNOWN_DIAGONAL = ("a fold rewrites Sum(x[k, j]*p[k, j], k)/n into G[j, j], the diagonal of "
+                  "G[m, j] = Sum(x[k, m]*p[k, j], k)/n, which lower.py refuses: LoweringError "
+                  "'repeats an index (a diagonal)'")
 KNOWN_TRANSPOSE = ("lowering a compact gradient with sinh/cosh of a label-gathered read "
                    "(sinh(x[i, Z[k]])) crashes: 'Transpose' object has no attribute 'arg'")
 
@@ -601,6 +605,10 @@ def assert_compact_checks(program) -> None:
         if str(error) != "'Transpose' object has no attribute 'arg'":
             raise
         event(f"known bug: {KNOWN_TRANSPOSE}")
+    except LoweringError as error:
+        if "repeats an index (a diagonal)" not in str(error):
+            raise
+        event(f"known bug: {KNOWN_DIAGONAL}")
     except AssertionError:
         if has_dead_reader_of_a_materialised_intermediate(program):
             event(f"known bug: {KNOWN_DEAD_READER}")
@@ -712,6 +720,20 @@ f[a1[i, j]] = tanh(a0[i, j])**2
 f.output(a1, a0)
 program = f.build()
 """
+DIAGONAL_FOLD = """\
+G, a2, a4 = symbols("G a2 a4", cls=IndexedBase)
+s3 = symbols("s3")
+f = Builder("fuzz", sizes={n: 4, d: 3})
+f.input(x[i, j], normal(1.0))
+f.input(p[i, j], uniform(0.5, 2.0))
+f.input(w[j], uniform(0.5, 1.5))
+f[G[m, j]] = Sum(x[k, m]*p[k, j], k)/n  # nothing reads G; dw reads G[j, j]
+f[a2[i, j]] = p[i, j]/w[j]
+f[s3] = Sum(Sum(a2[i, j]*x[i, j], i), j)/n
+f[a4[i, j]] = a2[i, j]*s3
+f.output(a4)
+program = f.build()
+"""
 HYPERBOLIC_GATHER = """\
 a, c = symbols("a c", cls=IndexedBase)
 loss = symbols("loss")
@@ -799,6 +821,11 @@ def test_known_bug_power_folded_into_a_saved_name():
     (da0,) = [g for g in compact_gradients(run(PREAMBLE + FOLDED_POWER)["program"])
               if g.name == "a0"]
     assert growth(da0) is None or "fold-power" not in growth(da0)[2], growth(da0)
+
+
+@pytest.mark.xfail(strict=True, raises=LoweringError, reason=KNOWN_DIAGONAL)
+def test_known_bug_fold_into_a_diagonal_read():
+    assert_checks(run(PREAMBLE + DIAGONAL_FOLD)["program"])
 
 
 @pytest.mark.xfail(strict=True, raises=AttributeError, reason=KNOWN_TRANSPOSE)
