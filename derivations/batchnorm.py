@@ -26,5 +26,5 @@ layer.reference("hand-written unbiased forward", lambda x, gain, bias: gain * (x
 layer.closed_form("makemore's one-liner", lambda v, g: {"hprebn": v["bngain"] * v["bnvar_inv"] / len(g) * (
     len(g) * g - g.sum(0) - len(g) / (len(g) - 1) * v["bnraw"] * (g * v["bnraw"]).sum(0))})
 layer.latex(hprebn="x", bngain=r"\gamma", bnbias=r"\beta", bnmeani=r"\mu", bndiff=r"\bar{x}",
-            bndiff2=r"\bar{x}^{2}", bnvar=r"\sigma^{2}", bnvar_inv="r", bnraw=r"\hat{x}", hpreact="y")
+            bndiff2="q", bnvar=r"\sigma^{2}", bnvar_inv="r", bnraw=r"\hat{x}", hpreact="y")
 program = layer.build()

@@ -26,5 +26,5 @@ layer.reference("F.batch_norm", lambda x, gain, bias: F.batch_norm(x, None, None
 layer.closed_form("biased one-liner", lambda v, g: {"hprebn": v["bngain"] * v["bnvar_inv"] * (
     g - g.mean(0) - v["bnraw"] * (g * v["bnraw"]).mean(0))})
 layer.latex(hprebn="x", bngain=r"\gamma", bnbias=r"\beta", bnmeani=r"\mu", bndiff=r"\bar{x}",
-            bndiff2=r"\bar{x}^{2}", bnvar=r"\sigma^{2}", bnvar_inv="r", bnraw=r"\hat{x}", hpreact="y")
+            bndiff2="q", bnvar=r"\sigma^{2}", bnvar_inv="r", bnraw=r"\hat{x}", hpreact="y")
 program = layer.build()

@@ -24,5 +24,5 @@ ln[xhat[i, j]] = xc[i, j] * rstd[i]
 ln[y[i, j]] = gamma[j] * xhat[i, j] + beta[j]
 ln.output(y)
 ln.reference("F.layer_norm", lambda x, gamma, beta: F.layer_norm(x, x.shape[1:], gamma, beta))
-ln.latex(xc=r"\bar{x}", xc2=r"\bar{x}^{2}", var=r"\sigma^{2}", rstd="r")
+ln.latex(xc=r"\bar{x}", xc2="q", var=r"\sigma^{2}", rstd="r")
 program = ln.build()

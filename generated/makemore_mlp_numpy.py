@@ -84,7 +84,7 @@ def backward(values):
     dnorm_logits = counts*dcounts
     dlogits = dnorm_logits.copy()
     dlogit_maxes = -dnorm_logits.sum(1)
-    dlogits = dlogits + (np.arange(V) == logits.argmax(1)[..., None]).astype(dtype)*dlogit_maxes[:, None]
+    dlogits = dlogits + dlogit_maxes[:, None]*(np.arange(V) == logits.argmax(1)[..., None]).astype(dtype)
     dh = dlogits @ W2.T
     dW2 = h.T @ dlogits
     db2 = dlogits.sum(0)

@@ -88,7 +88,7 @@ def backward(values):
     dnorm_logits = counts*dcounts
     dlogits = dnorm_logits.clone()
     dlogit_maxes = -dnorm_logits.sum(1)
-    dlogits = dlogits + F.one_hot(logits.argmax(1), V).to(dtype)*dlogit_maxes[:, None]
+    dlogits = dlogits + dlogit_maxes[:, None]*F.one_hot(logits.argmax(1), V).to(dtype)
     dh = dlogits @ W2.T
     dW2 = h.T @ dlogits
     db2 = dlogits.sum(0)

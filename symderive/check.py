@@ -63,6 +63,9 @@ class Report:
                 "rows": [asdict(row) for row in self.rows],
                 "forward": [asdict(row) for row in self.forward]}
 
+    def __repr__(self) -> str:
+        return self.table()
+
     def table(self) -> str:
         lines = []
         for rows, what in ((self.rows, "backward"), (self.forward, "forward")):

@@ -101,7 +101,7 @@ def _derived(program):
 def generated_modules(root: Path) -> dict[Path, Module | str]:
     """Every file ``generated/`` should hold, by path, built in memory first: a Module per
     derivation and target, and the derivation's LaTeX document as text."""
-    from .latex import document
+    from .documents import document
 
     derivations = sorted((root / "derivations").glob("*.py"))
     if not derivations:
@@ -176,7 +176,7 @@ def cmd_emit(args) -> int:
 
 
 def cmd_latex(args) -> int:
-    from .latex import compile_pdf, document, to_png
+    from .documents import compile_pdf, document, to_png
 
     programs = [load(path) for path in args.files]  # every file must load before any is written
     if args.output and len(programs) > 1:

@@ -135,10 +135,14 @@ class ReversePass:
         self.complete: list[str] = []
 
     def __iter__(self):
+        """Every statement, last first, with the names it reads and whether an adjoint reaches
+        it. A statement no adjoint reaches (dead code, or an adjoint that cancelled) contributes
+        nothing, but the caller still reports it ``visited``: the names it reads must not wait
+        for a contribution that never comes, or their adjoints complete too late."""
         loss = self.program.outputs[0] if self.program.loss else None
         for statement in reversed(self.program.body):
-            if statement.name in self.reached or statement.name == loss:
-                yield statement, reads(self.program, statement.rhs)
+            active = statement.name in self.reached or statement.name == loss
+            yield statement, reads(self.program, statement.rhs), active
 
     def visited(self, names: list[str]) -> list[str]:
         done = []
@@ -167,9 +171,9 @@ def backward(program: Program) -> Program:
     """
     context = Context(program)
     walk, body = ReversePass(program), []
-    for statement, used in walk:
+    for statement, used, active in walk:
         upstream = upstream_adjoint(program, statement)
-        for name in used:
+        for name in used if active else ():
             rhs = contribution(program, statement, name, context, upstream)
             if rhs != 0:
                 body.append(Assign(adjoint_lhs(program, name), rhs, accumulate=name in walk.reached))

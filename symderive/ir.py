@@ -13,6 +13,7 @@ from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from .ops import ArgMax
 
+
 class ProgramError(ValueError):
     """A derivation symderive cannot use; the message names the statement and what to change."""
 
@@ -140,6 +141,13 @@ class Program:
             for read in statement.rhs.atoms(sp.Indexed):
                 if name_of(read) == name:
                     yield read.indices[position]
+
+    def _repr_latex_(self) -> str:
+        """The forward statements as Jupyter displays them."""
+        from .api import display_math
+        from .documents import program_latex
+
+        return display_math(program_latex(self))
 
     # -- validation ------------------------------------------------------------------------------
     def check(self) -> Program:

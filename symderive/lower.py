@@ -29,7 +29,10 @@ from .terms import is_scalar
 
 
 class ArrayOp(sp.Function):
-    """Base of the array operations; never evaluated, only printed."""
+    """Base of the array operations; never evaluated, only printed. Every array is real: saying
+    so keeps SymPy's assumption queries (``sinh(a).is_real`` asks for ``im(a)``) from probing it."""
+
+    is_extended_real = True
 
     @classmethod
     def eval(cls, *args):
@@ -316,16 +319,16 @@ class Lowerer:
                 shape.extend([idx_size(p) for p in parts] if parts else [size])
                 split.extend(parts if parts else [k])
             code, indices = Reshape(code, sp.Tuple(*shape)), split
-        if all(isinstance(k, sp.Idx) for k in indices):
-            if len(set(indices)) != len(indices):
-                raise LoweringError(f"'{e}' repeats an index (a diagonal); not supported")
+        if all(isinstance(k, sp.Idx) for k in indices) and len(set(indices)) == len(indices):
             return Value(code, tuple(indices))
-        return self.gather(code, indices, order)
+        return self.gather(code, indices, order)  # labels, gathers and diagonals (G[j, j])
 
     def gather(self, code: sp.Expr, indices: list, order: list[sp.Idx]) -> Value:
-        """Advanced indexing: label reads (``logprobs[i, Y[i]]``) and gathers (``C[X[i, t], e]``)."""
+        """Advanced indexing: label reads (``logprobs[i, Y[i]]``), gathers (``C[X[i, t], e]``) and
+        diagonals (``G[j, j]`` as ``G[arange(d), arange(d)]``)."""
         computed = [k for k in indices if not isinstance(k, sp.Idx)]
         involved = {k for c in computed for k in free_indices(c)}
+        involved |= {k for k in indices if isinstance(k, sp.Idx) and indices.count(k) > 1}
         advanced = [p for p, k in enumerate(indices) if not isinstance(k, sp.Idx) or k in involved]
         plain = [p for p in range(len(indices)) if p not in advanced]
         if plain and min(plain) < max(advanced):

@@ -6,7 +6,7 @@ are the derivation. ``sp.simplify`` is never called.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy as sp
 
@@ -41,6 +41,16 @@ class Gradient:
     lhs: sp.Expr
     expr: sp.Expr
     steps: tuple[Step, ...]
+    program: Program | None = field(default=None, compare=False, repr=False)  # for display
+
+    def _repr_latex_(self) -> str:
+        """The derivation of this gradient, a line per step, as Jupyter displays it."""
+        from .api import display_math
+        from .documents import gradient_latex
+
+        if self.program is None:
+            return f"$${sp.latex(self.expr)}$$"
+        return display_math(gradient_latex(self, self.program))
 
     def uses(self, program: Program) -> list[str]:
         """The forward names (labels included) and then the adjoints the expression reads."""
@@ -82,7 +92,20 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
     result = readable(factor(terms, context), context.names_for)
     if result != steps[-1].after:
         steps.append(Step("factor", steps[-1].after, result))
-    return result, [step for step in steps if step.before != step.after]
+    steps = [step for step in steps if step.before != step.after]
+    return cheapest(start, steps)
+
+
+def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
+    """The cheapest form the derivation passed through, by ``sympy.count_ops``, the earliest of
+    equally cheap ones (no steps that go round in a circle), and the steps that lead to it. Every form is equal to the start (each
+    step is sound), so choosing among them is extraction, not a rewrite: rules may go through a
+    larger form to reach a smaller one, but a result never costs more than the chain it came
+    from (a distributed ``-a**2*da + da`` that no rule gathers again stays ``(1 - a**2)*da``)."""
+    forms = [start] + [step.after for step in steps]
+    costs = [sp.count_ops(form) for form in forms]
+    best = min(range(len(forms)), key=lambda position: (costs[position], position))
+    return forms[best], steps[:best]
 
 
 def materialised(program: Program) -> list[str]:
@@ -100,13 +123,14 @@ def compact_gradients(program: Program) -> list[Gradient]:
     inlined: dict[str, sp.Expr] = {}  # a name's adjoint, over its axes, other adjoints inlined
     if not program.loss:  # a layer output's adjoint starts as its upstream adjoint
         inlined.update({name: adjoint_lhs(program, name) for name in program.outputs})
-    chained: dict[str, sp.Expr] = {}  # a kept name's adjoint as the chain rule writes it
+    # a kept name's adjoint as the chain rule writes it (a kept output's starts as its upstream)
+    chained = {name: inlined[name] for name in inlined if name in keep}
     gradients = []
-    for statement, used in walk:
+    for statement, used, active in walk:
         upstream = read = upstream_adjoint(program, statement)
         if statement.name in inlined and statement.name not in keep:
             upstream = _instantiate(inlined[statement.name], program, statement)
-        for name in used:
+        for name in used if active else ():
             part = contribution(program, statement, name, context, upstream)
             if part != 0:
                 inlined[name] = inlined.get(name, sp.S.Zero) + part
@@ -121,7 +145,7 @@ def compact_gradients(program: Program) -> list[Gradient]:
                   for name in walk.remaining() if name in keep]
     found = {g.name for g in gradients}
     # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
-    gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, ())
+    gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, (), program)
                   for x in program.inputs if x.name in keep and x.name not in found]
     return gradients
 
@@ -132,7 +156,7 @@ def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr, program: Program,
     start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
     if start != chained:
         steps.insert(0, Step("inline", chained, start))
-    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps))
+    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps), program)
 
 
 def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:
@@ -160,5 +184,5 @@ def derive_gradients(program: Program) -> list[Gradient]:
         if program.input(name) is not None:
             parts = [s for s in atomic.body if s.name == adjoint_name(name)]
             expr = sp.Add(*[s.rhs for s in parts])
-            result.append(Gradient(name, parts[0].lhs, expr, ()))
+            result.append(Gradient(name, parts[0].lhs, expr, (), program))
     return result

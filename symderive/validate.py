@@ -16,10 +16,11 @@ from sympy.concrete.expr_with_limits import ExprWithLimits
 from sympy.core import numbers
 
 from .ir import (
+    Assign,
     Input,
     Program,
     ProgramError,
-    Assign,
+    _same,
     flatten_parts,
     free_indices,
     idx_size,
@@ -27,7 +28,6 @@ from .ir import (
     indices_of,
     lhs_index_set,
     name_of,
-    _same,
 )
 from .ops import OPS, ArgMax, Maximum, known_names, op_for
 

@@ -165,3 +165,32 @@ def test_emitted_code_that_does_not_run_is_not_written(tmp_path, root, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error" in err[0] and "bnraw[i, j] = " in err[0]
     assert [p.name for p in (project / "generated").iterdir()] == ["keep.py"]
+
+
+def test_latex_pdf_shows_every_step_of_derive(tmp_path, root, capsys):
+    """The document compiles; pdftotext shows the rule names; one step line per step that
+    derive --json counts; no SymPy internals in the .tex."""
+    out = tmp_path / "OUT.tex"
+    assert main(["latex", str(root / "derivations" / "batchnorm.py"), "--pdf", "-o", str(out)]) == 0
+    assert (tmp_path / "OUT.pdf").is_file()
+    text = subprocess.run(["pdftotext", str(tmp_path / "OUT.pdf"), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    capsys.readouterr()
+    assert main(["derive", str(root / "derivations" / "batchnorm.py"), "--json"]) == 0
+    derived = json.loads(capsys.readouterr().out)
+    tex = out.read_text()
+    assert tex.count("% step:") == sum(g["steps"] for g in derived["gradients"]) > 0
+    for rule in ("inline", "distribute", "fold-power", "reduction-fact", "fold", "factor"):
+        assert rule in text
+    for internal in ("Dummy", "KroneckerDelta", "_0", "_b0"):
+        assert internal not in tex
+
+
+def test_latex_without_an_engine_is_one_line(tmp_path, root, monkeypatch, capsys):
+    import shutil as shell
+
+    monkeypatch.setattr(shell, "which", lambda name, *args, **kwargs: None)
+    out = tmp_path / "OUT.tex"
+    assert main(["latex", str(root / "derivations" / "batchnorm.py"), "--pdf", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "texlive-latex-base" in err[0]

@@ -15,13 +15,12 @@ Profiles (tests/conftest.py): "ci" (default, 300 derandomized examples) and "lon
 """
 import functools
 import math
-import re
 
 import numpy as np
 import pytest
 import sympy as sp
 import torch
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import symderive
@@ -29,8 +28,7 @@ from symderive import ops
 from symderive.check import example_inputs, load_module, run_check
 from symderive.derivation import derive_backward
 from symderive.emit import module_source
-from symderive.lower import LoweringError
-from symderive.simplify import compact_backward, compact_gradients, materialised
+from symderive.simplify import compact_backward, compact_gradients
 
 from .interpret import tensor
 
@@ -531,48 +529,6 @@ def growth(gradient) -> tuple[int, int, set[str]] | None:
     return before, after, rules
 
 
-# Bugs this fuzzer found, each with a minimal program in a strict xfail test at the end of this
-# file. An example that fails only in one of these ways is counted as a hypothesis event (see
-# them with --hypothesis-show-statistics) instead of failing the suite, so that any other failure
-# still shows. When a fix lands, its xfail test passes, fails as strict, and its entry here goes.
-KNOWN_GROWTH = {  # rule -> the known way its steps leave a gradient bigger than inlined
-    "distribute": "terms that share a factor are not collected again (factor only pulls out what "
-                  "all terms share): (1 - a**2)*da + dc/n -> -a**2*da + da + dc/n",
-    "unfold": "a reduction of a saved name is unfolded into its definition and not folded back: "
-              "Sum(a1[i, j], i) -> Sum(a0[i, j]/p[i, j], i)",
-    "fold": "a division folded into a saved power costs more than it saves: "
-            "da0/p -> a1**2*da0 (a1 = p**(-1/2))",
-    "reduction-fact": "a reduction fact trades a sum for a bigger expression: "
-                      "Sum(a1[i, j], i) -> -n*Maximum(a0[i, j], i)",
-    "fold-power": "a power folded into a saved name costs more than it saves: "
-                  "tanh(a0)**3 -> tanh(a0)*a1 (a1 = tanh(a0)**2)",
-    "collect": "collecting over different denominators adds ops: 2*ds*x + 2*x/(n*(s + 1)**2) "
-               "-> 2*(ds*n*(s + 1)**2 + 1)*x/(n*(s + 1)**2)",
-}
-KNOWN_DEAD_READER = ("a statement that reads a materialised intermediate but contributes nothing "
-                     "to its adjoint (dead, or its adjoint cancels) makes the compact backward "
-                     "drop or misorder that intermediate's adjoint: a wrong gradient, or an "
-                     "UnboundLocalError in the emitted backward")
-KNOWN_DIAGONAL = ("a fold rewrites Sum(x[k, j]*p[k, j], k)/n into G[j, j], the diagonal of "
-                  "G[m, j] = Sum(x[k, m]*p[k, j], k)/n, which lower.py refuses: LoweringError "
-                  "'repeats an index (a diagonal)'")
-KNOWN_TRANSPOSE = ("lowering a compact gradient with sinh/cosh of a label-gathered read "
-                   "(sinh(x[i, Z[k]])) crashes: 'Transpose' object has no attribute 'arg'")
-
-
-def _reads(statement) -> set[str]:
-    return {str(x.base.label) for x in statement.rhs.atoms(sp.Indexed)} | {
-        x.name for x in statement.rhs.atoms(sp.Symbol)}
-
-
-def has_dead_reader_of_a_materialised_intermediate(program) -> bool:
-    live = set(program.outputs)
-    for statement in reversed(program.body):
-        if statement.name in live:
-            live |= _reads(statement)
-    kept = {name for name in materialised(program) if program.input(name) is None}
-    return any(statement.name not in live and _reads(statement) & kept
-               for statement in program.body)
 
 
 def reuses_a_self_updated_adjoint(program) -> bool:
@@ -587,33 +543,7 @@ def reuses_a_self_updated_adjoint(program) -> bool:
 def assert_simplification_never_grows(program) -> None:
     for gradient in compact_gradients(program):
         grew = growth(gradient)
-        if grew and grew[2] and grew[2] <= set(KNOWN_GROWTH):
-            for rule in sorted(grew[2]):
-                event(f"known bug: {KNOWN_GROWTH[rule]}")
-            continue
         assert grew is None, (gradient.name, grew, gradient.steps)
-
-
-def assert_compact_checks(program) -> None:
-    try:
-        assert_checks(program)
-    except UnboundLocalError as error:
-        if not re.fullmatch(r"cannot access local variable 'd\w+' .*", str(error)):
-            raise
-        event(f"known bug: {KNOWN_DEAD_READER}")
-    except AttributeError as error:
-        if str(error) != "'Transpose' object has no attribute 'arg'":
-            raise
-        event(f"known bug: {KNOWN_TRANSPOSE}")
-    except LoweringError as error:
-        if "repeats an index (a diagonal)" not in str(error):
-            raise
-        event(f"known bug: {KNOWN_DIAGONAL}")
-    except AssertionError:
-        if has_dead_reader_of_a_materialised_intermediate(program):
-            event(f"known bug: {KNOWN_DEAD_READER}")
-        else:
-            raise
 
 
 @given(programs())
@@ -621,7 +551,7 @@ def test_random_program_atomic_and_compact_backward(draft):
     note(draft.source(draft.adjoints))
     assert_checks(draft.build("all"))
     compact = draft.build(draft.adjoints)
-    assert_compact_checks(compact)
+    assert_checks(compact)
     assert_simplification_never_grows(compact)
 
 
@@ -800,10 +730,12 @@ program = f.build()
 """
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_DEAD_READER)
 @pytest.mark.parametrize("source", [DEAD_READER, CANCELLED_READER, DEAD_READER_OF_AN_OUTPUT],
                          ids=["dead-unbound", "cancelled-unbound", "dead-wrong-value"])
-def test_known_bug_materialised_adjoint_with_a_dead_reader(source):
+def test_materialised_adjoint_with_a_dead_reader(source):
+    """Found by the fuzzer (fixed): a statement that reads a materialised intermediate but
+    contributes nothing to its adjoint (dead, or its adjoint cancels) made the compact backward
+    drop or misorder that adjoint: a wrong gradient, or an UnboundLocalError."""
     assert_checks(run(PREAMBLE + source)["program"])
 
 
@@ -816,20 +748,23 @@ def test_reuse_of_a_self_updated_adjoint():
     assert report.ok, [row for row in report.rows if not row.approximate]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["fold-power"])
-def test_known_bug_power_folded_into_a_saved_name():
+def test_no_growth_power_folded_into_a_saved_name():
+    """Found by the fuzzer, fold-power: a power folded into a saved name costs more than it saves: tanh(a0)**3 -> tanh(a0)*a1 (a1 = tanh(a0)**2). The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (da0,) = [g for g in compact_gradients(run(PREAMBLE + FOLDED_POWER)["program"])
               if g.name == "a0"]
     assert growth(da0) is None or "fold-power" not in growth(da0)[2], growth(da0)
 
 
-@pytest.mark.xfail(strict=True, raises=LoweringError, reason=KNOWN_DIAGONAL)
-def test_known_bug_fold_into_a_diagonal_read():
+def test_fold_into_a_diagonal_read():
+    """Found by the fuzzer (fixed): a fold rewrites Sum(x[k, j]*p[k, j], k)/n into G[j, j], the
+    diagonal of G[m, j] = Sum(x[k, m]*p[k, j], k)/n; lowering now reads it by advanced indexing."""
     assert_checks(run(PREAMBLE + DIAGONAL_FOLD)["program"])
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=KNOWN_TRANSPOSE)
-def test_known_bug_hyperbolic_of_a_label_gather_does_not_lower():
+def test_hyperbolic_of_a_label_gather_lowers():
+    """Found by the fuzzer (fixed): sinh(x[i, Z[k]]) in a compact gradient crashed lowering
+    ('Transpose' object has no attribute 'arg'): SymPy's assumption queries probed array code."""
     assert_checks(run(PREAMBLE + HYPERBOLIC_GATHER)["program"])
 
 
@@ -840,35 +775,40 @@ def test_finite_differences_of_a_constant_loss_pass():
     assert report.ok, [row for row in report.rows if not row.approximate]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["distribute"])
-def test_known_bug_partly_shared_factor_not_collected():
+def test_no_growth_partly_shared_factor_not_collected():
+    """Found by the fuzzer, distribute: terms that share a factor are not collected again (factor only pulls out what all terms share): (1 - a**2)*da + dc/n -> -a**2*da + da + dc/n. The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (dx,) = [g for g in compact_gradients(run(PREAMBLE + PARTLY_SHARED_FACTOR)["program"])
              if g.name == "x"]
     assert growth(dx) is None, growth(dx)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["fold"])
-def test_known_bug_division_folded_into_a_saved_power():
+def test_no_growth_division_folded_into_a_saved_power():
+    """Found by the fuzzer, fold: a division folded into a saved power costs more than it saves: da0/p -> a1**2*da0 (a1 = p**(-1/2)). The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (dx,) = [g for g in compact_gradients(run(PREAMBLE + FOLDED_DIVISION)["program"])
              if g.name == "x"]
     assert growth(dx) is None, growth(dx)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["reduction-fact"])
-def test_known_bug_reduction_fact_that_grows():
+def test_no_growth_reduction_fact_that_grows():
+    """Found by the fuzzer, reduction-fact: a reduction fact trades a sum for a bigger expression: Sum(a1[i, j], i) -> -n*Maximum(a0[i, j], i). The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (dw,) = [g for g in compact_gradients(run(PREAMBLE + GROWING_FACT)["program"])
              if g.name == "w"]
     assert growth(dw) is None, growth(dw)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["collect"])
-def test_known_bug_collect_over_different_denominators():
+def test_no_growth_collect_over_different_denominators():
+    """Found by the fuzzer, collect: collecting over different denominators adds ops: 2*ds*x + 2*x/(n*(s + 1)**2) -> 2*(ds*n*(s + 1)**2 + 1)*x/(n*(s + 1)**2). The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (dx,) = [g for g in compact_gradients(run(PREAMBLE + COLLECTED)["program"]) if g.name == "x"]
     assert growth(dx) is None or "collect" not in growth(dx)[2], growth(dx)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GROWTH["unfold"])
-def test_known_bug_reduction_of_a_saved_name_unfolded():
+def test_no_growth_reduction_of_a_saved_name_unfolded():
+    """Found by the fuzzer, unfold: a reduction of a saved name is unfolded into its definition and not folded back: Sum(a1[i, j], i) -> Sum(a0[i, j]/p[i, j], i). The simplifier now keeps the cheapest form it
+    passes through (simplify.cheapest)."""
     (dw,) = [g for g in compact_gradients(run(PREAMBLE + UNFOLDED_REDUCTION)["program"])
              if g.name == "w"]
     assert growth(dw) is None, growth(dw)

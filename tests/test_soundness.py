@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sympy as sp
 import torch
+from hypothesis import HealthCheck, given, note, settings
 from sympy import Idx, IndexedBase, KroneckerDelta, Rational, Sum, exp, symbols
 
 from symderive import Builder, normal
@@ -15,6 +16,8 @@ from symderive.derivation import load
 from symderive.ir import free_indices
 from symderive.oracle import evaluate, evaluate_expression
 from symderive.simplify import compact_gradients
+
+from .test_properties import programs
 
 # An atomic derivation (adjoints="all") records no rewrite steps: its chain is what check tests.
 DERIVATIONS = sorted(p.stem for p in (Path(__file__).parent.parent / "derivations").glob("*.py")
@@ -150,3 +153,19 @@ def test_constant_adjoints_and_unused_sum_indices_pass_check(build, dtype):
     report = run_check(build(), dtype, seed=1)
     assert {row.target for row in report.rows} >= {"torch", "numpy"}
     assert report.ok, [r for r in report.rows + report.forward if not r.approximate]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_every_step_of_the_fuzz_corpus_holds_at_random_points(draft):
+    """The same replay over the fuzzer's random programs (every op, index form and layer shape
+    of tests/test_properties.py), each at two random points."""
+    note(draft.source(draft.adjoints))
+    program = draft.build(draft.adjoints)
+    generator = torch.Generator().manual_seed(0)
+    gradients = compact_gradients(program)
+    for _ in range(2):
+        point, upstream = random_point(program, generator), upstream_at(program, generator)
+        for gradient in gradients:
+            assert replay(program, gradient, point, upstream) == [], gradient.name
