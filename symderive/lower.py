@@ -299,12 +299,14 @@ class Lowerer:
             return Value(op(aligned, axes.index(index)), tuple(k for k in axes if k != index))
         if isinstance(e, sp.KroneckerDelta):
             return self.delta(e, order)
-        if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function)):
+        if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
             values = [self.expr(arg, order) for arg in e.args]
             axes = _union(values, order)
             args = [_align(v, axes) if v.axes else v.code for v in values]
-            # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x))
-            code = e.func(*args, evaluate=False) if isinstance(e, sp.Function) else e.func(*args)
+            # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x)) and
+            # Max of array code would compare it (Max and Min are not sp.Function subclasses)
+            rebuilt = isinstance(e, (sp.Function, sp.Max, sp.Min))
+            code = e.func(*args, evaluate=False) if rebuilt else e.func(*args)
             return Value(code, tuple(axes))
         raise LoweringError(f"cannot lower '{e}' to array code")
 
@@ -369,13 +371,90 @@ class Lowerer:
                 return Value(scale * product, tuple(kept))
         widest = max((len(f.axes) for f in arrays), default=0)
         if len(arrays) >= 2 and len(_union(arrays, inner)) > max(widest, len(kept)):
-            return Value(scale * self.einsum(arrays, kept), tuple(kept))
+            value = self.contract([f for f, v in parts if v.axes], bound, kept, inner)
+            missing = sp.Mul(*[idx_size(k) for k in bound if k not in _union(arrays, inner)])
+            return Value(scale * missing * value.code, value.axes)
         value = self.expr(sp.Mul(*[f for f, v in parts if v.axes]), inner)  # scale is outside
         axes = list(value.axes)
         positions = tuple(axes.index(k) for k in bound if k in axes)
         summed = SumAxes(value.code, sp.Tuple(*positions), len(axes)) if positions else value.code
         missing = sp.Mul(*[idx_size(k) for k in bound if k not in axes])
         return Value(scale * missing * summed, tuple(k for k in axes if k not in bound))
+
+    def contract(self, factors: list[sp.Expr], bound: list[sp.Idx], kept: list[sp.Idx],
+                 inner: list[sp.Idx]) -> Value:
+        """``Sum_bound prod(factors)`` as a hand writer computes it: factors over the same axes (or
+        a subset of another's) multiply elementwise first; the operands left are contracted two at
+        a time, the pair with the smallest result first, each pair as a matmul, a batched matmul
+        (``@`` over 3-D arrays) or, where no matmul fits, a two-array einsum. No einsum ever
+        takes more than two arrays, so no intermediate is larger than the operands or result."""
+        groups: list[list[sp.Expr]] = []  # widest factors first, each joining a wider group
+        for f in sorted(factors, key=lambda f: -len(free_indices(f))):
+            axes = set(free_indices(f))
+            home = next((g for g in groups if axes <= set(free_indices(sp.Mul(*g)))), None)
+            if home is None:
+                groups.append([f])
+            else:
+                home.append(f)
+        operands = [self.expr(sp.Mul(*g), list(inner)) for g in groups]
+        summed = set(bound)
+        operands = _presummed(operands, summed, inner)
+        while len(operands) > 2:
+            def result_axes(p, q):
+                others = {k for m, v in enumerate(operands) if m not in (p, q) for k in v.axes}
+                union = _union([operands[p], operands[q]], inner)
+                return [k for k in union if k not in summed or k in others], union
+            pairs = [(p, q) for p in range(len(operands)) for q in range(p + 1, len(operands))]
+            p, q = min(pairs, key=lambda pq: (len(result_axes(*pq)[0]), len(result_axes(*pq)[1]),
+                                              pq))
+            axes, union = result_axes(p, q)
+            pair = self.contract_pair(operands[p], operands[q],
+                                      [k for k in union if k not in axes], axes)
+            operands = [v for m, v in enumerate(operands) if m not in (p, q)] + [pair]
+            operands = _presummed(operands, summed, inner)
+        if len(operands) == 1:
+            (value,) = operands
+            positions = tuple(value.axes.index(k) for k in bound if k in value.axes)
+            if not positions:
+                return value
+            return Value(SumAxes(value.code, sp.Tuple(*positions), len(value.axes)),
+                         tuple(k for k in value.axes if k not in bound))
+        union = _union(operands, inner)
+        return self.contract_pair(*operands, [k for k in union if k in summed], list(kept))
+
+    def contract_pair(self, left: Value, right: Value, summed: list[sp.Idx],
+                      kept: list[sp.Idx]) -> Value:
+        """``Sum_summed left*right`` over the axes ``kept`` (in that order where it is free to
+        choose): an index only one side has is summed on that side first."""
+        def presum(value, other):
+            alone = [k for k in summed if k in value.axes and k not in other.axes]
+            if not alone:
+                return value
+            positions = tuple(value.axes.index(k) for k in alone)
+            return Value(SumAxes(value.code, sp.Tuple(*positions), len(value.axes)),
+                         tuple(k for k in value.axes if k not in alone))
+        left, right = presum(left, right), presum(right, left)
+        common = [k for k in summed if k in left.axes and k in right.axes]
+        if not common:  # an outer (or elementwise) product
+            axes = _union([left, right], kept)
+            return Value(_align(left, axes) * _align(right, axes), tuple(axes))
+        batch = [k for k in kept if k in left.axes and k in right.axes]
+        left_free = [k for k in left.axes if k not in right.axes]
+        right_free = [k for k in right.axes if k not in left.axes]
+        if len(common) == 1 and not batch:
+            order = [k for k in kept if k in left_free + right_free]
+            product = self.matmul([left, right], common[0], order)
+            if product is not None:
+                return Value(product, tuple(order))
+        if len(common) == 1 and batch and len(left_free) == 1 and len(right_free) == 1:
+            (k,) = common
+            if kept.index(left_free[0]) > kept.index(right_free[0]):
+                left, right, left_free, right_free = right, left, right_free, left_free
+            code = MatMul(_oriented(left, batch + left_free + [k]),
+                          _oriented(right, batch + [k] + right_free))
+            return Value(code, tuple(batch + left_free + right_free))
+        axes = [k for k in kept if k in left.axes or k in right.axes]
+        return Value(self.einsum([left, right], axes), tuple(axes))
 
     def matmul(self, arrays: list[Value], k: sp.Idx, kept: list[sp.Idx]) -> sp.Expr | None:
         left, right = arrays
@@ -405,6 +484,40 @@ class Lowerer:
         return Einsum(sp.Symbol(spec), *[v.code for v in arrays])
 
 
+def _presummed(values: list[Value], summed: set, order: list[sp.Idx]) -> list[Value]:
+    """Operands to contract, simplified until nothing changes: a summed index only one operand has
+    is summed out of it, and an operand over a subset of another's axes multiplies into it."""
+    while True:
+        values = _merge_subsets(values, order)
+        changed = False
+        for m, value in enumerate(values):
+            alone = [k for k in value.axes if k in summed
+                     and not any(k in w.axes for q, w in enumerate(values) if q != m)]
+            if alone and len(values) > 1:
+                positions = tuple(value.axes.index(k) for k in alone)
+                values[m] = Value(SumAxes(value.code, sp.Tuple(*positions), len(value.axes)),
+                                  tuple(k for k in value.axes if k not in alone))
+                changed = True
+        if not changed:
+            return values
+
+
+def _merge_subsets(values: list[Value], order: list[sp.Idx]) -> list[Value]:
+    """Multiply elementwise every operand whose axes another operand has all of into that one."""
+    values = sorted(values, key=lambda v: -len(v.axes))
+    merged: list[Value] = []
+    for value in values:
+        home = next((m for m, w in enumerate(merged) if set(value.axes) <= set(w.axes)), None)
+        if home is None:
+            merged.append(value)
+        else:
+            wide = merged[home]
+            axes = list(wide.axes)
+            merged[home] = Value(wide.code * _align(value, axes) if value.axes else
+                                 wide.code * value.code, wide.axes)
+    return merged
+
+
 def _oriented(value: Value, axes: list[sp.Idx]) -> sp.Expr:
     if list(value.axes) == axes:
         return value.code
@@ -412,6 +525,43 @@ def _oriented(value: Value, axes: list[sp.Idx]) -> sp.Expr:
 
 
 def lower(program: Program) -> list[ArrayStatement]:
-    """Every statement of ``program`` as an array statement."""
+    """Every statement of ``program`` as an array statement, a contraction that several of
+    them (or one, twice) compute done once (``shared_contractions``)."""
     lowerer = Lowerer(program)
-    return [lowerer.statement(s) for s in program.body]
+    return shared_contractions([lowerer.statement(s) for s in program.body], program)
+
+
+def shared_contractions(statements: list[ArrayStatement], program: Program
+                        ) -> list[ArrayStatement]:
+    """A matmul or einsum computed more than once, over arrays no statement here assigns, becomes
+    one statement of its own before its first use (``t0 = dout @ U.T``), read by name after: the
+    gradients of ``a`` and ``b`` in ``a*silu(b) @ U`` both start from ``dout @ U.T``, and a hand
+    writer computes it once. Values no statement assigns cannot change between the uses."""
+    assigned = {s.name for s in statements}
+    taken = set(program.names) | {str(x) for x, _ in program.sizes} | {
+        str(x) for x, _ in program.constants} | assigned | _RESERVED
+    counter = 0
+    while True:
+        counts: dict[sp.Expr, int] = {}
+        for s in statements:
+            for node in sp.preorder_traversal(s.code):
+                if isinstance(node, (MatMul, Einsum)):
+                    counts[node] = counts.get(node, 0) + 1
+        shared = [node for node, count in counts.items() if count > 1
+                  and not {str(x) for x in node.atoms(ArrayRef)} & assigned]
+        if not shared:
+            return statements
+        node = max(shared, key=lambda e: (sp.count_ops(e), -list(counts).index(e)))
+        while f"t{counter}" in taken:
+            counter += 1
+        name = f"t{counter}"
+        taken.add(name)
+        first = next(m for m, s in enumerate(statements) if s.code.has(node))
+        ref = ArrayRef(name)
+        statements = statements[:first] + [ArrayStatement(name, node)] + [
+            ArrayStatement(s.name, s.code.xreplace({node: ref}), s.accumulate)
+            for s in statements[first:]]
+
+
+# names the emitted modules use besides the program's own
+_RESERVED = {"np", "torch", "F", "math", "dtype", "device", "values", "once_differentiable"}

@@ -4,6 +4,16 @@ are not SymPy functions (``Maximum`` over an index and the ``ArgMax`` its adjoin
 
 A rule receives the op's output ``y`` and its arguments and returns one partial derivative per
 argument, so ``exp`` and ``tanh`` can reuse the saved forward value as hand-written kernels do.
+
+A spelling is a function name (``np.exp``, called with the arguments) or a template with ``{0}``,
+``{1}`` (the printed arguments) and ``{p0}`` (argument 0 parenthesised unless it is a name or a
+call), for stable forms that are not one call (``np.logaddexp(0, {0})``).
+
+Subgradients at kinks follow torch: ``relu'(0) = 0`` (``Max`` against a constant is strict),
+``torch.maximum``/``torch.minimum`` split a tie between two arrays 0.5/0.5, ``abs'(0) = sign(0) =
+0``, and ``sign`` and ``Heaviside`` have derivative 0 everywhere (torch's ``sign`` backward is 0;
+``Heaviside``'s second argument is its value at 0: SymPy's default 1/2, ``Heaviside(x, 0)`` for the
+strict step the rules emit).
 """
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
 
@@ -39,6 +50,75 @@ def maximum_weight(summand: sp.Expr, index: sp.Idx, at: sp.Idx) -> sp.Expr:
     return sp.KroneckerDelta(at, ArgMax(summand, index))
 
 
+class sigmoid(sp.Function):
+    """The logistic function ``1/(1 + exp(-x))``; SymPy has none. Emitted in a stable form
+    (``torch.sigmoid``; NumPy ``exp(-logaddexp(0, -x))``), never as ``1/(1 + exp(-x))``."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+    def _eval_evalf(self, prec):
+        return (1 / (1 + sp.exp(-self.args[0])))._eval_evalf(prec)
+
+    def _eval_is_extended_real(self):
+        return self.args[0].is_extended_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_extended_real
+
+
+class softplus(sp.Function):
+    """``log(1 + exp(x))``, emitted stably (``F.softplus``; NumPy ``logaddexp(0, x)``)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _eval_evalf(self, prec):
+        return sp.log(1 + sp.exp(self.args[0]))._eval_evalf(prec)
+
+    def _eval_is_extended_real(self):
+        return self.args[0].is_extended_real
+
+    def _eval_is_positive(self):
+        return self.args[0].is_extended_real
+
+
+class log_sigmoid(sp.Function):
+    """``log(sigmoid(x)) = -softplus(-x)``, emitted stably (``F.logsigmoid``; NumPy
+    ``-logaddexp(0, -x)``)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(-self.args[0])
+
+    def _eval_evalf(self, prec):
+        return (-sp.log(1 + sp.exp(-self.args[0])))._eval_evalf(prec)
+
+    def _eval_is_extended_real(self):
+        return self.args[0].is_extended_real
+
+
+def _step(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """The indicator of ``a > b`` as a ``Max``/``Min`` partial: strict (0 at a tie) when either
+    side is free of arrays, as relu's ``Max(x, 0)`` is in torch; 1/2 at a tie between two arrays,
+    as ``torch.maximum`` and ``torch.minimum`` split it."""
+    tie = sp.S.Half if a.has(sp.Indexed) and b.has(sp.Indexed) else sp.S.Zero
+    return sp.Heaviside(a - b, tie)
+
+
+def _zeros(y, *args):
+    return tuple(sp.S.Zero for _ in args)
+
+
+# NumPy has no erf: math.erf elementwise, keeping the array's dtype (and a 0-d array's shape).
+_NUMPY_ERF = "(lambda a: np.asarray(np.frompyfunc(math.erf, 1, 1)(a), np.result_type(a)))({0})"
+
+
 @dataclass(frozen=True)
 class Op:
     """One row of the table: partials ``(y, *args) -> tuple`` and how each target spells the op."""
@@ -62,6 +142,39 @@ OPS: dict[type, Op] = {
     # Written with the base, not the output, so (v + eps)**(-1/2) differentiates to the notebook's
     # -1/2 * (v + eps)**(-3/2); the simplifier folds that power back into the forward name.
     sp.Pow: Op("pow", lambda y, b, p: (p * b ** (p - 1), y * sp.log(b)), "**", "**", "^", (0.3, 3.0)),
+    # elementwise max/min of two values (arrays, or an array and a constant). Kinks as torch:
+    # relu = Max(x, 0) has derivative 0 at 0; a tie between two arrays splits 0.5/0.5. torch prints
+    # torch.clamp(x, min=c) against a constant (torch.maximum takes tensors only).
+    sp.Max: Op("max", lambda y, a, b: (_step(a, b), _step(b, a)), "np.maximum", "torch.maximum",
+               r"\max", (-2.0, 2.0)),
+    sp.Min: Op("min", lambda y, a, b: (_step(b, a), _step(a, b)), "np.minimum", "torch.minimum",
+               r"\min", (-2.0, 2.0)),
+    # |x|' = sign(x), 0 at 0 as torch.abs
+    sp.Abs: Op("abs", lambda y, x: (sp.sign(x),), "np.abs", "torch.abs", r"\left|{0}\right|",
+               (-2.0, 2.0)),
+    # piecewise constant: derivative 0 everywhere (torch.sign's backward is 0; at 0 there is none)
+    sp.sign: Op("sign", _zeros, "np.sign", "torch.sign", r"\operatorname{sign}", (-2.0, 2.0)),
+    # Heaviside(x, h0): h0 is the value at 0 (SymPy's default 1/2; the Max/Min rules write 0 or
+    # 1/2); derivative 0, as the step is a subgradient indicator here, not a distribution
+    sp.Heaviside: Op("heaviside", _zeros, "np.heaviside", "torch.heaviside({0}, {p0}.new_tensor({1}))",
+                     "H", (-2.0, 2.0)),
+    # NumPy has no erf: math.erf elementwise (forward only; the derivative needs exp alone)
+    sp.erf: Op("erf", lambda y, x: (2 / sp.sqrt(sp.pi) * sp.exp(-x**2),), _NUMPY_ERF, "torch.erf",
+               r"\operatorname{erf}", (-2.0, 2.0)),
+    # log1p on [0, 3]: the fuzzer applies an op with a domain of both signs to any moderate value
+    log1p: Op("log1p", lambda y, x: (1 / (1 + x),), "np.log1p", "torch.log1p",
+                 r"\operatorname{log1p}", (0.0, 3.0)),
+    expm1: Op("expm1", lambda y, x: (y + 1,), "np.expm1", "torch.expm1", r"\operatorname{expm1}",
+                 (-2.0, 2.0)),
+    sp.atan: Op("atan", lambda y, x: (1 / (1 + x**2),), "np.arctan", "torch.atan", r"\arctan",
+                (-3.0, 3.0)),
+    # the named stable functions: finite forward and backward in float32 at +-100, float64 at +-800
+    sigmoid: Op("sigmoid", lambda y, x: (y * (1 - y),), "np.exp(-np.logaddexp(0, -{p0}))",
+                "torch.sigmoid", r"\sigma", (-3.0, 3.0)),
+    softplus: Op("softplus", lambda y, x: (sigmoid(x),), "np.logaddexp(0, {0})", "F.softplus",
+                 r"\operatorname{softplus}", (-3.0, 3.0)),
+    log_sigmoid: Op("log_sigmoid", lambda y, x: (sigmoid(-x),), "(-np.logaddexp(0, -{p0}))",
+                    "F.logsigmoid", r"\log\sigma", (-3.0, 3.0)),
 }
 
 

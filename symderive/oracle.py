@@ -15,12 +15,45 @@ import sympy as sp
 import torch
 
 from .ir import Program, flatten_parts, idx_size, indices_of, lhs_index_set, name_of
-from .ops import ArgMax, Maximum
+from .ops import ArgMax, Maximum, expm1, log1p, log_sigmoid, sigmoid, softplus
 
-# Our own spellings, kept apart from the op table's strings so a wrong spelling there shows up.
+
+def _constant(t: torch.Tensor) -> bool:
+    """A value no input reaches (a number or constant): autograd has nothing to send it."""
+    return not t.requires_grad
+
+
+def _max(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch's conventions: against a constant as relu (the constant wins a tie, so the
+    derivative there is 0); between two values torch.maximum (a tie splits 0.5/0.5)."""
+    if _constant(b):
+        return torch.where(a > b, a, b)
+    if _constant(a):
+        return torch.where(b > a, b, a)
+    return torch.maximum(a, b)
+
+
+def _min(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return -_max(-a, -b)
+
+
+def _heaviside(x: torch.Tensor, at_zero: torch.Tensor) -> torch.Tensor:
+    return (x > 0).to(x.dtype) + (x == 0).to(x.dtype) * at_zero
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+# Our own spellings, kept apart from the op table's strings so a wrong spelling there shows up:
+# the named functions by logaddexp, the steps by comparisons, special functions by torch.special.
 FUNCTIONS = {sp.exp: torch.exp, sp.log: torch.log, sp.tanh: torch.tanh, sp.sin: torch.sin,
              sp.cos: torch.cos, sp.sinh: torch.sinh, sp.cosh: torch.cosh, sp.Abs: torch.abs,
-             sp.Pow: torch.pow}
+             sp.Pow: torch.pow, sp.Max: _max, sp.Min: _min, sp.sign: torch.sgn,
+             sp.Heaviside: _heaviside, sp.erf: torch.special.erf, log1p: torch.special.log1p,
+             expm1: torch.special.expm1, sp.atan: torch.arctan,
+             sigmoid: lambda x: torch.exp(-_softplus(-x)), softplus: _softplus,
+             log_sigmoid: lambda x: -_softplus(-x)}
 
 Value = tuple  # (tensor, [Idx, ...]): the tensor's dims stand for those indices, in that order
 
@@ -135,6 +168,8 @@ def evaluate(program: Program, inputs: dict, dtype: torch.dtype = torch.float64)
               for name, value in inputs.items()}
     evaluator = _Evaluator(values, dict(program.sizes) | dict(program.constants), dtype)
     for statement in program.body:
+        tracking = torch.is_grad_enabled() and any(
+            v.requires_grad for v in values.values() if isinstance(v, torch.Tensor))
         tensor = evaluator.over(statement.rhs, lhs_index_set(statement.lhs))
         shape = [math.prod(evaluator.size(k) for k in flatten_parts(index) or [index])
                  for index in indices_of(statement.lhs)]
@@ -143,6 +178,10 @@ def evaluate(program: Program, inputs: dict, dtype: torch.dtype = torch.float64)
             tensor = values[statement.name] + tensor
         elif any(tensor is value for value in values.values()):
             tensor = tensor.clone()
+        if tracking and tensor.is_floating_point() and not tensor.requires_grad:
+            # piecewise constant (Heaviside, sign): no gradient flows back through it, but its
+            # own adjoint, what later statements make of it, is still asked for
+            tensor = tensor.detach().requires_grad_()
         values[statement.name] = tensor
     return values
 

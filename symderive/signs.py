@@ -1,7 +1,8 @@
 """What a program establishes about the sign of its values, for the rewrite rules whose side
 condition is a sign: ``(a**b)**c -> a**(b*c)`` holds for every real ``a`` only when ``c`` is an
 integer, and otherwise needs ``a >= 0``. Every value is real, so ``exp(u)``, ``cosh(u)``, even
-powers and ``Abs`` are non-negative whatever their arguments; sums, products, powers and maxima of
+powers, ``Abs``, ``sigmoid``, ``softplus`` and a ``Heaviside`` step (with a non-negative value at 0)
+are non-negative whatever their arguments; a ``Max`` is when one argument is, a ``Min`` when both are; sums, products, powers and maxima of
 non-negative values are too; a symbol or array is when SymPy's assumptions declare it
 (``symbols("eps", positive=True)``, ``IndexedBase("x", nonnegative=True)``), and a forward name
 is when its own definition is. Nothing is assumed: an unknown sign is not non-negative.
@@ -12,10 +13,10 @@ from collections.abc import Mapping
 
 import sympy as sp
 
-from .ops import Maximum
+from .ops import Maximum, sigmoid, softplus
 
 # Functions whose value is non-negative for every real argument.
-_NONNEGATIVE_FUNCTIONS = (sp.exp, sp.cosh, sp.Abs)
+_NONNEGATIVE_FUNCTIONS = (sp.exp, sp.cosh, sp.Abs, sigmoid, softplus)
 
 
 def _declared_name(expr: sp.Expr) -> str | None:
@@ -45,6 +46,12 @@ def nonnegative(expr: sp.Expr, names: Mapping[str, bool] = {}) -> bool:  # noqa:
         return True  # 0 or 1
     if isinstance(expr, _NONNEGATIVE_FUNCTIONS):
         return True
+    if isinstance(expr, sp.Heaviside):  # 0, 1 or its value at 0
+        return len(expr.args) < 2 or bool(expr.args[1].is_nonnegative)
+    if isinstance(expr, sp.Max):
+        return any(nonnegative(arg, names) for arg in expr.args)
+    if isinstance(expr, sp.Min):
+        return all(nonnegative(arg, names) for arg in expr.args)
     if isinstance(expr, sp.Pow):
         base, exponent = expr.args
         return bool(exponent.is_integer and exponent.is_even) or nonnegative(base, names)

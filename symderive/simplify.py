@@ -17,11 +17,12 @@ from .grad import (
     backward,
     backward_program,
     contribution,
+    reads,
     upstream_adjoint,
 )
-from .ir import Assign, Program, name_of
+from .ir import Assign, Program, free_indices, name_of
 from .rules import BASIS_RULES, OUTPUT_RULES, REDUCE_RULES, Context, factor, run_to_fixpoint
-from .terms import expand, freshen, readable, to_expr
+from .terms import components, expand, freshen, readable, to_expr
 
 
 @dataclass(frozen=True)
@@ -116,38 +117,137 @@ def materialised(program: Program) -> list[str]:
 
 
 def compact_gradients(program: Program) -> list[Gradient]:
-    """Each materialised adjoint, with every other adjoint inlined, simplified."""
+    """Each materialised adjoint, with every other adjoint inlined, simplified.
+
+    Inlining stops where it would multiply work (``materialise_instead``): an adjoint whose
+    inlined form would put more arrays under one contraction than reading it as a name does is
+    materialised too, decided during the walk, as soon as that adjoint is complete."""
     context = Context(program)
     keep = set(materialised(program))
     walk = ReversePass(program)
+    defining = {statement.name: statement for statement in program.body}
     inlined: dict[str, sp.Expr] = {}  # a name's adjoint, over its axes, other adjoints inlined
     if not program.loss:  # a layer output's adjoint starts as its upstream adjoint
         inlined.update({name: adjoint_lhs(program, name) for name in program.outputs})
-    # a kept name's adjoint as the chain rule writes it (a kept output's starts as its upstream)
-    chained = {name: inlined[name] for name in inlined if name in keep}
+    # per name, how the chain rule writes each contribution: (part, statement, read, upstream)
+    sources: dict[str, list[tuple[sp.Expr, Assign, sp.Expr, sp.Expr]]] = {}
+    prepared: dict[str, tuple[sp.Expr, dict[str, sp.Expr]]] = {}  # contributions already made
     gradients = []
+
+    def chained(name: str) -> sp.Expr:
+        """A kept name's adjoint as the chain rule writes it (a kept output's starts as its
+        upstream): each contribution read through the adjoints it came from."""
+        total = adjoint_lhs(program, name) if not program.loss and name in program.outputs \
+            else sp.S.Zero
+        for part, statement, read, upstream in sources.get(name, ()):
+            total += part if read == upstream else contribution(program, statement, name,
+                                                                context, read)
+        return total
+
+    def complete(name: str) -> None:
+        if name not in keep and name in defining:
+            upstream = _instantiate(inlined[name], program, defining[name])
+            verdict, parts = materialise_instead(program, defining[name], context, upstream)
+            if verdict:
+                keep.add(name)
+            else:
+                prepared[name] = (upstream, parts)
+        if name in keep:
+            gradients.append(_simplified(name, inlined[name], chained(name), program, context))
+
     for statement, used, active in walk:
         upstream = read = upstream_adjoint(program, statement)
-        if statement.name in inlined and statement.name not in keep:
+        parts: dict[str, sp.Expr] = {}
+        if statement.name in prepared:
+            upstream, parts = prepared.pop(statement.name)
+        elif statement.name in inlined and statement.name not in keep:
             upstream = _instantiate(inlined[statement.name], program, statement)
         for name in used if active else ():
-            part = contribution(program, statement, name, context, upstream)
+            part = parts[name] if name in parts else contribution(program, statement, name,
+                                                                  context, upstream)
             if part != 0:
                 inlined[name] = inlined.get(name, sp.S.Zero) + part
                 walk.reached.add(name)
-                if name in keep:
-                    chained[name] = chained.get(name, sp.S.Zero) + (
-                        part if read == upstream else
-                        contribution(program, statement, name, context, read))
-        gradients += [_simplified(name, inlined[name], chained[name], program, context)
-                      for name in walk.visited(used) if name in keep]
-    gradients += [_simplified(name, inlined[name], chained[name], program, context)
+                sources.setdefault(name, []).append((part, statement, read, upstream))
+        for name in walk.visited(used):
+            complete(name)
+    gradients += [_simplified(name, inlined[name], chained(name), program, context)
                   for name in walk.remaining() if name in keep]
     found = {g.name for g in gradients}
     # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
     gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, (), program)
                   for x in program.inputs if x.name in keep and x.name not in found]
     return gradients
+
+
+def contraction_width(expr: sp.Expr, context: Context) -> int:
+    """The most arrays any one contraction of ``expr`` multiplies together, in the normal form
+    (each term's factors that share bound indices are one contraction). Factors over the same
+    axes, or over a subset of another factor's axes, are one operand: they multiply elementwise
+    before the contraction. ``Sum_i x[i, d]*dh[i, h]`` is 2 (a matmul); ``Sum_{i, o} x[i, d]*
+    dout[i, o]*U[h, o]*s[i, h]`` is 4, which no single matmul computes. An index only one operand
+    has is summed out of it first (a reduction nested in the contraction), so ``Sum_{j, l}
+    W[k, j]*r[i, j]*r[l, j]*g[l, j]`` is 2: ``r[l, j]*g[l, j]`` reduces to a vector over ``j``.
+
+    >>> from sympy import IndexedBase, Idx, Sum, symbols
+    >>> from symderive import Builder
+    >>> n, d = symbols("n d", integer=True, positive=True)
+    >>> i, j, k = Idx("i", n), Idx("j", d), Idx("k", d)
+    >>> x, w, u, y = IndexedBase("x"), IndexedBase("w"), IndexedBase("u"), IndexedBase("y")
+    >>> b = Builder("t", sizes={n: 2, d: 2}); b.input(x[i, j]); b[y[i, j]] = 2 * x[i, j]
+    >>> b.output(y); context = Context(b.build())
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * x[i, k], j), context)
+    2
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[k, i], j, k), context)
+    3
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[i, j], i, j), context)  # (x*u).sum(0) @ w
+    1
+    """
+    worst = 0
+    for term in expand(expr, context.nonnegative):
+        for bound, factors in components(term)[1]:
+            operands = [set(free_indices(atom)) for atom, _ in factors]
+            while True:  # merge subsets; sum an index only one operand has out of it first
+                operands = [a for m, a in enumerate(operands) if not any(
+                    a < b or a == b and m > q for q, b in enumerate(operands))]
+                alone = [(a, k) for a in operands for k in a & set(bound)
+                         if not any(k in b for b in operands if b is not a)]
+                if not alone:
+                    break
+                for a, k in alone:
+                    a.discard(k)
+            worst = max(worst, len(operands))
+    return worst
+
+
+def materialise_instead(program: Program, statement: Assign, context: Context,
+                        upstream: sp.Expr) -> tuple[bool, dict[str, sp.Expr]]:
+    """Whether the adjoint of ``statement``'s name should be materialised rather than inlined:
+    when, inlined as ``upstream``, some contribution of the statement would contract more than two
+    arrays at once and more than the same contribution reading the adjoint by name does. A hand
+    writer's rule (``dh = dout @ U.T``, then ``dW = x.T @ (dh*...)``), not a layer's: layers
+    that stay elementwise-plus-reductions (batchnorm, cross-entropy) never meet it.
+
+    The raw chain can look wider than it is (cross-entropy's unsimplified adjoint has sums that
+    cancel), so a contribution that looks too wide is judged again with the adjoint in its
+    simplified form, the form the emitted code would compute. Also returns the inlined
+    contributions computed on the way, for reuse when the answer is no."""
+    read = upstream_adjoint(program, statement)
+    parts, wide = {}, []
+    for name in reads(program, statement.rhs):
+        part = parts[name] = contribution(program, statement, name, context, upstream)
+        if part != 0 and contraction_width(part, context) > 2:
+            wide.append(name)
+    if not wide:
+        return False, parts
+    compact = simplify(upstream, context)[0]
+    for name in wide:
+        width = contraction_width(contribution(program, statement, name, context, compact),
+                                  context)
+        if width > 2 and width > contraction_width(
+                contribution(program, statement, name, context, read), context):
+            return True, parts
+    return False, parts
 
 
 def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr, program: Program,

@@ -230,10 +230,9 @@ class Checker:
     @staticmethod
     def unsupported(expr) -> str:
         kind = type(expr)
-        if kind in (sp.Max, sp.Min):
-            return (f"{kind.__name__}(...) of several values has no derivative rule (an "
-                    "elementwise max or min is not supported); for the maximum over an index "
-                    "write Maximum(x[i, j], j)")
+        if kind is sp.Piecewise:
+            return ("Piecewise is not supported; write the branches with Max, Min or Heaviside "
+                    "(elu: Max(x, 0) + alpha*(exp(Min(x, 0)) - 1))")
         if isinstance(expr, sp.Symbol):
             return (f"symbol '{expr.name}' is a {_describe(expr)}, not a plain sympy.Symbol; "
                     "create it with symbols(...) or Symbol(...)")
@@ -369,6 +368,12 @@ class Checker:
             for arg in expr.args:
                 self.check_expr(where, arg, bound_outside, value=False)
             return
+        if isinstance(expr, (sp.Max, sp.Min)) and len(expr.args) != 2:
+            self.fail(where, f"{type(expr).__name__}(...) of {len(expr.args)} values is not "
+                      f"supported; nest {type(expr).__name__} of two (for the maximum over an "
+                      "index write Maximum(x[i, j], j))")
+        if isinstance(expr, sp.Heaviside) and len(expr.args) == 2 and not expr.args[1].is_number:
+            self.fail(where, f"the value at 0 of '{expr}' must be a number, e.g. Heaviside(x, 0)")
         if isinstance(expr, (sp.Function, sp.Pow)) and op_for(expr) is None:
             self.fail(where, f"function '{expr.func}' has no derivative rule; symderive knows "
                       f"{known_names()} and +, -, *, /, powers, Sum, Maximum")

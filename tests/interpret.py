@@ -7,11 +7,18 @@ import numpy as np
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
+from symderive import ops
 from symderive.ir import idx_size
 from symderive.ops import ArgMax, Maximum
 
 FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.tanh: math.tanh, sp.sin: math.sin,
-             sp.cos: math.cos, sp.sinh: math.sinh, sp.cosh: math.cosh}
+             sp.cos: math.cos, sp.sinh: math.sinh, sp.cosh: math.cosh, sp.Abs: abs, sp.Max: max,
+             sp.Min: min, sp.sign: lambda v: float((v > 0) - (v < 0)),
+             sp.Heaviside: lambda v, at0=0.5: 1.0 if v > 0 else 0.0 if v < 0 else float(at0),
+             sp.erf: math.erf, sp.atan: math.atan, ops.log1p: math.log1p, ops.expm1: math.expm1,
+             ops.sigmoid: lambda v: 1 / (1 + math.exp(-v)) if v > -700 else 0.0,
+             ops.softplus: lambda v: max(v, 0.0) + math.log1p(math.exp(-abs(v))),
+             ops.log_sigmoid: lambda v: min(v, 0.0) - math.log1p(math.exp(-abs(v)))}
 
 
 def value(expr, arrays: dict, sizes: dict, at: dict):
@@ -47,7 +54,7 @@ def value(expr, arrays: dict, sizes: dict, at: dict):
     if isinstance(expr, sp.Pow):
         return value(expr.base, arrays, sizes, at) ** value(expr.exp, arrays, sizes, at)
     if expr.func in FUNCTIONS:
-        return FUNCTIONS[expr.func](value(expr.args[0], arrays, sizes, at))
+        return FUNCTIONS[expr.func](*(value(a, arrays, sizes, at) for a in expr.args))
     raise NotImplementedError(expr)
 
 

@@ -47,7 +47,7 @@ def test_free_indices_skip_bound_ones():
     (lambda b: b.__setitem__(y[i, j], x[j, i]), "axis 0 of 'x' has size n"),
     (lambda b: (b.__setitem__(y[i, j], x[i, j]), b.__setitem__(y[i, j], 2 * x[i, j])),
      "'y' is defined twice"),
-    (lambda b: b.__setitem__(y[i, j], sp.erf(x[i, j])), "function 'erf' has no derivative rule"),
+    (lambda b: b.__setitem__(y[i, j], sp.gamma(x[i, j])), "function 'gamma' has no derivative rule"),
     (lambda b: b.__setitem__(y[i, j], Sum(x[i, j], i)), "summed over but is also free"),
     (lambda b: b.__setitem__(y[i, j], x[i]), "'x' has 2 indices"),
     (lambda b: b.__setitem__(y[i, j], x[i, j] ** x[i, j]), "exponent"),
@@ -188,9 +188,9 @@ def test_constants_become_plain_floats():
 
 def test_statements_remember_where_they_were_written():
     b = layer()
-    b[y[i, j]] = sp.Max(x[i, j], 0)
+    b[y[i, j]] = sp.Max(x[i, j], 0, sp.tanh(x[i, j]) - 1 / 2)  # Max of three values has no rule
     b.output(y)
-    with pytest.raises(ProgramError, match=r"Max\(0, x\[i, j\]\)' \(test_ir.py:\d+\)"):
+    with pytest.raises(ProgramError, match=r"Max\(.*\)' \(test_ir.py:\d+\)"):
         b.build()
 
 

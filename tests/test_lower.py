@@ -21,7 +21,7 @@ SIZES = {n: 4, d: 3, V: 5, B: 2, E: 3}
 i, k, j, c, t, e, v = (Idx("i", n), Idx("k", n), Idx("j", d), Idx("c", V), Idx("t", B),
                        Idx("e", E), Idx("v", V))
 f = Idx("f", B * E)
-x, w, a, u, q, Y, X, C, out = symbols("x w a u q Y X C out", cls=IndexedBase)
+x, w, a, u, q, r, Y, X, C, out = symbols("x w a u q r Y X C out", cls=IndexedBase)
 
 
 def scope():
@@ -35,6 +35,7 @@ def scope():
     b.input(q[i, t])
     b.labels(Y[i], V)
     b.labels(X[i, t], V)
+    b.input(r[i, e, c])
     b[out[i]] = Sum(x[i, j], j)
     b.output(out)
     rng = np.random.default_rng(0)
@@ -42,7 +43,8 @@ def scope():
               "a": rng.normal(size=(4, 5)), "u": rng.normal(size=(4, 6)),
               "C": rng.normal(size=(5, 3)), "q": rng.normal(size=(4, 2)),
               "Y": rng.integers(0, 5, 4),
-              "X": rng.integers(0, 5, (4, 2))}
+              "X": rng.integers(0, 5, (4, 2)),
+              "r": rng.normal(size=(4, 3, 5))}
     return b.build(), arrays
 
 
@@ -63,14 +65,23 @@ CASES = {
     "flatten": (out[i, E * t + e], C[X[i, t], e], ".reshape(n, B*E)"),
     "unflatten": (out[i, t, e], u[i, E * t + e], "u.reshape(n, B, E)"),
     "scatter": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * u[i, E * t + e], i, t), "np.add.at"),
-    "einsum": (out[i], Sum(x[i, j] * w[j, c] * a[i, c], j, c), "np.einsum"),
+    # three arrays are contracted two at a time, the smallest intermediate first: no einsum
+    "three-arrays": (out[i], Sum(x[i, j] * w[j, c] * a[i, c], j, c), "(x*(a @ w.T)).sum(1)"),
+    "elementwise-then-matmul": (out[j, c], Sum(x[i, j] * exp(x[i, j]) * a[i, c], i),
+                                "(x*np.exp(x)).T @ a"),
+    "batched-matmul": (out[i, t, c], Sum(u[i, E * t + e] * r[i, e, c], e),
+                       "u.reshape(n, B, E) @ r"),
+    "batched-matmul-transposed": (out[i, c, t], Sum(u[i, E * t + e] * r[i, e, c], e),
+                                  "r.transpose(0, 2, 1) @ u.reshape(n, B, E).transpose(0, 2, 1)"),
+    "einsum": (out[e, c, j], Sum(r[i, e, c] * x[i, j], i), "np.einsum(\"iec,ij->ecj\", r, x)"),
+    "nested-reduction": (out[c], Sum(w[j, c] * x[i, j] * x[k, j], i, j, k), ".sum(0)"),
     "elementwise": (out[i, c], exp(a[i, c]) * Sum(x[i, j], j) ** 2, "np.exp(a)"),
     "broadcast-statement": (out[i, j], Sum(x[k, j], k) / (n - 1), "np.broadcast_to"),
     "scaled-sum": (out[j], Sum(x[i, j] / n, i), "x.sum(0)/n"),
     "scatter-broadcast-values": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * q[i, t], i, t),
                                  "np.add.at"),
     "scatter-uses-the-row": (out[v, e], Sum(KroneckerDelta(v, X[i, t]) * C[v, e], i, t),
-                             "np.einsum"),
+                             ".sum((0, 1))[:, None]"),
     "scalar-function": (out[i, j], x[i, j] * sp.log(d), "math.log(d)"),
     # a bound index the summand does not use multiplies by its range and sums over nothing
     "unused-sum-index": (out[i, j], Sum(x[i, j], k), "out = x*n"),

@@ -25,7 +25,7 @@ class ArrayPrinterMixin:
         """``expr`` printed so that ``.method()`` or ``[...]`` can follow it."""
         text = self._print(expr)
         if isinstance(expr, sp.Symbol) or type(expr).__name__ in _POSTFIX_CLASSES or \
-                isinstance(expr, sp.Function) and op_for(expr):
+                isinstance(expr, (sp.Function, sp.Max, sp.Min)) and op_for(expr):
             return text
         return f"({text})"
 
@@ -50,9 +50,6 @@ class ArrayPrinterMixin:
             return "-" + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
         return super()._print_Mul(expr)
 
-    def _print_Abs(self, expr):
-        return f"{self.module}.abs({self._print(expr.args[0])})"
-
     def _print_Symbol(self, expr):
         return expr.name
 
@@ -61,8 +58,18 @@ class ArrayPrinterMixin:
         if op is None:
             raise LoweringError(f"no {self.target} spelling for '{expr.func}'")
         # of sizes and constants alone, a Python float: it keeps the arrays' dtype
-        module = getattr(op, self.target) if expr.has(ArrayRef) else f"math.{op.name}"
-        return f"{module}({', '.join(self._print(a) for a in expr.args)})"
+        spelling = getattr(op, self.target) if expr.has(ArrayRef) else \
+            _SCALAR.get(op.name, f"math.{op.name}")
+        return self.spell(spelling, expr.args)
+
+    def spell(self, spelling: str, args) -> str:
+        """A call of the op table's ``spelling``: a name called with the arguments, or a template
+        with ``{0}``, ``{1}`` (the arguments) and ``{p0}`` (argument 0, parenthesised unless it is
+        a name or a call, to negate it or call a method on it)."""
+        if "{" not in spelling:
+            return f"{spelling}({', '.join(self._print(a) for a in args)})"
+        texts = [self._print(a) for a in args]
+        return spelling.format(*texts, **{f"p{k}": self.postfix(a) for k, a in enumerate(args)})
 
     def _print_Pi(self, expr):
         return "math.pi"
@@ -182,7 +189,16 @@ def _unwrapped(text: str) -> str:
     return text[1:-1] if depth == 0 else text
 
 
+# Python-scalar spellings (an op of sizes and constants alone) where ``math`` has no function of
+# the table's name.
+_SCALAR = {"max": "max({0}, {1})", "min": "min({0}, {1})", "abs": "abs({0})",
+           "sign": "float(({0} > 0) - ({0} < 0))",
+           "heaviside": "(1.0 if {p0} > 0 else 0.0 if {p0} < 0 else float({1}))",
+           "sigmoid": "(1/(1 + math.exp(-{p0})))", "softplus": "math.log1p(math.exp({0}))",
+           "log_sigmoid": "(-math.log1p(math.exp(-{p0})))"}
+
+
 # The op table's functions print through the table, not through SymPy's own function names.
 for _function in OPS:
-    if issubclass(_function, sp.Function):
+    if _function is not sp.Pow:  # functions, Max and Min
         setattr(ArrayPrinterMixin, f"_print_{_function.__name__}", ArrayPrinterMixin._print_Function)

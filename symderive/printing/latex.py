@@ -277,11 +277,16 @@ class IndexLatexPrinter(LatexPrinter):
     # -- functions -------------------------------------------------------------------------------
     def _print_op(self, expr, exp=None):
         op = op_for(expr)
-        args = ", ".join(self._print(a) for a in expr.args)
-        return f"{op.latex}{self._wrap(args)}"
+        # a Heaviside's second argument is its value at 0, which the step's name does not show
+        shown = expr.args[:1] if isinstance(expr, sp.Heaviside) else expr.args
+        if "{" in op.latex:  # a template: |x|
+            text = op.latex.format(*(self._print(a) for a in shown))
+        else:
+            text = f"{op.latex}{self._wrap(', '.join(self._print(a) for a in shown))}"
+        return rf"{self._wrap(text)}^{{{self._print(exp)}}}" if exp is not None else text
 
 
 # The op table's functions print through the table's ``latex`` column.
 for _function in OPS:
-    if issubclass(_function, sp.Function):
+    if _function is not sp.Pow:  # functions, Max and Min
         setattr(IndexLatexPrinter, f"_print_{_function.__name__}", IndexLatexPrinter._print_op)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sympy.printing.pytorch import TorchPrinter
 
+from ..lower import ArrayRef
 from .arrays import ArrayPrinterMixin
 
 
@@ -22,6 +23,23 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     def spell_max(self, x: str, axis: int) -> str:
         # not amax: its autograd splits the gradient between ties, the derived rule does not
         return f"{x}.max({axis}).values"
+
+    def _print_Max(self, expr):
+        return self.spell_extremum(expr, "maximum", "min")
+
+    def _print_Min(self, expr):
+        return self.spell_extremum(expr, "minimum", "max")
+
+    def spell_extremum(self, expr, function: str, bound: str) -> str:
+        """``torch.maximum`` of two tensors; against a constant ``torch.clamp(x, min=c)``, since
+        ``torch.maximum`` takes tensors only (the derived backward decides the kinks, not this)."""
+        a, b = expr.args
+        if a.has(ArrayRef) and b.has(ArrayRef):
+            return f"torch.{function}({self._print(a)}, {self._print(b)})"
+        if not (a.has(ArrayRef) or b.has(ArrayRef)):
+            return self._print_Function(expr)
+        array, constant = (a, b) if a.has(ArrayRef) else (b, a)
+        return f"torch.clamp({self._print(array)}, {bound}={self._print(constant)})"
 
     def _print_OneHot(self, expr):
         labels, size = expr.args

@@ -1,0 +1,23 @@
+"""gelu: x*Phi(x) with the normal CDF by erf.
+
+Example values are random normal, which almost surely miss the kinks (subgradients there
+follow torch, see symderive/ops.py)."""
+import torch.nn.functional as F
+from sympy import Idx, IndexedBase, erf, sqrt, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+
+b = Builder("gelu", sizes={n: 8, d: 16})
+b.input(x[i, j], normal(1.0))
+b[y[i, j]] = x[i, j]*(1 + erf(x[i, j]/sqrt(2)))/2
+b.output(y)
+b.reference("F.gelu", lambda x: F.gelu(x))
+program = b.build()
+
+# the textbook derivative dy/dx (for the README's table; X is x[i, j])
+TEXTBOOK = "(1 + erf(X/sqrt(2)))/2 + X*exp(-X**2/2)/sqrt(2*pi)"

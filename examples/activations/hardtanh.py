@@ -1,0 +1,23 @@
+"""hardtanh: min(max(x, -1), 1).
+
+Example values are random normal, which almost surely miss the kinks (subgradients there
+follow torch, see symderive/ops.py)."""
+import torch.nn.functional as F
+from sympy import Idx, IndexedBase, Max, Min, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+
+b = Builder("hardtanh", sizes={n: 8, d: 16})
+b.input(x[i, j], normal(2.0))
+b[y[i, j]] = Min(Max(x[i, j], -1), 1)
+b.output(y)
+b.reference("F.hardtanh", lambda x: F.hardtanh(x))
+program = b.build()
+
+# the textbook derivative dy/dx (for the README's table; X is x[i, j])
+TEXTBOOK = "Heaviside(X + 1)*Heaviside(1 - X)"

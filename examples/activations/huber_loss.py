@@ -1,0 +1,23 @@
+"""huber loss (delta): with m = min(|r|, delta), m**2/2 + delta*(|r| - m), the mean."""
+import torch.nn.functional as F
+from sympy import Abs, Idx, IndexedBase, Min, Sum, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+delta = symbols("delta")
+
+b = Builder("huber_loss", sizes={n: 8, d: 16}, constants={delta: 1.0})
+b.input(x[i, j], normal(1.0))
+b.input(t[i, j], normal(1.0))
+b[r[i, j]] = x[i, j] - t[i, j]
+b[m[i, j]] = Min(Abs(r[i, j]), delta)
+b[loss] = Sum(Sum(m[i, j]**2 / 2 + delta*(Abs(r[i, j]) - m[i, j]), i), j) / (n*d)
+b.loss(loss)
+b.reference("F.huber_loss", lambda x, t: F.huber_loss(x, t, delta=1.0))
+program = b.build()
+
+TEXTBOOK = "Max(Min(X - T, delta), -delta)/(n*d)"

@@ -1,0 +1,24 @@
+"""leaky_relu: max(x, 0) + slope*min(x, 0).
+
+Example values are random normal, which almost surely miss the kinks (subgradients there
+follow torch, see symderive/ops.py)."""
+import torch.nn.functional as F
+from sympy import Idx, IndexedBase, Max, Min, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+slope = symbols("slope")
+
+b = Builder("leaky_relu", sizes={n: 8, d: 16}, constants={slope: 0.01})
+b.input(x[i, j], normal(1.0))
+b[y[i, j]] = Max(x[i, j], 0) + slope*Min(x[i, j], 0)
+b.output(y)
+b.reference("F.leaky_relu", lambda x: F.leaky_relu(x, 0.01))
+program = b.build()
+
+# the textbook derivative dy/dx (for the README's table; X is x[i, j])
+TEXTBOOK = "Heaviside(X) + slope*Heaviside(-X)"

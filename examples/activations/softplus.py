@@ -1,0 +1,24 @@
+"""softplus: log(1 + exp(x)), stable.
+
+Example values are random normal, which almost surely miss the kinks (subgradients there
+follow torch, see symderive/ops.py)."""
+import torch.nn.functional as F
+from sympy import Idx, IndexedBase, symbols
+
+from symderive import Builder, normal
+from symderive.ops import softplus
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+
+b = Builder("softplus", sizes={n: 8, d: 16})
+b.input(x[i, j], normal(1.0))
+b[y[i, j]] = softplus(x[i, j])
+b.output(y)
+b.reference("F.softplus", lambda x: F.softplus(x))
+program = b.build()
+
+# the textbook derivative dy/dx (for the README's table; X is x[i, j])
+TEXTBOOK = "exp(X)/(1 + exp(X))"

@@ -1,0 +1,23 @@
+"""softsign: x/(1 + |x|).
+
+Example values are random normal, which almost surely miss the kinks (subgradients there
+follow torch, see symderive/ops.py)."""
+import torch.nn.functional as F
+from sympy import Abs, Idx, IndexedBase, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
+loss = symbols("loss")
+
+b = Builder("softsign", sizes={n: 8, d: 16})
+b.input(x[i, j], normal(1.0))
+b[y[i, j]] = x[i, j]/(1 + Abs(x[i, j]))
+b.output(y)
+b.reference("F.softsign", lambda x: F.softsign(x))
+program = b.build()
+
+# the textbook derivative dy/dx (for the README's table; X is x[i, j])
+TEXTBOOK = "1/(1 + Abs(X))**2"
