@@ -221,8 +221,9 @@ def _drawn(init) -> str:
     return f"normal({init.high})" if init.low == 0 else f"normal({init.high}, mean={init.low})"
 
 
-def _domain_error(program: Program, statement: Assign) -> ProgramError:
-    """The first statement whose oracle value is not finite, and which inputs to draw elsewhere."""
+def _domain_error(program: Program, statement: Assign, overflow: bool = False) -> ProgramError:
+    """The first statement whose oracle value is not finite, and which inputs to draw elsewhere;
+    ``overflow`` when the value is infinite though its inputs are finite (``exp(exp(x))``)."""
     depends: dict[str, set] = {x.name: {x.name} for x in program.inputs if not x.integer}
     for s in program.body:
         read = {str(a.base.label) for a in s.rhs.atoms(sp.Indexed)} | {
@@ -240,14 +241,20 @@ def _domain_error(program: Program, statement: Assign) -> ProgramError:
     drawn = "; ".join(f"{x.name} is drawn from {_drawn(x.init)}" for x in inputs)
     advice = f"declare {names} with uniform(...) {where}, e.g. uniform(0.5, 2.0)" if inputs \
         else "change the statement"
+    if overflow:
+        return ProgramError(f"{program.name}: statement '{statement}' overflows to infinity in "
+                            f"float64 on the example values{f' ({drawn})' if drawn else ''}; "
+                            f"draw {names or 'the inputs'} from a narrower range or rescale "
+                            "the statement")
     return ProgramError(f"{program.name}: statement '{statement}' is not finite on the example "
                         f"values{f' ({drawn})' if drawn else ''}; {advice}")
 
 
 def _first_not_finite(program: Program, values: dict) -> None:
     for statement in program.body:
-        if not torch.isfinite(values[statement.name]).all():
-            raise _domain_error(program, statement)
+        value = values[statement.name]
+        if not torch.isfinite(value).all():
+            raise _domain_error(program, statement, overflow=not value.isnan().any())
 
 
 def term_magnitudes(program: Program, values: dict, upstream: list) -> dict:

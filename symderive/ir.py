@@ -199,6 +199,45 @@ def flatten_parts(index: sp.Expr) -> list[sp.Idx] | None:
     return ordered if len(ordered) > 1 else None
 
 
+def affine_parts(index: sp.Expr) -> tuple[list[sp.Idx], sp.Expr] | None:
+    """A shifted or sliding-window index as its indices and offset: ``p + u -> ([p, u], 0)``,
+    ``j + H -> ([j], H)``; every index has coefficient 1 and the offset is free of indices. None
+    for a plain Idx, a flattened index (``E*t + e``) or anything else."""
+    if isinstance(index, sp.Idx) or not isinstance(index, sp.Add) or flatten_parts(index):
+        return None
+    parts, offset = [], sp.S.Zero
+    for term in sp.Add.make_args(index):
+        if isinstance(term, sp.Idx) and term not in parts:
+            parts.append(term)
+        elif not term.has(sp.Idx, sp.Indexed, sp.Function) and term.free_symbols:
+            offset += term
+        elif term.is_Integer:
+            offset += term
+        else:
+            return None
+    return (parts, offset) if parts else None
+
+
+def affine_range(index: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
+    """The smallest and largest value an affine index takes (every Idx starts at 0)."""
+    found = affine_parts(index)
+    if found is None:
+        return None
+    parts, offset = found
+    return offset, sp.expand(offset + sum(idx_size(k) - 1 for k in parts))
+
+
+def fits_axis(index: sp.Expr, size: sp.Expr) -> bool:
+    """Whether every value the affine ``index`` takes is inside an axis of ``size``, for every
+    positive integer size (checked symbolically)."""
+    bounds = affine_range(index)
+    if bounds is None:
+        return False
+    low, high = bounds
+    return sp.expand(low).is_nonnegative is True and \
+        sp.expand(size - 1 - high).is_nonnegative is True
+
+
 def idx_size(index: sp.Idx) -> sp.Expr:
     return sp.expand(index.upper - index.lower + 1)
 

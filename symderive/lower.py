@@ -18,6 +18,7 @@ from .ir import (
     Assign,
     Program,
     ProgramError,
+    affine_parts,
     flatten_parts,
     free_indices,
     idx_size,
@@ -83,7 +84,8 @@ class OneHot(ArrayOp):
 
 
 class Eye(ArrayOp):
-    """``Eye(n)`` -> the identity matrix: a delta between two free indices."""
+    """``Eye(n)`` -> the identity matrix: a delta between two free indices; ``Eye(n, m)`` the
+    rectangular one, for indices over ranges of two lengths."""
 
 
 class Reshape(ArrayOp):
@@ -111,6 +113,21 @@ class Full(ArrayOp):
 class ScatterAdd(ArrayOp):
     """``ScatterAdd((V, E), index, values)`` -> zeros of that shape with ``values`` added at the
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
+
+
+class Sliced(ArrayOp):
+    """``Sliced(x, ((0, 0), (H, 2*H)))`` -> ``x[:, H:2*H]``: one (start, stop) per axis, a
+    whole axis as ``(0, 0)``; a shifted or leading-part read (``x[i, j + H]``, ``x[i, j]`` of
+    2*H)."""
+
+
+class Colon(ArrayOp):
+    """``Colon()`` -> ``:``, a whole axis ahead of advanced indices in a ``Take``."""
+
+
+class Pad(ArrayOp):
+    """``Pad(x, axis, before, after, ndim)`` -> ``x`` with ``before`` zeros ahead of and ``after``
+    behind it along ``axis``: the adjoint of a slice (``Sum(KroneckerDelta(l, j + H)*g[j], j)``)."""
 
 
 class ArrayRef(sp.Symbol):
@@ -191,6 +208,8 @@ class Lowerer:
         if s.rhs == 0:  # a gradient that cancelled symbolically
             return ArrayStatement(s.name, Zeros(sp.Tuple(*self.lhs_shape(s))), s.accumulate)
         scatter = self.scatter(s, lhs_axes)
+        if scatter is None and len(lhs_axes) == len(s.indices):
+            scatter = self.window_scatter(s, lhs_axes)
         if scatter is not None:
             return ArrayStatement(s.name, scatter, s.accumulate)
         if not s.accumulate and (picked := self.label_update(s, lhs_axes)) is not None:
@@ -275,6 +294,40 @@ class Lowerer:
         index = _align(self.expr(label, list(order)), label_axes)
         return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), index, code)
 
+    def window_scatter(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
+        """``dx[i, c, l] = Sum(KroneckerDelta(l, p + u)*g[i, c, p, u], p, u, ...)`` (the adjoint of a
+        sliding-window read) as a scatter-add of ``g`` along ``l``'s axis at ``p + u``."""
+        coeff, rest = s.rhs.as_coeff_Mul()
+        if not isinstance(rest, sp.Sum):
+            return None
+        bound = [limit[0] for limit in rest.limits]
+        factors = sp.Mul.make_args(rest.function)
+        for delta in [f for f in factors if isinstance(f, sp.KroneckerDelta)]:
+            for row, label in (delta.args, delta.args[::-1]):
+                found = affine_parts(label)
+                if row not in lhs_axes or found is None or len(found[0]) < 2 or \
+                        not all(k in bound for k in found[0]):
+                    continue
+                summand = coeff * sp.Mul(*[f for f in factors if f is not delta])
+                if row in free_indices(summand):
+                    continue
+                parts = found[0]
+                extra = [k for k in bound if k not in parts]
+                if extra:
+                    summand = sp.Sum(summand, *extra)
+                position = lhs_axes.index(row)
+                order = lhs_axes[:position] + parts + lhs_axes[position + 1:]
+                values = self.expr(summand, list(order))
+                if any(k not in order for k in values.axes):
+                    continue
+                code = _align(values, order) if values.axes else values.code
+                if list(values.axes) != order:
+                    code = broadcast_to(code, sp.Tuple(*[idx_size(k) for k in order]))
+                index = self.affine(label, list(parts))
+                return ScatterAdd(sp.Tuple(*self.lhs_shape(s)), _align(index, parts), code,
+                                  position)
+        return None
+
     # -- expressions -----------------------------------------------------------------------------
     def expr(self, e: sp.Expr, order: list[sp.Idx]) -> Value:
         """Lower ``e``; ``order`` is the statement's index order, extended as sums bind more."""
@@ -301,6 +354,8 @@ class Lowerer:
             return self.delta(e, order)
         if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
             values = [self.expr(arg, order) for arg in e.args]
+            if isinstance(e, sp.Add):
+                values = _merged_pads(values)
             axes = _union(values, order)
             args = [_align(v, axes) if v.axes else v.code for v in values]
             # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x)) and
@@ -321,18 +376,49 @@ class Lowerer:
                 shape.extend([idx_size(p) for p in parts] if parts else [size])
                 split.extend(parts if parts else [k])
             code, indices = Reshape(code, sp.Tuple(*shape)), split
-        if all(isinstance(k, sp.Idx) for k in indices) and len(set(indices)) == len(indices):
-            return Value(code, tuple(indices))
-        return self.gather(code, indices, order)  # labels, gathers and diagonals (G[j, j])
+        sizes = self._read_sizes(name, e.indices)
+        window = [_slice_of(k, size) for k, size in zip(indices, sizes)]
+        axes = [k if isinstance(k, sp.Idx) else affine_parts(k)[0][0] for k, w in
+                zip(indices, window) if w is not None]
+        if all(w is not None for w in window) and len(set(axes)) == len(axes):
+            if any(w != (0, 0) for w in window):  # x[i, j + H] -> x[:, H:2*H]
+                code = Sliced(code, sp.Tuple(*[sp.Tuple(*w) for w in window]))
+            return Value(code, tuple(axes))
+        return self.gather(code, indices, order, sizes)  # labels, gathers, diagonals, windows
 
-    def gather(self, code: sp.Expr, indices: list, order: list[sp.Idx]) -> Value:
-        """Advanced indexing: label reads (``logprobs[i, Y[i]]``), gathers (``C[X[i, t], e]``) and
-        diagonals (``G[j, j]`` as ``G[arange(d), arange(d)]``)."""
+    def _read_sizes(self, name: str, indices) -> list:
+        """The size of each axis a read indexes, a flattened index split into its parts'."""
+        sizes = []
+        for k, size in zip(indices, self.shape(name)):
+            parts = flatten_parts(k) if not isinstance(k, sp.Idx) else None
+            sizes.extend([idx_size(p) for p in parts] if parts else [size])
+        return sizes
+
+    def gather(self, code: sp.Expr, indices: list, order: list[sp.Idx], sizes=None) -> Value:
+        """Advanced indexing: label reads (``logprobs[i, Y[i]]``), gathers (``C[X[i, t], e]``),
+        diagonals (``G[j, j]`` as ``G[arange(d), arange(d)]``) and sliding windows
+        (``x[i, p + u]`` as ``x[:, arange(P)[:, None] + arange(U)]``)."""
         computed = [k for k in indices if not isinstance(k, sp.Idx)]
+        if sizes is not None:  # an Idx over part of its axis is read by arange, not whole
+            computed += [k for k, size in zip(indices, sizes) if isinstance(k, sp.Idx)
+                         and sp.expand(idx_size(k) - size) != 0]
         involved = {k for c in computed for k in free_indices(c)}
         involved |= {k for k in indices if isinstance(k, sp.Idx) and indices.count(k) > 1}
         advanced = [p for p, k in enumerate(indices) if not isinstance(k, sp.Idx) or k in involved]
         plain = [p for p in range(len(indices)) if p not in advanced]
+        lead = min(advanced)
+        if lead and max(advanced) - lead + 1 == len(advanced) and \
+                any(affine_parts(indices[p]) for p in advanced):
+            # one block of windows after whole axes: x[:, :, arange(P)[:, None] + arange(U)]
+            # keeps the block in place in NumPy and torch alike, no transpose needed
+            values = [self.affine(indices[p], order) if affine_parts(indices[p]) else
+                      Value(Arange(idx_size(indices[p])), (indices[p],))
+                      if isinstance(indices[p], sp.Idx) else self.expr(indices[p], order)
+                      for p in advanced]
+            axes = _union(values, order)
+            args = [Colon()] * lead + [_align(v, axes) if v.axes else v.code for v in values]
+            return Value(Take(code, *args), tuple(indices[:lead]) + tuple(axes) +
+                         tuple(indices[p] for p in plain if p > lead))
         if plain and min(plain) < max(advanced):
             perm = advanced + plain
             code = Transpose(code, sp.Tuple(*perm))
@@ -342,23 +428,37 @@ class Lowerer:
         for p in advanced:
             k = indices[p]
             values.append(Value(Arange(idx_size(k)), (k,)) if isinstance(k, sp.Idx)
+                          else self.affine(k, order) if affine_parts(k)
                           else self.expr(k, order))
         axes = _union(values, order)
         args = [_align(v, axes) if v.axes else v.code for v in values]
         return Value(Take(code, *args), tuple(axes) + tuple(indices[p] for p in plain))
 
+    def affine(self, index: sp.Expr, order: list[sp.Idx]) -> Value:
+        """The values of ``p + u`` (``j + H``) as an integer array over its indices:
+        ``arange(P)[:, None] + arange(U)``."""
+        parts, offset = affine_parts(index)
+        values = [Value(Arange(idx_size(k)), (k,)) for k in parts]
+        axes = _union(values, order + [k for k in parts if k not in order])
+        return Value(sp.Add(*[_align(v, axes) for v in values]) + offset, tuple(axes))
+
     def delta(self, e: sp.KroneckerDelta, order: list[sp.Idx]) -> Value:
         a, b = e.args
         if isinstance(a, sp.Idx) and isinstance(b, sp.Idx):
+            if sp.expand(idx_size(a) - idx_size(b)) != 0:  # ranges of two lengths: np.eye(N, M)
+                return Value(Eye(idx_size(a), idx_size(b)), (a, b))
             return Value(Eye(idx_size(a)), (a, b))
         row, label = (a, b) if isinstance(a, sp.Idx) else (b, a)
         if not isinstance(row, sp.Idx) or row in free_indices(label):
             raise LoweringError(f"cannot lower '{e}': a delta needs a free index on one side")
-        value = self.expr(label, order)
+        value = self.affine(label, order) if affine_parts(label) else self.expr(label, order)
         return Value(OneHot(value.code, idx_size(row)), value.axes + (row,))
 
     def sum(self, e: sp.Sum, order: list[sp.Idx]) -> Value:
         bound = [limit[0] for limit in e.limits]
+        padded = self.padded(e, bound, order)
+        if padded is not None:
+            return padded
         inner = list(order) + [k for k in bound if k not in order]
         scale, body = e.function.as_coeff_Mul()
         parts = [(f, self.expr(f, inner)) for f in sp.Mul.make_args(body)]
@@ -380,6 +480,36 @@ class Lowerer:
         summed = SumAxes(value.code, sp.Tuple(*positions), len(axes)) if positions else value.code
         missing = sp.Mul(*[idx_size(k) for k in bound if k not in axes])
         return Value(scale * missing * summed, tuple(k for k in axes if k not in bound))
+
+    def padded(self, e: sp.Sum, bound: list[sp.Idx], order: list[sp.Idx]) -> Value | None:
+        """``Sum(KroneckerDelta(l, j + H)*g[i, j], j)`` (``l`` free over a longer axis) as ``g``
+        padded with zeros along that axis: the adjoint of a slice read, no one-hot matrix."""
+        for delta in [f for f in sp.Mul.make_args(e.function) if isinstance(f, sp.KroneckerDelta)]:
+            for row, label in (delta.args, delta.args[::-1]):
+                if not isinstance(row, sp.Idx) or row in bound:
+                    continue
+                parts, offset = affine_parts(label) or (([label], sp.S.Zero)
+                                                        if isinstance(label, sp.Idx) else ([], 0))
+                if len(parts) != 1 or parts[0] not in bound or parts[0] == row:
+                    continue
+                (k,) = parts
+                after = sp.expand(idx_size(row) - offset - idx_size(k))
+                if after.is_nonnegative is not True or sp.expand(offset).is_nonnegative is not True:
+                    continue
+                rest = sp.Mul(*[f for f in sp.Mul.make_args(e.function) if f is not delta])
+                if row in free_indices(rest):
+                    continue
+                others = [b for b in bound if b != k]
+                inner = list(order) + [k]
+                value = self.expr(sp.Sum(rest, *others) if others else rest, inner)
+                if k not in value.axes:
+                    continue
+                axes = _union([value], inner)
+                code = _align(value, axes)
+                position = axes.index(k)
+                return Value(Pad(code, position, offset, after, len(axes)),
+                             tuple(row if a == k else a for a in axes))
+        return None
 
     def contract(self, factors: list[sp.Expr], bound: list[sp.Idx], kept: list[sp.Idx],
                  inner: list[sp.Idx]) -> Value:
@@ -482,6 +612,35 @@ class Lowerer:
         spec = ",".join("".join(letters[k] for k in v.axes) for v in arrays)
         spec += "->" + "".join(letters[k] for k in kept)
         return Einsum(sp.Symbol(spec), *[v.code for v in arrays])
+
+
+def _merged_pads(values: list[Value]) -> list[Value]:
+    """Terms of a sum padded the same way pad once: ``pad(a) - pad(b) -> pad(a - b)``."""
+    groups: dict = {}
+    for value in values:
+        number, rest = value.code.as_coeff_Mul()
+        key = (rest.args[1:], value.axes) if isinstance(rest, Pad) else None
+        groups.setdefault(key, []).append((number, rest, value))
+    if all(len(group) == 1 for key, group in groups.items() if key is not None):
+        return values
+    merged = list(groups.pop(None, []))
+    result = [value for _, _, value in merged]
+    for (params, axes), group in groups.items():
+        inner = sp.Add(*[number * rest.args[0] for number, rest, _ in group])
+        result.append(Value(Pad(inner, *params), axes))
+    return result
+
+
+def _slice_of(index: sp.Expr, size: sp.Expr) -> tuple | None:
+    """The (start, stop) a read's index takes of an axis of ``size`` when it is a contiguous part
+    of it, ``(0, 0)`` for the whole axis; None when it needs advanced indexing."""
+    if isinstance(index, sp.Idx):
+        return (0, 0) if sp.expand(idx_size(index) - size) == 0 else (0, idx_size(index))
+    found = affine_parts(index)
+    if found is None or len(found[0]) != 1:
+        return None
+    (k,), offset = found
+    return (offset, sp.expand(offset + idx_size(k)))
 
 
 def _presummed(values: list[Value], summed: set, order: list[sp.Idx]) -> list[Value]:

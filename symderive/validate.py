@@ -21,6 +21,8 @@ from .ir import (
     Program,
     ProgramError,
     _same,
+    affine_range,
+    fits_axis,
     flatten_parts,
     free_indices,
     idx_size,
@@ -396,6 +398,21 @@ class Checker:
             self.fail(where, f"'{name}' has {len(shape)} indices, but '{read}' uses "
                       f"{len(read.indices)}")
         for axis, (index, size) in enumerate(zip(read.indices, shape)):
+            bounds = affine_range(index)
+            if bounds is not None:  # a shifted or sliding-window read: x[i, p + u], x[i, j + H]
+                offset = bounds[0]
+                if offset.free_symbols - set(self.sizes) or offset.is_integer is not True:
+                    self.fail(where, f"the offset {offset} of index '{index}' must be a whole "
+                              "number of sizes and integers, like H or 2*H + 1")
+                if not fits_axis(index, size):
+                    self.fail(where, f"index '{index}' takes the values {bounds[0]} to "
+                              f"{bounds[1]}, which are not all inside axis {axis} of '{name}' "
+                              f"(size {size}); size the axis to hold them (e.g. P + U - 1 for "
+                              "p + u) or read fewer")
+                continue
+            if isinstance(index, sp.Idx) and not _same(idx_size(index), size) and \
+                    sp.expand(size - idx_size(index)).is_nonnegative is True:
+                continue  # a leading part of the axis: x[i, j] with j over H of 2*H
             try:
                 used = index_size(index, self.p)
             except ProgramError as error:

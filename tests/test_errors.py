@@ -230,6 +230,10 @@ CASES = [
     # the same refusals through derive, check and regen
     Case("derive-undefined", statement("z[i, j]"), "'z' is not defined", command="derive"),
     Case("check-undefined", statement("z[i, j]"), "'z' is not defined", command="check"),
+    Case("check-outside-the-domain", statement("log(x[i, j])"),
+         "statement 'y[i, j] = log(x[i, j])' is not finite on the example values", command="check"),
+    Case("check-overflow", statement("exp(exp(exp(3*x[i, j])))"),
+         "overflows to infinity in float64 on the example values", command="check"),
     Case("regen-float-subclass", constant("Evil(1e-5)", pre=EVIL_FLOAT), "derivation_case.Evil",
          command="regen"),
     Case("regen-symbol-subclass", layer(stmts="b[y[i, j]] = c*x[i, j]",

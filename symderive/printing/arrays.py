@@ -13,7 +13,7 @@ from ..ops import OPS, op_for
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
-                    "Full", "Abs")
+                    "Full", "Abs", "Sliced", "Pad")
 
 
 class ArrayPrinterMixin:
@@ -129,11 +129,27 @@ class ArrayPrinterMixin:
         x, *indices = expr.args
         return f"{self.postfix(x)}[{', '.join(self._print(i) for i in indices)}]"
 
+    def _print_Colon(self, expr):
+        return ":"
+
+    def _print_Sliced(self, expr):
+        x, window = expr.args
+        items = []
+        for start, stop in window:
+            if start == 0 and stop == 0:
+                items.append(":")
+            else:
+                items.append(f"{'' if start == 0 else self._print(start)}:{self._print(stop)}")
+        while items and items[-1] == ":":
+            items.pop()
+        return f"{self.postfix(x)}[{', '.join(items)}]"
+
     def _print_Arange(self, expr):
         return f"{self.module}.arange({self._print(expr.args[0])}{self.placed})"
 
     def _print_Eye(self, expr):
-        return f"{self.module}.eye({self._print(expr.args[0])}, dtype=dtype{self.placed})"
+        sizes = ", ".join(self._print(size) for size in expr.args)
+        return f"{self.module}.eye({sizes}, dtype=dtype{self.placed})"
 
     def _print_Zeros(self, expr):
         return f"{self.module}.zeros({self.shape(expr.args[0])}, dtype=dtype{self.placed})"
@@ -152,9 +168,11 @@ class ArrayPrinterMixin:
         statement made it: accumulating is ``name = name + code``, and a bare name is copied,
         so no two returned arrays share memory."""
         if type(code).__name__ == "ScatterAdd":
-            shape, index, values = code.args
+            shape, index, values, *axis = code.args
             start = f"{name}.{self.copy_method}()" if accumulate else \
                 f"{self.module}.zeros({self.shape(shape)}, dtype=dtype{self.placed})"
+            if axis and int(axis[0]):
+                return self.spell_scatter(name, start, shape, index, values, int(axis[0]))
             return self.spell_scatter(name, start, shape, index, values)
         if type(code).__name__ == "AddAt":
             base, index, value = code.args

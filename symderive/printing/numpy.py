@@ -31,5 +31,14 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         x, shape = expr.args
         return f"np.broadcast_to({self._print(x)}, {self.shape(shape)})"
 
-    def spell_scatter(self, name, start, shape, index, values) -> list[str]:
-        return [f"{name} = {start}", f"np.add.at({name}, {self._print(index)}, {self._print(values)})"]
+    def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
+        where = self._print(index)
+        if axis:  # along a later axis: np.add.at(dx, (slice(None), idx), values)
+            where = f"({'slice(None), ' * axis}{where})"
+        return [f"{name} = {start}", f"np.add.at({name}, {where}, {self._print(values)})"]
+
+    def _print_Pad(self, expr):
+        x, axis, before, after, ndim = expr.args
+        widths = ["(0, 0)"] * int(ndim)
+        widths[int(axis)] = f"({self._print(before)}, {self._print(after)})"
+        return f"np.pad({self._print(x)}, ({', '.join(widths)}{',' if int(ndim) == 1 else ''}))"

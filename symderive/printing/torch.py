@@ -49,7 +49,14 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         x, shape = expr.args
         return f"{self.postfix(x)}.expand{self.shape(shape)}"
 
-    def spell_scatter(self, name, start, shape, index, values) -> list[str]:
-        rows = "".join(f", {self._print(size)}" for size in shape[1:])
-        flat = f"{self.postfix(values)}.reshape(-1{rows})"
-        return [f"{name} = {start}.index_add_(0, {self.postfix(index)}.reshape(-1), {flat})"]
+    def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
+        rows = ", ".join([self._print(size) for size in shape[:axis]] + ["-1"] +
+                         [self._print(size) for size in shape[axis + 1:]])
+        flat = f"{self.postfix(values)}.reshape({rows})"
+        return [f"{name} = {start}.index_add_({axis}, {self.postfix(index)}.reshape(-1), {flat})"]
+
+    def _print_Pad(self, expr):
+        x, axis, before, after, ndim = expr.args
+        widths = ["0, 0"] * (int(ndim) - 1 - int(axis))  # F.pad lists the last axis first
+        widths.append(f"{self._print(before)}, {self._print(after)}")
+        return f"F.pad({self._print(x)}, ({', '.join(widths)}))"

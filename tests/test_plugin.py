@@ -1,0 +1,92 @@
+"""The pytest plugin: ``pytest --symderive`` in a user's project collects each derivation as a
+``generated`` item and a ``check`` item per dtype (run in a subprocess, in a temporary project)."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from symderive.cli import main
+
+
+def pytest_in(project, *args):
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "-rN", *args], capture_output=True, text=True, cwd=project, check=False)
+
+
+@pytest.fixture
+def project(root, tmp_path, capsys):
+    """Two derivations in configured folders, their generated files written by regen."""
+    project = tmp_path / "project"
+    (project / "layers").mkdir(parents=True)
+    for name in ("cross_entropy", "layernorm"):
+        shutil.copy(root / "derivations" / f"{name}.py", project / "layers")
+    (project / "pyproject.toml").write_text(
+        '[tool.symderive]\nderivations = "layers"\ngenerated = "out"\n')
+    assert main(["regen", "--root", str(project)]) == 0
+    capsys.readouterr()
+    return project
+
+
+def test_the_entry_point_is_registered():
+    from importlib.metadata import entry_points
+
+    assert "symderive.plugin" in {e.value for e in entry_points(group="pytest11")}
+
+
+def test_every_derivation_is_collected_and_passes(project):
+    result = pytest_in(project, "--symderive", "--collect-only")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("cross_entropy", "layernorm"):
+        for item in ("generated", "check[float64]", "check[float32]"):
+            assert f"layers/{name}.py::{item}" in result.stdout
+    result = pytest_in(project, "--symderive")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed" in result.stdout
+
+
+def test_without_the_option_nothing_is_collected(project):
+    result = pytest_in(project)
+    assert result.returncode == 5  # no tests collected
+    assert "check[float64]" not in result.stdout
+
+
+def test_a_stale_generated_file_fails_its_item(project):
+    stale = project / "out" / "layernorm_torch.py"
+    stale.write_text(stale.read_text() + "# edited by hand\n")
+    (project / "out" / "cross_entropy.tex").unlink()
+    result = pytest_in(project, "--symderive", "-k", "generated")
+    assert result.returncode == 1
+    assert "2 failed" in result.stdout and "check[" not in result.stdout
+    assert f"stale: {stale}" in result.stdout and "missing: " in result.stdout
+    assert "run symderive regen" in result.stdout
+
+
+def test_a_check_failure_prints_the_rows_that_differ(project):
+    path = project / "layers" / "cross_entropy.py"
+    text = path.read_text()
+    assert '/ len(v["logits"])})' in text
+    path.write_text(text.replace('/ len(v["logits"])})', '/ len(v["logits"]) * 2})'))
+    result = pytest_in(project, "--symderive", "-k", "cross_entropy")
+    assert result.returncode == 1, result.stdout
+    assert "2 failed, 1 passed" in result.stdout  # generated files do not depend on it
+    assert "cross_entropy: 2 of 26 rows differ (float64)" in result.stdout
+    assert "cross_entropy: 2 of 26 rows differ (float32)" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("logits ")]
+    assert rows and all("approximate: False" in line and "reference: softmax - onehot" in line
+                        for line in rows)
+    assert "Traceback" not in result.stdout
+
+
+def test_default_folders_and_a_bad_derivation(root, tmp_path):
+    project = tmp_path / "plain"
+    (project / "derivations").mkdir(parents=True)
+    (project / "derivations" / "broken.py").write_text("program = 1\n")
+    result = pytest_in(project, "--symderive")
+    assert result.returncode == 1
+    assert "bad derivation" in result.stdout and "'program' is a int" in result.stdout
+
+
+def test_no_project_is_a_usage_error(tmp_path):
+    result = pytest_in(tmp_path, "--symderive")
+    assert result.returncode == 4 and "no symderive project" in result.stderr
