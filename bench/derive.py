@@ -1,20 +1,101 @@
-"""How long each derivation takes (the ``seconds`` of ``symderive derive --json``), against SymPy's
-own ``diff`` of the same forward, fully inlined, run in the same process. SymPy's result is the
-unsimplified KroneckerDelta sum; ours is the compact form, so the ratio is the price of the rules.
+"""Derivation time: derive + emit of a tanh + batchnorm MLP as it doubles in depth (linear scaling
+gives a ratio of 2 per doubling; the goal is at most 2.2 from depth 8 to 16), a long elementwise
+chain (goal: 300 statements under 10 s), every derivation file of the project against issue 10's
+budget of one second, and the derivations against SymPy's own ``diff`` of the same forward, fully
+inlined (SymPy's result is the unsimplified KroneckerDelta sum; ours is the compact form, so that
+ratio is the price of the rules). SymPy's cache is cleared before each measurement, so every
+number is a cold derivation as ``symderive derive`` makes it."""
+from __future__ import annotations
 
-    python bench/derive.py
-"""
 import statistics
-import time
-from pathlib import Path
 
 import sympy as sp
+from sympy.core.cache import clear_cache
 
+from symderive.api import derive, emit
 from symderive.derivation import load
 from symderive.ir import name_of
-from symderive.simplify import derive_gradients
 
-DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"
+from .programs import tanh_batchnorm_mlp, tanh_chain
+from .timing import ROOT, Row, seconds, threads
+
+FOLDERS = ("derivations", "examples/activations", "examples/layers")
+
+
+def cold_seconds(function, repeat: int = 1) -> float:
+    samples = []
+    for _ in range(repeat):
+        clear_cache()
+        samples.append(seconds(function))
+    return statistics.median(samples)
+
+
+def derive_and_emit(program) -> tuple[float, float]:
+    """(derive seconds, derive + emit seconds): the compact backward with its steps, then the
+    torch module (which derives the backward it emits)."""
+    derived = cold_seconds(lambda: derive(program), 3)  # seconds at most: the median of three
+    emitted = cold_seconds(lambda: emit(program, "torch"))
+    return derived, emitted
+
+
+def _row(case: str, shape: str, baseline: str, ours: float, theirs: float, note: str = "") -> Row:
+    return Row(case, shape, "symbolic", threads(), baseline, ours / theirs, ours, theirs,
+               note=note)
+
+
+def depth_rows(depths) -> list[Row]:
+    rows, previous = [], None
+    for depth in depths:
+        program = tanh_batchnorm_mlp(depth)
+        derived, emitted = derive_and_emit(program)
+        shape = f"depth={depth} ({len(program.body)} statements)"
+        if previous is None:
+            rows.append(_row("derive+emit tanh+batchnorm MLP", shape, "1 s budget", emitted, 1.0))
+            rows.append(_row("derive tanh+batchnorm MLP", shape, "1 s budget", derived, 1.0))
+        else:
+            half, half_derived, half_depth = previous
+            rows.append(_row("derive+emit tanh+batchnorm MLP", shape, f"depth {half_depth}",
+                             emitted, half, "linear scaling is 2.0; goal 16 vs 8 <= 2.2"))
+            rows.append(_row("derive tanh+batchnorm MLP", shape, f"depth {half_depth}",
+                             derived, half_derived, "linear scaling is 2.0"))
+        previous = (emitted, derived, depth)
+    return rows
+
+
+def chain_rows(length: int, budget: float, emitted_length: int) -> list[Row]:
+    """The chain's derivation against the goal and against half the chain; derive + emit of a
+    shorter chain (emission, the double backward included, is slower than derivation today)."""
+    program = tanh_chain(length)
+    derived = cold_seconds(lambda: derive(program))
+    half = tanh_chain(length // 2)
+    shape = f"{length} statements"
+    rows = [_row("derive tanh chain", shape, f"{budget:g} s goal", derived, budget),
+            _row("derive tanh chain", shape, f"{length // 2} statements", derived,
+                 cold_seconds(lambda: derive(half)), "linear scaling is 2.0")]
+    short = tanh_chain(emitted_length)
+    rows.append(_row("derive+emit tanh chain", f"{emitted_length} statements",
+                     f"{budget:g} s goal", derive_and_emit(short)[1], budget))
+    return rows
+
+
+def file_rows(folders, repeat: int) -> list[Row]:
+    """Every derivation file's derive time against issue 10's budget of one second."""
+    rows = []
+    for folder in folders:
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if path.stem.startswith("_") or path.stem == "table":
+                continue
+            try:
+                program = load(path)
+            except Exception as error:  # not a derivation file, or one broken right now
+                rows.append(Row(f"derive {folder}/{path.name}", "-", "symbolic", threads(),
+                                "1 s budget (issue 10)", None, available=False,
+                                note=f"{type(error).__name__}: {str(error)[:120]}"))
+                continue
+            took = cold_seconds(lambda program=program: derive(program), repeat)
+            rows.append(_row(f"derive {folder}/{path.name}", f"{len(program.body)} statements",
+                             "1 s budget (issue 10)", took, 1.0))
+    return rows
 
 
 def inlined_output(program) -> sp.Expr:
@@ -38,28 +119,24 @@ def sympy_diff(program):
             for x in program.inputs if not x.integer]
 
 
-def median_seconds(function, repeat: int = 3) -> float:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def sympy_rows(names, repeat: int) -> list[Row]:
+    rows = []
+    for name in names:
+        program = load(ROOT / "derivations" / f"{name}.py")
+        ours = cold_seconds(lambda: derive(program), repeat)
+        theirs = cold_seconds(lambda: sympy_diff(program), repeat)
+        rows.append(_row(f"derive derivations/{name}.py", f"{len(program.body)} statements",
+                         "sympy.diff (inlined, unsimplified)", ours, theirs))
+    return rows
 
 
-def main():
-    print(f"{'derivation':22} {'ours (s)':>9} {'sympy.diff (s)':>15} {'ratio':>6} "
-          f"{'ours ops':>9} {'sympy ops':>10}")
-    for name in ("cross_entropy", "batchnorm", "batchnorm_biased", "layernorm",
-                 "makemore_mlp_layers"):
-        program = load(DERIVATIONS / f"{name}.py")
-        ours = median_seconds(lambda program=program: derive_gradients(program))
-        baseline = median_seconds(lambda program=program: sympy_diff(program))
-        ops = sum(sp.count_ops(g.expr) for g in derive_gradients(program))
-        sympy_ops = sum(sp.count_ops(d) for d in sympy_diff(program))
-        print(f"{name:22} {ours:9.3f} {baseline:15.3f} {ours / baseline:6.2f} {ops:9} "
-              f"{sympy_ops:10}")
-
-
-if __name__ == "__main__":
-    main()
+def cases(quick: bool, repeat: int) -> list:
+    if quick:
+        return [("derive depth", lambda: depth_rows((1, 2))),
+                ("derive chain", lambda: chain_rows(30, 10.0, 5)),
+                ("derive files", lambda: file_rows(FOLDERS[:1], 1))]
+    return [("derive depth", lambda: depth_rows((1, 2, 4, 8, 16))),
+            ("derive chain", lambda: chain_rows(300, 10.0, 30)),
+            ("derive files", lambda: file_rows(FOLDERS, 3)),
+            ("derive vs sympy", lambda: sympy_rows(
+                ("cross_entropy", "batchnorm", "batchnorm_biased", "layernorm"), 3))]

@@ -2,16 +2,41 @@
 """batchnorm: forward and backward in torch."""
 from torch.autograd.function import once_differentiable
 import torch
+import warnings
 
 eps = 1e-05
 INPUTS = ("hprebn", "bngain", "bnbias")
+CONSTANTS = ("eps",)
 OUTPUTS = ("hpreact",)
 SAVED = ("bngain", "bnvar_inv", "bnraw")
 GRADIENTS = ("bngain", "bnbias", "hprebn")
+FUNCTION_SAVED = ("bngain", "bnvar_inv", "bnraw", "hprebn", "bnbias")
+DOUBLE_INPUTS = ("hprebn", "bngain", "bnbias", "grad_hpreact")
+DOUBLE_OUTPUTS = ("bngain", "bnbias", "hprebn")
+DOUBLE_SAVED = ("bngain", "grad_hpreact", "bnvar_inv", "bnraw", "grad_bnbias")
+DOUBLE_GRADIENTS = ("bngain", "grad_hpreact", "bndiff", "hprebn", "bnbias")
 
 
-def forward(hprebn, bngain, bnbias):
+def check_shapes(hprebn, bngain, bnbias):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("hprebn", hprebn, 2, "(n, H)"), ("bngain", bngain, 1, "(H,)"),
+        ("bnbias", bnbias, 1, "(H,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"batchnorm: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, H = hprebn.shape
+    for name, value, shape, expected in (
+        ("hprebn", hprebn, (n, H), "(n, H)"), ("bngain", bngain, (H,), "(H,)"),
+        ("bnbias", bnbias, (H,), "(H,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"batchnorm: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(hprebn, bngain, bnbias, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(hprebn, bngain, bnbias)
     n = hprebn.shape[0]
     bnmeani = hprebn.sum(0)/n
     bndiff = hprebn - bnmeani
@@ -19,36 +44,177 @@ def forward(hprebn, bngain, bnbias):
     bnvar = bndiff2.sum(0)/(n - 1)
     bnvar_inv = (bnvar + eps)**(-1/2)
     bnraw = bndiff*bnvar_inv
-    hpreact = bnbias + bngain*bnraw
+    hpreact = torch.addcmul(bnbias, bnraw, bngain)
     return {
         "hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "bnmeani": bnmeani, "bndiff": bndiff,
         "bndiff2": bndiff2, "bnvar": bnvar, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "hpreact": hpreact,
     }
 
 
-def backward(values, dhpreact):
-    """The adjoints of GRADIENTS, from the forward values and dhpreact."""
+def backward(values, dhpreact, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dhpreact."""
     bngain = values["bngain"]
     bnvar_inv = values["bnvar_inv"]
     bnraw = values["bnraw"]
     n = bnraw.shape[0]
-    dbngain = (bnraw*dhpreact).sum(0)
-    dbnbias = dhpreact.sum(0)
-    dhprebn = bngain*bnvar_inv*(dhpreact - bnraw*dbngain/(n - 1) - dbnbias/n)
-    return {"bngain": dbngain, "bnbias": dbnbias, "hprebn": dhprebn}
+    wanted = set(wanted)
+    if wanted & {"bngain", "hprebn"}:
+        dbngain = (bnraw*dhpreact).sum(0)
+    if wanted & {"bnbias", "hprebn"}:
+        dbnbias = dhpreact.sum(0)
+    if wanted & {"hprebn"}:
+        dhprebn = torch.addcmul(dhpreact, bnraw, dbngain/(n - 1), value=-1)
+        dhprebn.sub_(dbnbias/n)
+        dhprebn.mul_(bngain*bnvar_inv)
+    return {
+        "bngain": dbngain if "bngain" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+    }
+
+
+def gradients(hprebn, bngain, bnbias, grad_hpreact, *, eps=eps):
+    """The first-order gradients (grad_<name>) and every value they read, by name."""
+    n = hprebn.shape[0]
+    bnmeani = hprebn.sum(0)/n
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = bndiff2.sum(0)/(n - 1)
+    bnvar_inv = (bnvar + eps)**(-1/2)
+    bnraw = bndiff*bnvar_inv
+    grad_bngain = (bnraw*grad_hpreact).sum(0)
+    grad_bnbias = grad_hpreact.sum(0)
+    grad_hprebn = (bnraw*((-1/(n - 1))*(bnraw*grad_hpreact).sum(0)) + grad_hpreact + (-1/n)*grad_hpreact.sum(0))*(bngain*bnvar_inv)
+    return {
+        "hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "grad_hpreact": grad_hpreact,
+        "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar,
+        "bnvar_inv": bnvar_inv, "bnraw": bnraw, "grad_bngain": grad_bngain, "grad_bnbias": grad_bnbias,
+        "grad_hprebn": grad_hprebn,
+    }
+
+
+def double_backward(
+    values, dgrad_bngain, dgrad_bnbias, dgrad_hprebn, *, eps=eps, wanted=DOUBLE_GRADIENTS,
+):
+    """The adjoints of DOUBLE_GRADIENTS (those in ``wanted``), from the forward values and dgrad_bngain, dgrad_bnbias, dgrad_hprebn."""
+    bngain = values["bngain"]
+    grad_hpreact = values["grad_hpreact"]
+    bnvar_inv = values["bnvar_inv"]
+    bnraw = values["bnraw"]
+    grad_bnbias = values["grad_bnbias"]
+    H = bngain.shape[0]
+    n = grad_hpreact.shape[0]
+    dtype = bngain.dtype
+    device = bngain.device
+    wanted = set(wanted)
+    if wanted & {"bngain"}:
+        dbngain = bnvar_inv*(grad_bnbias*(-1/n)*dgrad_hprebn.sum(0) + (-1/(n - 1))*(bnraw*dgrad_hprebn).sum(0)*(bnraw*grad_hpreact).sum(0) + (dgrad_hprebn*grad_hpreact).sum(0))
+    if wanted & {"grad_hpreact"}:
+        dgrad_hpreact = bnraw*dgrad_bngain + dgrad_bnbias + (bnraw*((-1/(n - 1))*(bnraw*dgrad_hprebn).sum(0)) + dgrad_hprebn + (-1/n)*dgrad_hprebn.sum(0))*(bngain*bnvar_inv)
+    if wanted & {"bndiff", "hprebn"}:
+        dbndiff = bnvar_inv*(dgrad_bngain*grad_hpreact + (bnraw*(-dgrad_bngain*(bnraw*grad_hpreact).sum(0)) + (bnraw*(grad_bnbias*dgrad_hprebn.sum(0)/n - (dgrad_hprebn*grad_hpreact).sum(0)) + dgrad_hprebn*(-(bnraw*grad_hpreact).sum(0)) + (bnraw*((3/(n - 1))*(bnraw*grad_hpreact).sum(0)) - grad_hpreact)*(bnraw*dgrad_hprebn).sum(0))*(bngain*bnvar_inv))/(n - 1))
+    if wanted & {"hprebn"}:
+        dhprebn = dbndiff + (-1/n)*dbndiff.sum(0)
+    if wanted & {"bnbias"}:
+        dbnbias = torch.zeros((H,), dtype=dtype, device=device)
+    return {
+        "bngain": dbngain if "bngain" in wanted else None,
+        "grad_hpreact": dgrad_hpreact if "grad_hpreact" in wanted else None,
+        "bndiff": dbndiff if "bndiff" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+    }
 
 
 class BatchnormFunction(torch.autograd.Function):
     """batchnorm as an autograd Function whose backward is the derived one."""
 
-    @staticmethod
-    def forward(ctx, hprebn, bngain, bnbias):
-        values = forward(hprebn, bngain, bnbias)
-        ctx.save_for_backward(*(values[name] for name in SAVED))
-        return values["hpreact"]
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable  # the backward of this backward is not derived: refuse it
-    def backward(ctx, dhpreact):
-        grads = backward(dict(zip(SAVED, ctx.saved_tensors)), dhpreact)
-        return tuple(grads.get(name) for name in INPUTS)
+    def forward(hprebn, bngain, bnbias, eps=eps):
+        values = forward(hprebn, bngain, bnbias, eps=eps)
+        return values["hpreact"], values["bnvar_inv"], values["bnraw"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(INPUTS + CONSTANTS, inputs))
+        values.update(zip(("hpreact", "bnvar_inv", "bnraw"), output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in FUNCTION_SAVED))
+        ctx.constants = inputs[len(INPUTS):]
+
+    @staticmethod
+    def backward(ctx, dhpreact, *_):
+        if dhpreact is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(FUNCTION_SAVED, ctx.saved_tensors))
+        if torch.is_grad_enabled():  # create_graph: differentiate the derived backward
+            grads = BatchnormBackward.apply(
+                *(values[name] for name in INPUTS), dhpreact, *ctx.constants)
+            grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) else (grads,)))
+        else:
+            grads = backward(values, dhpreact, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+                name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
+        return tuple(grads[name] if need and grads.get(name) is not None else None
+                     for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
+
+
+class BatchnormBackward(torch.autograd.Function):
+    """The gradients of batchnorm as an autograd Function whose backward is the derived double backward."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(hprebn, bngain, bnbias, grad_hpreact, eps=eps):
+        values = gradients(hprebn, bngain, bnbias, grad_hpreact, eps=eps)
+        return values["grad_bngain"], values["grad_bnbias"], values["grad_hprebn"], values["bnvar_inv"], values["bnraw"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(DOUBLE_INPUTS + CONSTANTS, inputs))
+        values.update(zip(
+            ("grad_bngain", "grad_bnbias", "grad_hprebn", "bnvar_inv", "bnraw"), output,
+        ))
+        ctx.mark_non_differentiable(*output[3:])
+        ctx.save_for_backward(*(values[name] for name in DOUBLE_SAVED))
+        ctx.constants = inputs[len(DOUBLE_INPUTS):]
+
+    @staticmethod
+    @once_differentiable  # a third derivative is not derived
+    def backward(ctx, dgrad_bngain, dgrad_bnbias, dgrad_hprebn, *_):
+        values = dict(zip(DOUBLE_SAVED, ctx.saved_tensors))
+        grads = double_backward(values, dgrad_bngain, dgrad_bnbias, dgrad_hprebn, **dict(zip(CONSTANTS, ctx.constants)))
+        return tuple(grads.get(name) for name in DOUBLE_INPUTS) + (None,) * len(ctx.constants)
+
+
+def batchnorm(hprebn, bngain, bnbias, *, eps=eps):
+    """batchnorm's outputs through BatchnormFunction: differentiable, twice where the double backward is derived."""
+    result = BatchnormFunction.apply(hprebn, bngain, bnbias, eps)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def compiled(**options):
+    """``batchnorm`` through ``torch.compile(**options)``: the same numbers; where compilation
+    is unavailable or fails, a warning and then the plain module. A failure the plain module
+    raises too (a wrong shape) is raised, not hidden."""
+    try:
+        fast = torch.compile(batchnorm, **options)
+    except Exception as error:  # no compiler backend on this machine
+        warnings.warn(f"batchnorm: torch.compile is unavailable ({error}); running the plain module")
+        return batchnorm
+
+    def run(*args, **kwargs):
+        nonlocal fast
+        if fast is not batchnorm:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as error:
+                result = batchnorm(*args, **kwargs)  # raises what is not compile's
+                warnings.warn(f"batchnorm: torch.compile failed ({type(error).__name__}: {error}); running the plain module")
+                fast = batchnorm
+                return result
+        return batchnorm(*args, **kwargs)
+
+    return run

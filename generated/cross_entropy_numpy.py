@@ -3,13 +3,28 @@
 import numpy as np
 
 INPUTS = ("logits", "Y")
+CONSTANTS = ()
 OUTPUTS = ("loss",)
 SAVED = ("Y", "probs")
 GRADIENTS = ("logits",)
 
 
+def check_shapes(logits, Y):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (("logits", logits, 2, "(n, V)"), ("Y", Y, 1, "(n,)")):
+        if value.ndim != rank:
+            raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, V = logits.shape
+    for name, value, shape, expected in (
+        ("logits", logits, (n, V), "(n, V)"), ("Y", Y, (n,), "(n,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
 def forward(logits, Y):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(logits, Y)
     n = logits.shape[0]
     logit_maxes = logits.max(1)
     norm_logits = logits - logit_maxes[:, None]
@@ -17,8 +32,8 @@ def forward(logits, Y):
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = np.log(probs)
-    loss = -logprobs[np.arange(n), Y].sum()/n
+    logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[np.arange(n), Y] + np.log(counts_sum_inv)).sum()/n
     return {
         "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
         "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
@@ -26,8 +41,8 @@ def forward(logits, Y):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]

@@ -2,25 +2,46 @@
 """cross_entropy: forward and backward in torch."""
 from torch.autograd.function import once_differentiable
 import torch
+import warnings
 
 INPUTS = ("logits", "Y")
+CONSTANTS = ()
 OUTPUTS = ("loss",)
 SAVED = ("Y", "probs")
 GRADIENTS = ("logits",)
+FUNCTION_SAVED = ("Y", "probs", "logits")
+DOUBLE_INPUTS = ("logits", "Y")
+DOUBLE_OUTPUTS = ("logits",)
+DOUBLE_SAVED = ("probs",)
+DOUBLE_GRADIENTS = ("logits",)
+
+
+def check_shapes(logits, Y):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (("logits", logits, 2, "(n, V)"), ("Y", Y, 1, "(n,)")):
+        if value.ndim != rank:
+            raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, V = logits.shape
+    for name, value, shape, expected in (
+        ("logits", logits, (n, V), "(n, V)"), ("Y", Y, (n,), "(n,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
 def forward(logits, Y):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(logits, Y)
     n = logits.shape[0]
     device = logits.device
-    logit_maxes = logits.max(1).values
+    logit_maxes = logits.amax(1)
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n, device=device), Y].sum()/n
+    logprobs = norm_logits + torch.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv)).sum()/n
     return {
         "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
         "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
@@ -28,8 +49,8 @@ def forward(logits, Y):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]
@@ -39,17 +60,138 @@ def backward(values):
     return {"logits": dlogits}
 
 
+def lean_forward(logits, Y):
+    """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
+    check_shapes(logits, Y)
+    n = logits.shape[0]
+    device = logits.device
+    logit_maxes = logits.amax(1)
+    norm_logits = logits - logit_maxes[:, None]
+    counts = torch.exp(norm_logits)
+    counts_sum = counts.sum(1)
+    counts_sum_inv = counts_sum**-1
+    probs = counts*counts_sum_inv[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv)).sum()/n
+    return {"loss": loss, "probs": probs}
+
+
+def gradients(logits, Y):
+    """The first-order gradients (grad_<name>) and every value they read, by name."""
+    n = logits.shape[0]
+    device = logits.device
+    logit_maxes = logits.amax(1)
+    norm_logits = logits - logit_maxes[:, None]
+    counts = torch.exp(norm_logits)
+    counts_sum = counts.sum(1)
+    counts_sum_inv = counts_sum**-1
+    probs = counts*counts_sum_inv[:, None]
+    grad_logits = probs/n
+    grad_logits[torch.arange(n, device=device), Y] -= 1/n
+    return {
+        "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
+        "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
+        "grad_logits": grad_logits,
+    }
+
+
+def double_backward(values, dgrad_logits, *, wanted=DOUBLE_GRADIENTS):
+    """The adjoints of DOUBLE_GRADIENTS (those in ``wanted``), from the forward values and dgrad_logits."""
+    probs = values["probs"]
+    n = probs.shape[0]
+    dlogits = probs*(dgrad_logits - (dgrad_logits*probs).sum(1)[:, None])/n
+    return {"logits": dlogits}
+
+
 class CrossEntropyFunction(torch.autograd.Function):
     """cross_entropy as an autograd Function whose backward is the derived one."""
 
-    @staticmethod
-    def forward(ctx, logits, Y):
-        values = forward(logits, Y)
-        ctx.save_for_backward(*(values[name] for name in SAVED))
-        return values["loss"]
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable  # the backward of this backward is not derived: refuse it
-    def backward(ctx, dloss):
-        grads = backward(dict(zip(SAVED, ctx.saved_tensors)))
-        return tuple(dloss * grads[name] if name in grads else None for name in INPUTS)
+    def forward(logits, Y):
+        values = lean_forward(logits, Y)
+        return values["loss"], values["probs"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(INPUTS + CONSTANTS, inputs))
+        values.update(zip(("loss", "probs"), output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in FUNCTION_SAVED))
+        ctx.constants = inputs[len(INPUTS):]
+
+    @staticmethod
+    def backward(ctx, dloss, *_):
+        if dloss is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(FUNCTION_SAVED, ctx.saved_tensors))
+        if torch.is_grad_enabled():  # create_graph: differentiate the derived backward
+            grads = CrossEntropyBackward.apply(
+                *(values[name] for name in INPUTS), *ctx.constants)
+            grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) else (grads,)))
+        else:
+            grads = backward(values, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+                name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
+        return tuple(dloss * grads[name] if need and grads.get(name) is not None else None
+                     for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
+
+
+class CrossEntropyBackward(torch.autograd.Function):
+    """The gradients of cross_entropy as an autograd Function whose backward is the derived double backward."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, Y):
+        values = gradients(logits, Y)
+        return values["grad_logits"], values["probs"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(DOUBLE_INPUTS + CONSTANTS, inputs))
+        values.update(zip(("grad_logits", "probs"), output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in DOUBLE_SAVED))
+        ctx.constants = inputs[len(DOUBLE_INPUTS):]
+
+    @staticmethod
+    @once_differentiable  # a third derivative is not derived
+    def backward(ctx, dgrad_logits, *_):
+        if dgrad_logits is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(DOUBLE_SAVED, ctx.saved_tensors))
+        grads = double_backward(values, dgrad_logits, **dict(zip(CONSTANTS, ctx.constants)))
+        return tuple(grads.get(name) for name in DOUBLE_INPUTS) + (None,) * len(ctx.constants)
+
+
+def cross_entropy(logits, Y):
+    """cross_entropy's outputs through CrossEntropyFunction: differentiable, twice where the double backward is derived."""
+    result = CrossEntropyFunction.apply(logits, Y)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def compiled(**options):
+    """``cross_entropy`` through ``torch.compile(**options)``: the same numbers; where compilation
+    is unavailable or fails, a warning and then the plain module. A failure the plain module
+    raises too (a wrong shape) is raised, not hidden."""
+    try:
+        fast = torch.compile(cross_entropy, **options)
+    except Exception as error:  # no compiler backend on this machine
+        warnings.warn(f"cross_entropy: torch.compile is unavailable ({error}); running the plain module")
+        return cross_entropy
+
+    def run(*args, **kwargs):
+        nonlocal fast
+        if fast is not cross_entropy:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as error:
+                result = cross_entropy(*args, **kwargs)  # raises what is not compile's
+                warnings.warn(f"cross_entropy: torch.compile failed ({type(error).__name__}: {error}); running the plain module")
+                fast = cross_entropy
+                return result
+        return cross_entropy(*args, **kwargs)
+
+    return run

@@ -2,16 +2,39 @@
 """layernorm: forward and backward in torch."""
 from torch.autograd.function import once_differentiable
 import torch
+import warnings
 
 eps = 1e-05
 INPUTS = ("x", "gamma", "beta")
+CONSTANTS = ("eps",)
 OUTPUTS = ("y",)
 SAVED = ("gamma", "rstd", "xhat")
 GRADIENTS = ("gamma", "beta", "x")
+FUNCTION_SAVED = ("gamma", "rstd", "xhat", "x", "beta")
+DOUBLE_INPUTS = ("x", "gamma", "beta", "grad_y")
+DOUBLE_OUTPUTS = ("gamma", "beta", "x")
+DOUBLE_SAVED = ("gamma", "grad_y", "rstd", "xhat")
+DOUBLE_GRADIENTS = ("gamma", "grad_y", "xc", "x", "beta")
 
 
-def forward(x, gamma, beta):
+def check_shapes(x, gamma, beta):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("x", x, 2, "(n, d)"), ("gamma", gamma, 1, "(d,)"), ("beta", beta, 1, "(d,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"layernorm: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, d = x.shape
+    for name, value, shape, expected in (
+        ("x", x, (n, d), "(n, d)"), ("gamma", gamma, (d,), "(d,)"), ("beta", beta, (d,), "(d,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"layernorm: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(x, gamma, beta, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(x, gamma, beta)
     d = x.shape[1]
     mu = x.sum(1)/d
     xc = x - mu[:, None]
@@ -19,36 +42,170 @@ def forward(x, gamma, beta):
     var = xc2.sum(1)/d
     rstd = (var + eps)**(-1/2)
     xhat = xc*rstd[:, None]
-    y = beta + gamma*xhat
+    y = torch.addcmul(beta, xhat, gamma)
     return {
         "x": x, "gamma": gamma, "beta": beta, "mu": mu, "xc": xc, "xc2": xc2, "var": var, "rstd": rstd,
         "xhat": xhat, "y": y,
     }
 
 
-def backward(values, dy):
-    """The adjoints of GRADIENTS, from the forward values and dy."""
+def backward(values, dy, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dy."""
     gamma = values["gamma"]
     rstd = values["rstd"]
     xhat = values["xhat"]
     d = gamma.shape[0]
-    dgamma = (dy*xhat).sum(0)
-    dbeta = dy.sum(0)
-    dx = (dy*gamma - xhat*(dy*gamma*xhat).sum(1)[:, None]/d - ((dy @ gamma)/d)[:, None])*rstd[:, None]
-    return {"gamma": dgamma, "beta": dbeta, "x": dx}
+    wanted = set(wanted)
+    if wanted & {"gamma"}:
+        dgamma = (dy*xhat).sum(0)
+    if wanted & {"beta"}:
+        dbeta = dy.sum(0)
+    if wanted & {"x"}:
+        dx = dy*gamma
+        dx.sub_(((dy @ gamma)/d)[:, None])
+        dx.addcmul_(xhat, (dy*gamma*xhat).sum(1)[:, None]/d, value=-1)
+        dx.mul_(rstd[:, None])
+    return {
+        "gamma": dgamma if "gamma" in wanted else None, "beta": dbeta if "beta" in wanted else None,
+        "x": dx if "x" in wanted else None,
+    }
+
+
+def gradients(x, gamma, beta, grad_y, *, eps=eps):
+    """The first-order gradients (grad_<name>) and every value they read, by name."""
+    d = x.shape[1]
+    mu = x.sum(1)/d
+    xc = x - mu[:, None]
+    xc2 = xc**2
+    var = xc2.sum(1)/d
+    rstd = (var + eps)**(-1/2)
+    xhat = xc*rstd[:, None]
+    grad_gamma = (grad_y*xhat).sum(0)
+    grad_beta = grad_y.sum(0)
+    grad_x = (gamma*grad_y + xhat*((-1/d)*(gamma*grad_y*xhat).sum(1)[:, None]) - ((grad_y @ gamma)/d)[:, None])*rstd[:, None]
+    return {
+        "x": x, "gamma": gamma, "beta": beta, "grad_y": grad_y, "mu": mu, "xc": xc, "xc2": xc2,
+        "var": var, "rstd": rstd, "xhat": xhat, "grad_gamma": grad_gamma, "grad_beta": grad_beta,
+        "grad_x": grad_x,
+    }
+
+
+def double_backward(values, dgrad_gamma, dgrad_beta, dgrad_x, *, eps=eps, wanted=DOUBLE_GRADIENTS):
+    """The adjoints of DOUBLE_GRADIENTS (those in ``wanted``), from the forward values and dgrad_gamma, dgrad_beta, dgrad_x."""
+    gamma = values["gamma"]
+    grad_y = values["grad_y"]
+    rstd = values["rstd"]
+    xhat = values["xhat"]
+    d = gamma.shape[0]
+    dtype = gamma.dtype
+    device = gamma.device
+    wanted = set(wanted)
+    if wanted & {"gamma"}:
+        dgamma = (dgrad_x*grad_y*rstd[:, None]).sum(0) + ((-xhat*xhat.T[:, :, None] - 1)*(dgrad_x*rstd[:, None]*grad_y.T[:, :, None])).sum((1, 2))/d
+    if wanted & {"grad_y"}:
+        dgrad_y = torch.addcmul((dgrad_x + xhat*((-1/d)*(dgrad_x*xhat).sum(1)[:, None]) - (dgrad_x.sum(1)/d)[:, None])*(gamma*rstd[:, None]), xhat, dgrad_gamma)
+        dgrad_y.add_(dgrad_beta)
+    if wanted & {"xc", "x"}:
+        dxc = torch.addcmul(((xhat*((grad_y @ gamma)*dgrad_x.sum(1)/d - (dgrad_x*gamma*grad_y).sum(1))[:, None] + (3*xhat*(gamma*grad_y*xhat).sum(1)[:, None]/d - gamma*grad_y)*(dgrad_x*xhat).sum(1)[:, None] - dgrad_x*(gamma*grad_y*xhat).sum(1)[:, None])*rstd[:, None] - xhat*(dgrad_gamma*grad_y*xhat).sum(1)[:, None])/d, grad_y, dgrad_gamma)
+        dxc.mul_(rstd[:, None])
+    if wanted & {"x"}:
+        dx = dxc - (dxc.sum(1)/d)[:, None]
+    if wanted & {"beta"}:
+        dbeta = torch.zeros((d,), dtype=dtype, device=device)
+    return {
+        "gamma": dgamma if "gamma" in wanted else None,
+        "grad_y": dgrad_y if "grad_y" in wanted else None, "xc": dxc if "xc" in wanted else None,
+        "x": dx if "x" in wanted else None, "beta": dbeta if "beta" in wanted else None,
+    }
 
 
 class LayernormFunction(torch.autograd.Function):
     """layernorm as an autograd Function whose backward is the derived one."""
 
-    @staticmethod
-    def forward(ctx, x, gamma, beta):
-        values = forward(x, gamma, beta)
-        ctx.save_for_backward(*(values[name] for name in SAVED))
-        return values["y"]
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable  # the backward of this backward is not derived: refuse it
-    def backward(ctx, dy):
-        grads = backward(dict(zip(SAVED, ctx.saved_tensors)), dy)
-        return tuple(grads.get(name) for name in INPUTS)
+    def forward(x, gamma, beta, eps=eps):
+        values = forward(x, gamma, beta, eps=eps)
+        return values["y"], values["rstd"], values["xhat"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(INPUTS + CONSTANTS, inputs))
+        values.update(zip(("y", "rstd", "xhat"), output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in FUNCTION_SAVED))
+        ctx.constants = inputs[len(INPUTS):]
+
+    @staticmethod
+    def backward(ctx, dy, *_):
+        if dy is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(FUNCTION_SAVED, ctx.saved_tensors))
+        if torch.is_grad_enabled():  # create_graph: differentiate the derived backward
+            grads = LayernormBackward.apply(
+                *(values[name] for name in INPUTS), dy, *ctx.constants)
+            grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) else (grads,)))
+        else:
+            grads = backward(values, dy, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+                name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
+        return tuple(grads[name] if need and grads.get(name) is not None else None
+                     for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
+
+
+class LayernormBackward(torch.autograd.Function):
+    """The gradients of layernorm as an autograd Function whose backward is the derived double backward."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, gamma, beta, grad_y, eps=eps):
+        values = gradients(x, gamma, beta, grad_y, eps=eps)
+        return values["grad_gamma"], values["grad_beta"], values["grad_x"], values["rstd"], values["xhat"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(DOUBLE_INPUTS + CONSTANTS, inputs))
+        values.update(zip(("grad_gamma", "grad_beta", "grad_x", "rstd", "xhat"), output))
+        ctx.mark_non_differentiable(*output[3:])
+        ctx.save_for_backward(*(values[name] for name in DOUBLE_SAVED))
+        ctx.constants = inputs[len(DOUBLE_INPUTS):]
+
+    @staticmethod
+    @once_differentiable  # a third derivative is not derived
+    def backward(ctx, dgrad_gamma, dgrad_beta, dgrad_x, *_):
+        values = dict(zip(DOUBLE_SAVED, ctx.saved_tensors))
+        grads = double_backward(values, dgrad_gamma, dgrad_beta, dgrad_x, **dict(zip(CONSTANTS, ctx.constants)))
+        return tuple(grads.get(name) for name in DOUBLE_INPUTS) + (None,) * len(ctx.constants)
+
+
+def layernorm(x, gamma, beta, *, eps=eps):
+    """layernorm's outputs through LayernormFunction: differentiable, twice where the double backward is derived."""
+    result = LayernormFunction.apply(x, gamma, beta, eps)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def compiled(**options):
+    """``layernorm`` through ``torch.compile(**options)``: the same numbers; where compilation
+    is unavailable or fails, a warning and then the plain module. A failure the plain module
+    raises too (a wrong shape) is raised, not hidden."""
+    try:
+        fast = torch.compile(layernorm, **options)
+    except Exception as error:  # no compiler backend on this machine
+        warnings.warn(f"layernorm: torch.compile is unavailable ({error}); running the plain module")
+        return layernorm
+
+    def run(*args, **kwargs):
+        nonlocal fast
+        if fast is not layernorm:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as error:
+                result = layernorm(*args, **kwargs)  # raises what is not compile's
+                warnings.warn(f"layernorm: torch.compile failed ({type(error).__name__}: {error}); running the plain module")
+                fast = layernorm
+                return result
+        return layernorm(*args, **kwargs)
+
+    return run

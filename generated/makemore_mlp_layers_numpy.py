@@ -4,6 +4,7 @@ import numpy as np
 
 eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
+CONSTANTS = ("eps",)
 OUTPUTS = ("loss",)
 SAVED = ("Xb", "Yb", "W1", "bngain", "W2", "embcat", "bnvar_inv", "bnraw", "h", "probs", "C")
 GRADIENTS = (
@@ -12,8 +13,31 @@ GRADIENTS = (
 )
 
 
-def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("Xb", Xb, 2, "(n, B)"), ("Yb", Yb, 1, "(n,)"), ("C", C, 2, "(V, E)"),
+        ("W1", W1, 2, "(B*E, H)"), ("b1", b1, 1, "(H,)"), ("bngain", bngain, 1, "(H,)"),
+        ("bnbias", bnbias, 1, "(H,)"), ("W2", W2, 2, "(H, V)"), ("b2", b2, 1, "(V,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, B = Xb.shape
+    V, E = C.shape
+    H = W1.shape[1]
+    for name, value, shape, expected in (
+        ("Xb", Xb, (n, B), "(n, B)"), ("Yb", Yb, (n,), "(n,)"), ("C", C, (V, E), "(V, E)"),
+        ("W1", W1, (B*E, H), "(B*E, H)"), ("b1", b1, (H,), "(H,)"),
+        ("bngain", bngain, (H,), "(H,)"), ("bnbias", bnbias, (H,), "(H,)"),
+        ("W2", W2, (H, V), "(H, V)"), ("b2", b2, (V,), "(V,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     emb = C[Xb]
@@ -34,8 +58,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = np.log(probs)
-    loss = -logprobs[np.arange(n), Yb].sum()/n
+    logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[np.arange(n), Yb] + np.log(counts_sum_inv)).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -46,8 +70,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -63,23 +87,44 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
+    wanted = set(wanted)
     dlogits = probs/n
     dlogits[np.arange(n), Yb] -= 1/n
-    dh = dlogits @ W2.T
-    dW2 = h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = dh*(1 - h**2)
-    dbngain = (bnraw*dhpreact).sum(0)
-    dbnbias = dhpreact.sum(0)
-    dhprebn = bngain*bnvar_inv*(dhpreact - bnraw*dbngain/(n - 1) - dbnbias/n)
-    dembcat = dhprebn @ W1.T
-    dW1 = embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.reshape(n, B, E)
-    dC = np.zeros((V, E), dtype=dtype)
-    np.add.at(dC, Xb, demb)
+    if wanted - {"logits", "W2", "b2"}:
+        dh = dlogits @ W2.T
+    if wanted & {"W2"}:
+        dW2 = h.T @ dlogits
+    if wanted & {"b2"}:
+        db2 = dlogits.sum(0)
+    if wanted - {"logits", "h", "W2", "b2"}:
+        dhpreact = dh*(1 - h**2)
+    if wanted - {"logits", "h", "W2", "b2", "hpreact", "bnbias"}:
+        dbngain = np.einsum("ij,ij->j", bnraw, dhpreact)
+    if wanted - {"logits", "h", "W2", "b2", "hpreact", "bngain"}:
+        dbnbias = dhpreact.sum(0)
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = bnraw*(dbngain*(-1/(n - 1)))
+        dhprebn += dhpreact
+        dhprebn -= dbnbias/n
+        dhprebn *= bngain*bnvar_inv
+    if wanted & {"embcat", "emb", "C"}:
+        dembcat = dhprebn @ W1.T
+    if wanted & {"W1"}:
+        dW1 = embcat.T @ dhprebn
+    if wanted & {"b1"}:
+        db1 = dhprebn.sum(0)
+    if wanted & {"emb", "C"}:
+        demb = dembcat.reshape(n, B, E)
+    if wanted & {"C"}:
+        dC = np.zeros((V, E), dtype=dtype)
+        np.add.at(dC, Xb, demb)
     return {
-        "logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain,
-        "bnbias": dbnbias, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
-        "C": dC,
+        "logits": dlogits, "h": dh if "h" in wanted else None, "W2": dW2 if "W2" in wanted else None,
+        "b2": db2 if "b2" in wanted else None, "hpreact": dhpreact if "hpreact" in wanted else None,
+        "bngain": dbngain if "bngain" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+        "embcat": dembcat if "embcat" in wanted else None, "W1": dW1 if "W1" in wanted else None,
+        "b1": db1 if "b1" in wanted else None, "emb": demb if "emb" in wanted else None,
+        "C": dC if "C" in wanted else None,
     }

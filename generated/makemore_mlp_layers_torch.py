@@ -2,9 +2,11 @@
 """makemore_mlp_layers: forward and backward in torch."""
 from torch.autograd.function import once_differentiable
 import torch
+import warnings
 
 eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
+CONSTANTS = ("eps",)
 OUTPUTS = ("loss",)
 SAVED = ("Xb", "Yb", "W1", "bngain", "W2", "embcat", "bnvar_inv", "bnraw", "h", "probs", "C")
 GRADIENTS = (
@@ -13,31 +15,54 @@ GRADIENTS = (
 )
 
 
-def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("Xb", Xb, 2, "(n, B)"), ("Yb", Yb, 1, "(n,)"), ("C", C, 2, "(V, E)"),
+        ("W1", W1, 2, "(B*E, H)"), ("b1", b1, 1, "(H,)"), ("bngain", bngain, 1, "(H,)"),
+        ("bnbias", bnbias, 1, "(H,)"), ("W2", W2, 2, "(H, V)"), ("b2", b2, 1, "(V,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, B = Xb.shape
+    V, E = C.shape
+    H = W1.shape[1]
+    for name, value, shape, expected in (
+        ("Xb", Xb, (n, B), "(n, B)"), ("Yb", Yb, (n,), "(n,)"), ("C", C, (V, E), "(V, E)"),
+        ("W1", W1, (B*E, H), "(B*E, H)"), ("b1", b1, (H,), "(H,)"),
+        ("bngain", bngain, (H,), "(H,)"), ("bnbias", bnbias, (H,), "(H,)"),
+        ("W2", W2, (H, V), "(H, V)"), ("b2", b2, (V,), "(V,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     device = C.device
     emb = C[Xb]
     embcat = emb.reshape(n, B*E)
-    hprebn = b1 + embcat @ W1
+    hprebn = torch.addmm(b1, embcat, W1)
     bnmeani = hprebn.sum(0)/n
     bndiff = hprebn - bnmeani
     bndiff2 = bndiff**2
     bnvar = bndiff2.sum(0)/(n - 1)
     bnvar_inv = (bnvar + eps)**(-1/2)
     bnraw = bndiff*bnvar_inv
-    hpreact = bnbias + bngain*bnraw
+    hpreact = torch.addcmul(bnbias, bnraw, bngain)
     h = torch.tanh(hpreact)
-    logits = b2 + h @ W2
-    logit_maxes = logits.max(1).values
+    logits = torch.addmm(b2, h, W2)
+    logit_maxes = logits.amax(1)
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n, device=device), Yb].sum()/n
+    logprobs = norm_logits + torch.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Yb] + torch.log(counts_sum_inv)).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -48,8 +73,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -66,38 +91,134 @@ def backward(values):
     E = C.shape[1]
     dtype = W1.dtype
     device = W1.device
+    wanted = set(wanted)
     dlogits = probs/n
     dlogits[torch.arange(n, device=device), Yb] -= 1/n
-    dh = dlogits @ W2.T
-    dW2 = h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = dh*(1 - h**2)
-    dbngain = (bnraw*dhpreact).sum(0)
-    dbnbias = dhpreact.sum(0)
-    dhprebn = bngain*bnvar_inv*(dhpreact - bnraw*dbngain/(n - 1) - dbnbias/n)
-    dembcat = dhprebn @ W1.T
-    dW1 = embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.reshape(n, B, E)
-    dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
+    if wanted - {"logits", "W2", "b2"}:
+        dh = dlogits @ W2.T
+    if wanted & {"W2"}:
+        dW2 = h.T @ dlogits
+    if wanted & {"b2"}:
+        db2 = dlogits.sum(0)
+    if wanted - {"logits", "h", "W2", "b2"}:
+        dhpreact = dh*(1 - h**2)
+    if wanted - {"logits", "h", "W2", "b2", "hpreact", "bnbias"}:
+        dbngain = (bnraw*dhpreact).sum(0)
+    if wanted - {"logits", "h", "W2", "b2", "hpreact", "bngain"}:
+        dbnbias = dhpreact.sum(0)
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = torch.addcmul(dhpreact, bnraw, dbngain/(n - 1), value=-1)
+        dhprebn.sub_(dbnbias/n)
+        dhprebn.mul_(bngain*bnvar_inv)
+    if wanted & {"embcat", "emb", "C"}:
+        dembcat = dhprebn @ W1.T
+    if wanted & {"W1"}:
+        dW1 = embcat.T @ dhprebn
+    if wanted & {"b1"}:
+        db1 = dhprebn.sum(0)
+    if wanted & {"emb", "C"}:
+        demb = dembcat.reshape(n, B, E)
+    if wanted & {"C"}:
+        dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
     return {
-        "logits": dlogits, "h": dh, "W2": dW2, "b2": db2, "hpreact": dhpreact, "bngain": dbngain,
-        "bnbias": dbnbias, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
-        "C": dC,
+        "logits": dlogits, "h": dh if "h" in wanted else None, "W2": dW2 if "W2" in wanted else None,
+        "b2": db2 if "b2" in wanted else None, "hpreact": dhpreact if "hpreact" in wanted else None,
+        "bngain": dbngain if "bngain" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+        "embcat": dembcat if "embcat" in wanted else None, "W1": dW1 if "W1" in wanted else None,
+        "b1": db1 if "b1" in wanted else None, "emb": demb if "emb" in wanted else None,
+        "C": dC if "C" in wanted else None,
+    }
+
+
+def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
+    """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    n, B = Xb.shape
+    E = C.shape[1]
+    device = C.device
+    emb = C[Xb]
+    embcat = emb.reshape(n, B*E)
+    hprebn = torch.addmm(b1, embcat, W1)
+    bnmeani = hprebn.sum(0)/n
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = bndiff2.sum(0)/(n - 1)
+    bnvar_inv = (bnvar + eps)**(-1/2)
+    bnraw = bndiff*bnvar_inv
+    hpreact = torch.addcmul(bnbias, bnraw, bngain)
+    h = torch.tanh(hpreact)
+    logits = torch.addmm(b2, h, W2)
+    logit_maxes = logits.amax(1)
+    norm_logits = logits - logit_maxes[:, None]
+    counts = torch.exp(norm_logits)
+    counts_sum = counts.sum(1)
+    counts_sum_inv = counts_sum**-1
+    probs = counts*counts_sum_inv[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Yb] + torch.log(counts_sum_inv)).sum()/n
+    return {
+        "loss": loss, "embcat": embcat, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "h": h, "probs": probs,
     }
 
 
 class MakemoreMlpLayersFunction(torch.autograd.Function):
     """makemore_mlp_layers as an autograd Function whose backward is the derived one."""
 
-    @staticmethod
-    def forward(ctx, Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
-        values = forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
-        ctx.save_for_backward(*(values[name] for name in SAVED))
-        return values["loss"]
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable  # the backward of this backward is not derived: refuse it
-    def backward(ctx, dloss):
-        grads = backward(dict(zip(SAVED, ctx.saved_tensors)))
-        return tuple(dloss * grads[name] if name in grads else None for name in INPUTS)
+    def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps=eps):
+        values = lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps=eps)
+        return values["loss"], values["embcat"], values["bnvar_inv"], values["bnraw"], values["h"], values["probs"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(INPUTS + CONSTANTS, inputs))
+        values.update(zip(("loss", "embcat", "bnvar_inv", "bnraw", "h", "probs"), output))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in SAVED))
+        ctx.constants = inputs[len(INPUTS):]
+
+    @staticmethod
+    @once_differentiable  # refused: the double backward of makemore_mlp_layers cannot be emitted: cannot lower 't' to array code
+    def backward(ctx, dloss, *_):
+        if dloss is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(SAVED, ctx.saved_tensors))
+        grads = backward(values, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+            name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
+        return tuple(dloss * grads[name] if need and grads.get(name) is not None else None
+                     for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
+
+
+def makemore_mlp_layers(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
+    """makemore_mlp_layers's outputs through MakemoreMlpLayersFunction: differentiable, twice where the double backward is derived."""
+    result = MakemoreMlpLayersFunction.apply(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def compiled(**options):
+    """``makemore_mlp_layers`` through ``torch.compile(**options)``: the same numbers; where compilation
+    is unavailable or fails, a warning and then the plain module. A failure the plain module
+    raises too (a wrong shape) is raised, not hidden."""
+    try:
+        fast = torch.compile(makemore_mlp_layers, **options)
+    except Exception as error:  # no compiler backend on this machine
+        warnings.warn(f"makemore_mlp_layers: torch.compile is unavailable ({error}); running the plain module")
+        return makemore_mlp_layers
+
+    def run(*args, **kwargs):
+        nonlocal fast
+        if fast is not makemore_mlp_layers:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as error:
+                result = makemore_mlp_layers(*args, **kwargs)  # raises what is not compile's
+                warnings.warn(f"makemore_mlp_layers: torch.compile failed ({type(error).__name__}: {error}); running the plain module")
+                fast = makemore_mlp_layers
+                return result
+        return makemore_mlp_layers(*args, **kwargs)
+
+    return run

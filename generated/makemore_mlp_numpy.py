@@ -4,6 +4,7 @@ import numpy as np
 
 eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
+CONSTANTS = ("eps",)
 OUTPUTS = ("loss",)
 SAVED = (
     "Xb", "Yb", "W1", "bngain", "W2", "embcat", "bndiff", "bnvar", "bnvar_inv", "bnraw", "h",
@@ -16,8 +17,31 @@ GRADIENTS = (
 )
 
 
-def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("Xb", Xb, 2, "(n, B)"), ("Yb", Yb, 1, "(n,)"), ("C", C, 2, "(V, E)"),
+        ("W1", W1, 2, "(B*E, H)"), ("b1", b1, 1, "(H,)"), ("bngain", bngain, 1, "(H,)"),
+        ("bnbias", bnbias, 1, "(H,)"), ("W2", W2, 2, "(H, V)"), ("b2", b2, 1, "(V,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, B = Xb.shape
+    V, E = C.shape
+    H = W1.shape[1]
+    for name, value, shape, expected in (
+        ("Xb", Xb, (n, B), "(n, B)"), ("Yb", Yb, (n,), "(n,)"), ("C", C, (V, E), "(V, E)"),
+        ("W1", W1, (B*E, H), "(B*E, H)"), ("b1", b1, (H,), "(H,)"),
+        ("bngain", bngain, (H,), "(H,)"), ("bnbias", bnbias, (H,), "(H,)"),
+        ("W2", W2, (H, V), "(H, V)"), ("b2", b2, (V,), "(V,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     emb = C[Xb]
@@ -38,8 +62,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = np.log(probs)
-    loss = -logprobs[np.arange(n), Yb].sum()/n
+    logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[np.arange(n), Yb] + np.log(counts_sum_inv)).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -50,8 +74,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -74,44 +98,88 @@ def backward(values):
     V = W2.shape[1]
     E = C.shape[1]
     dtype = W1.dtype
+    wanted = set(wanted)
     dlogprobs = np.zeros((n, V), dtype=dtype)
     dlogprobs[np.arange(n), Yb] -= 1/n
-    dprobs = dlogprobs/probs
-    dcounts = dprobs*counts_sum_inv[:, None]
-    dcounts_sum_inv = (counts*dprobs).sum(1)
-    dcounts_sum = -dcounts_sum_inv/counts_sum**2
-    dcounts = dcounts + dcounts_sum[:, None]
-    dnorm_logits = counts*dcounts
-    dlogits = dnorm_logits.copy()
-    dlogit_maxes = -dnorm_logits.sum(1)
-    dlogits = dlogits + dlogit_maxes[:, None]*(np.arange(V) == logits.argmax(1)[..., None]).astype(dtype)
-    dh = dlogits @ W2.T
-    dW2 = h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = dh*(1 - h**2)
-    dbngain = (bnraw*dhpreact).sum(0)
-    dbnbias = dhpreact.sum(0)
-    dbnraw = bngain*dhpreact
-    dbndiff = bnvar_inv*dbnraw
-    dbnvar_inv = (bndiff*dbnraw).sum(0)
-    dbnvar = -(1/2)*dbnvar_inv/(bnvar + eps)**(3/2)
-    dbndiff2 = np.broadcast_to(dbnvar/(n - 1), (n, H))
-    dbndiff = dbndiff + 2*bndiff*dbndiff2
-    dhprebn = dbndiff.copy()
-    dbnmeani = -dbndiff.sum(0)
-    dhprebn = dhprebn + dbnmeani/n
-    dembcat = dhprebn @ W1.T
-    dW1 = embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.reshape(n, B, E)
-    dC = np.zeros((V, E), dtype=dtype)
-    np.add.at(dC, Xb, demb)
+    if wanted - {"logprobs"}:
+        dprobs = dlogprobs/probs
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum"}:
+        dcounts = dprobs*counts_sum_inv[:, None]
+    if wanted - {"logprobs", "probs"}:
+        dcounts_sum_inv = (counts*dprobs).sum(1)
+    if wanted - {"logprobs", "probs", "counts_sum_inv"}:
+        dcounts_sum = -dcounts_sum_inv/counts_sum**2
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum"}:
+        dcounts = dcounts + dcounts_sum[:, None]
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts"}:
+        dnorm_logits = counts*dcounts
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes"}:
+        dlogits = dnorm_logits.copy()
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits"}:
+        dlogit_maxes = -dnorm_logits.sum(1)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes"}:
+        dlogits = dlogits + dlogit_maxes[:, None]*(np.arange(V) == logits.argmax(1)[..., None]).astype(dtype)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "W2", "b2"}:
+        dh = dlogits @ W2.T
+    if wanted & {"W2"}:
+        dW2 = h.T @ dlogits
+    if wanted & {"b2"}:
+        db2 = dlogits.sum(0)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "h", "W2", "b2"}:
+        dhpreact = dh*(1 - h**2)
+    if wanted & {"bngain"}:
+        dbngain = np.einsum("ij,ij->j", bnraw, dhpreact)
+    if wanted & {"bnbias"}:
+        dbnbias = dhpreact.sum(0)
+    if wanted & {"bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnraw = bngain*dhpreact
+    if wanted & {"bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff = bnvar_inv*dbnraw
+    if wanted & {"bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnvar_inv = np.einsum("ij,ij->j", bndiff, dbnraw)
+    if wanted & {"bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnvar = dbnvar_inv*(-1/2)/(bnvar + eps)**(3/2)
+    if wanted & {"bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff2 = np.broadcast_to(dbnvar/(n - 1), (n, H))
+    if wanted & {"bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff = dbndiff + bndiff*dbndiff2*2
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = dbndiff.copy()
+    if wanted & {"bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnmeani = -dbndiff.sum(0)
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = dhprebn + dbnmeani/n
+    if wanted & {"embcat", "emb", "C"}:
+        dembcat = dhprebn @ W1.T
+    if wanted & {"W1"}:
+        dW1 = embcat.T @ dhprebn
+    if wanted & {"b1"}:
+        db1 = dhprebn.sum(0)
+    if wanted & {"emb", "C"}:
+        demb = dembcat.reshape(n, B, E)
+    if wanted & {"C"}:
+        dC = np.zeros((V, E), dtype=dtype)
+        np.add.at(dC, Xb, demb)
     return {
-        "logprobs": dlogprobs, "probs": dprobs, "counts_sum_inv": dcounts_sum_inv,
-        "counts_sum": dcounts_sum, "counts": dcounts, "norm_logits": dnorm_logits,
-        "logit_maxes": dlogit_maxes, "logits": dlogits, "h": dh, "W2": dW2, "b2": db2,
-        "hpreact": dhpreact, "bngain": dbngain, "bnbias": dbnbias, "bnraw": dbnraw,
-        "bnvar_inv": dbnvar_inv, "bnvar": dbnvar, "bndiff2": dbndiff2, "bndiff": dbndiff,
-        "bnmeani": dbnmeani, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
-        "C": dC,
+        "logprobs": dlogprobs, "probs": dprobs if "probs" in wanted else None,
+        "counts_sum_inv": dcounts_sum_inv if "counts_sum_inv" in wanted else None,
+        "counts_sum": dcounts_sum if "counts_sum" in wanted else None,
+        "counts": dcounts if "counts" in wanted else None,
+        "norm_logits": dnorm_logits if "norm_logits" in wanted else None,
+        "logit_maxes": dlogit_maxes if "logit_maxes" in wanted else None,
+        "logits": dlogits if "logits" in wanted else None, "h": dh if "h" in wanted else None,
+        "W2": dW2 if "W2" in wanted else None, "b2": db2 if "b2" in wanted else None,
+        "hpreact": dhpreact if "hpreact" in wanted else None,
+        "bngain": dbngain if "bngain" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+        "bnraw": dbnraw if "bnraw" in wanted else None,
+        "bnvar_inv": dbnvar_inv if "bnvar_inv" in wanted else None,
+        "bnvar": dbnvar if "bnvar" in wanted else None,
+        "bndiff2": dbndiff2 if "bndiff2" in wanted else None,
+        "bndiff": dbndiff if "bndiff" in wanted else None,
+        "bnmeani": dbnmeani if "bnmeani" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+        "embcat": dembcat if "embcat" in wanted else None, "W1": dW1 if "W1" in wanted else None,
+        "b1": db1 if "b1" in wanted else None, "emb": demb if "emb" in wanted else None,
+        "C": dC if "C" in wanted else None,
     }

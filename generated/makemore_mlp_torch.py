@@ -3,9 +3,11 @@
 from torch.autograd.function import once_differentiable
 import torch
 import torch.nn.functional as F
+import warnings
 
 eps = 1e-05
 INPUTS = ("Xb", "Yb", "C", "W1", "b1", "bngain", "bnbias", "W2", "b2")
+CONSTANTS = ("eps",)
 OUTPUTS = ("loss",)
 SAVED = (
     "Xb", "Yb", "W1", "bngain", "W2", "embcat", "bndiff", "bnvar", "bnvar_inv", "bnraw", "h",
@@ -18,31 +20,54 @@ GRADIENTS = (
 )
 
 
-def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when an input's shape is not the derivation's."""
+    for name, value, rank, expected in (
+        ("Xb", Xb, 2, "(n, B)"), ("Yb", Yb, 1, "(n,)"), ("C", C, 2, "(V, E)"),
+        ("W1", W1, 2, "(B*E, H)"), ("b1", b1, 1, "(H,)"), ("bngain", bngain, 1, "(H,)"),
+        ("bnbias", bnbias, 1, "(H,)"), ("W2", W2, 2, "(H, V)"), ("b2", b2, 1, "(V,)"),
+    ):
+        if value.ndim != rank:
+            raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected}")
+    n, B = Xb.shape
+    V, E = C.shape
+    H = W1.shape[1]
+    for name, value, shape, expected in (
+        ("Xb", Xb, (n, B), "(n, B)"), ("Yb", Yb, (n,), "(n,)"), ("C", C, (V, E), "(V, E)"),
+        ("W1", W1, (B*E, H), "(B*E, H)"), ("b1", b1, (H,), "(H,)"),
+        ("bngain", bngain, (H,), "(H,)"), ("bnbias", bnbias, (H,), "(H,)"),
+        ("W2", W2, (H, V), "(H, V)"), ("b2", b2, (V,), "(V,)"),
+    ):
+        if tuple(value.shape) != shape:
+            raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
+
+
+def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     device = C.device
     emb = C[Xb]
     embcat = emb.reshape(n, B*E)
-    hprebn = b1 + embcat @ W1
+    hprebn = torch.addmm(b1, embcat, W1)
     bnmeani = hprebn.sum(0)/n
     bndiff = hprebn - bnmeani
     bndiff2 = bndiff**2
     bnvar = bndiff2.sum(0)/(n - 1)
     bnvar_inv = (bnvar + eps)**(-1/2)
     bnraw = bndiff*bnvar_inv
-    hpreact = bnbias + bngain*bnraw
+    hpreact = torch.addcmul(bnbias, bnraw, bngain)
     h = torch.tanh(hpreact)
-    logits = b2 + h @ W2
+    logits = torch.addmm(b2, h, W2)
     logit_maxes = logits.max(1).values
     norm_logits = logits - logit_maxes[:, None]
     counts = torch.exp(norm_logits)
     counts_sum = counts.sum(1)
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
-    logprobs = torch.log(probs)
-    loss = -logprobs[torch.arange(n, device=device), Yb].sum()/n
+    logprobs = norm_logits + torch.log(counts_sum_inv)[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Yb] + torch.log(counts_sum_inv)).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -53,8 +78,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     }
 
 
-def backward(values):
-    """The adjoints of GRADIENTS, from the forward values."""
+def backward(values, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -78,59 +103,185 @@ def backward(values):
     E = C.shape[1]
     dtype = W1.dtype
     device = W1.device
+    wanted = set(wanted)
     dlogprobs = torch.zeros((n, V), dtype=dtype, device=device)
     dlogprobs[torch.arange(n, device=device), Yb] -= 1/n
-    dprobs = dlogprobs/probs
-    dcounts = dprobs*counts_sum_inv[:, None]
-    dcounts_sum_inv = (counts*dprobs).sum(1)
-    dcounts_sum = -dcounts_sum_inv/counts_sum**2
-    dcounts = dcounts + dcounts_sum[:, None]
-    dnorm_logits = counts*dcounts
-    dlogits = dnorm_logits.clone()
-    dlogit_maxes = -dnorm_logits.sum(1)
-    dlogits = dlogits + dlogit_maxes[:, None]*F.one_hot(logits.argmax(1), V).to(dtype)
-    dh = dlogits @ W2.T
-    dW2 = h.T @ dlogits
-    db2 = dlogits.sum(0)
-    dhpreact = dh*(1 - h**2)
-    dbngain = (bnraw*dhpreact).sum(0)
-    dbnbias = dhpreact.sum(0)
-    dbnraw = bngain*dhpreact
-    dbndiff = bnvar_inv*dbnraw
-    dbnvar_inv = (bndiff*dbnraw).sum(0)
-    dbnvar = -(1/2)*dbnvar_inv/(bnvar + eps)**(3/2)
-    dbndiff2 = (dbnvar/(n - 1)).expand(n, H)
-    dbndiff = dbndiff + 2*bndiff*dbndiff2
-    dhprebn = dbndiff.clone()
-    dbnmeani = -dbndiff.sum(0)
-    dhprebn = dhprebn + dbnmeani/n
-    dembcat = dhprebn @ W1.T
-    dW1 = embcat.T @ dhprebn
-    db1 = dhprebn.sum(0)
-    demb = dembcat.reshape(n, B, E)
-    dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
+    if wanted - {"logprobs"}:
+        dprobs = dlogprobs/probs
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum"}:
+        dcounts = dprobs*counts_sum_inv[:, None]
+    if wanted - {"logprobs", "probs"}:
+        dcounts_sum_inv = (counts*dprobs).sum(1)
+    if wanted - {"logprobs", "probs", "counts_sum_inv"}:
+        dcounts_sum = -dcounts_sum_inv/counts_sum**2
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum"}:
+        dcounts = dcounts + dcounts_sum[:, None]
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts"}:
+        dnorm_logits = counts*dcounts
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes"}:
+        dlogits = dnorm_logits.clone()
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits"}:
+        dlogit_maxes = -dnorm_logits.sum(1)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes"}:
+        dlogits = dlogits + dlogit_maxes[:, None]*F.one_hot(logits.argmax(1), V).to(dtype)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "W2", "b2"}:
+        dh = dlogits @ W2.T
+    if wanted & {"W2"}:
+        dW2 = h.T @ dlogits
+    if wanted & {"b2"}:
+        db2 = dlogits.sum(0)
+    if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "h", "W2", "b2"}:
+        dhpreact = dh*(1 - h**2)
+    if wanted & {"bngain"}:
+        dbngain = (bnraw*dhpreact).sum(0)
+    if wanted & {"bnbias"}:
+        dbnbias = dhpreact.sum(0)
+    if wanted & {"bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnraw = bngain*dhpreact
+    if wanted & {"bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff = bnvar_inv*dbnraw
+    if wanted & {"bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnvar_inv = (bndiff*dbnraw).sum(0)
+    if wanted & {"bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnvar = dbnvar_inv*(-1/2)/(bnvar + eps)**(3/2)
+    if wanted & {"bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff2 = (dbnvar/(n - 1)).expand(n, H)
+    if wanted & {"bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbndiff = dbndiff + bndiff*dbndiff2*2
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = dbndiff.clone()
+    if wanted & {"bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dbnmeani = -dbndiff.sum(0)
+    if wanted & {"hprebn", "embcat", "W1", "b1", "emb", "C"}:
+        dhprebn = dhprebn + dbnmeani/n
+    if wanted & {"embcat", "emb", "C"}:
+        dembcat = dhprebn @ W1.T
+    if wanted & {"W1"}:
+        dW1 = embcat.T @ dhprebn
+    if wanted & {"b1"}:
+        db1 = dhprebn.sum(0)
+    if wanted & {"emb", "C"}:
+        demb = dembcat.reshape(n, B, E)
+    if wanted & {"C"}:
+        dC = torch.zeros((V, E), dtype=dtype, device=device).index_add_(0, Xb.reshape(-1), demb.reshape(-1, E))
     return {
-        "logprobs": dlogprobs, "probs": dprobs, "counts_sum_inv": dcounts_sum_inv,
-        "counts_sum": dcounts_sum, "counts": dcounts, "norm_logits": dnorm_logits,
-        "logit_maxes": dlogit_maxes, "logits": dlogits, "h": dh, "W2": dW2, "b2": db2,
-        "hpreact": dhpreact, "bngain": dbngain, "bnbias": dbnbias, "bnraw": dbnraw,
-        "bnvar_inv": dbnvar_inv, "bnvar": dbnvar, "bndiff2": dbndiff2, "bndiff": dbndiff,
-        "bnmeani": dbnmeani, "hprebn": dhprebn, "embcat": dembcat, "W1": dW1, "b1": db1, "emb": demb,
-        "C": dC,
+        "logprobs": dlogprobs, "probs": dprobs if "probs" in wanted else None,
+        "counts_sum_inv": dcounts_sum_inv if "counts_sum_inv" in wanted else None,
+        "counts_sum": dcounts_sum if "counts_sum" in wanted else None,
+        "counts": dcounts if "counts" in wanted else None,
+        "norm_logits": dnorm_logits if "norm_logits" in wanted else None,
+        "logit_maxes": dlogit_maxes if "logit_maxes" in wanted else None,
+        "logits": dlogits if "logits" in wanted else None, "h": dh if "h" in wanted else None,
+        "W2": dW2 if "W2" in wanted else None, "b2": db2 if "b2" in wanted else None,
+        "hpreact": dhpreact if "hpreact" in wanted else None,
+        "bngain": dbngain if "bngain" in wanted else None,
+        "bnbias": dbnbias if "bnbias" in wanted else None,
+        "bnraw": dbnraw if "bnraw" in wanted else None,
+        "bnvar_inv": dbnvar_inv if "bnvar_inv" in wanted else None,
+        "bnvar": dbnvar if "bnvar" in wanted else None,
+        "bndiff2": dbndiff2 if "bndiff2" in wanted else None,
+        "bndiff": dbndiff if "bndiff" in wanted else None,
+        "bnmeani": dbnmeani if "bnmeani" in wanted else None,
+        "hprebn": dhprebn if "hprebn" in wanted else None,
+        "embcat": dembcat if "embcat" in wanted else None, "W1": dW1 if "W1" in wanted else None,
+        "b1": db1 if "b1" in wanted else None, "emb": demb if "emb" in wanted else None,
+        "C": dC if "C" in wanted else None,
+    }
+
+
+def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
+    """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
+    check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    n, B = Xb.shape
+    E = C.shape[1]
+    device = C.device
+    emb = C[Xb]
+    embcat = emb.reshape(n, B*E)
+    hprebn = torch.addmm(b1, embcat, W1)
+    bnmeani = hprebn.sum(0)/n
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = bndiff2.sum(0)/(n - 1)
+    bnvar_inv = (bnvar + eps)**(-1/2)
+    bnraw = bndiff*bnvar_inv
+    hpreact = torch.addcmul(bnbias, bnraw, bngain)
+    h = torch.tanh(hpreact)
+    logits = torch.addmm(b2, h, W2)
+    logit_maxes = logits.max(1).values
+    norm_logits = logits - logit_maxes[:, None]
+    counts = torch.exp(norm_logits)
+    counts_sum = counts.sum(1)
+    counts_sum_inv = counts_sum**-1
+    probs = counts*counts_sum_inv[:, None]
+    loss = -(norm_logits[torch.arange(n, device=device), Yb] + torch.log(counts_sum_inv)).sum()/n
+    return {
+        "loss": loss, "embcat": embcat, "bndiff": bndiff, "bnvar": bnvar, "bnvar_inv": bnvar_inv,
+        "bnraw": bnraw, "h": h, "logits": logits, "counts": counts, "counts_sum": counts_sum,
+        "counts_sum_inv": counts_sum_inv, "probs": probs,
     }
 
 
 class MakemoreMlpFunction(torch.autograd.Function):
     """makemore_mlp as an autograd Function whose backward is the derived one."""
 
-    @staticmethod
-    def forward(ctx, Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
-        values = forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
-        ctx.save_for_backward(*(values[name] for name in SAVED))
-        return values["loss"]
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable  # the backward of this backward is not derived: refuse it
-    def backward(ctx, dloss):
-        grads = backward(dict(zip(SAVED, ctx.saved_tensors)))
-        return tuple(dloss * grads[name] if name in grads else None for name in INPUTS)
+    def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps=eps):
+        values = lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps=eps)
+        return values["loss"], values["embcat"], values["bndiff"], values["bnvar"], values["bnvar_inv"], values["bnraw"], values["h"], values["logits"], values["counts"], values["counts_sum"], values["counts_sum_inv"], values["probs"]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(INPUTS + CONSTANTS, inputs))
+        values.update(zip(
+           
+            ("loss", "embcat", "bndiff", "bnvar", "bnvar_inv", "bnraw", "h", "logits", "counts", "counts_sum", "counts_sum_inv", "probs"),
+            output,
+        ))
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*(values[name] for name in SAVED))
+        ctx.constants = inputs[len(INPUTS):]
+
+    @staticmethod
+    @once_differentiable  # refused: makemore_mlp asks for every adjoint (adjoints='all'), not a compact backward
+    def backward(ctx, dloss, *_):
+        if dloss is None:
+            return (None,) * len(ctx.needs_input_grad)
+        values = dict(zip(SAVED, ctx.saved_tensors))
+        grads = backward(values, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+            name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
+        return tuple(dloss * grads[name] if need and grads.get(name) is not None else None
+                     for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
+
+
+def makemore_mlp(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
+    """makemore_mlp's outputs through MakemoreMlpFunction: differentiable, twice where the double backward is derived."""
+    result = MakemoreMlpFunction.apply(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, eps)
+    return result[0] if isinstance(result, tuple) else result
+
+
+def compiled(**options):
+    """``makemore_mlp`` through ``torch.compile(**options)``: the same numbers; where compilation
+    is unavailable or fails, a warning and then the plain module. A failure the plain module
+    raises too (a wrong shape) is raised, not hidden."""
+    try:
+        fast = torch.compile(makemore_mlp, **options)
+    except Exception as error:  # no compiler backend on this machine
+        warnings.warn(f"makemore_mlp: torch.compile is unavailable ({error}); running the plain module")
+        return makemore_mlp
+
+    def run(*args, **kwargs):
+        nonlocal fast
+        if fast is not makemore_mlp:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as error:
+                result = makemore_mlp(*args, **kwargs)  # raises what is not compile's
+                warnings.warn(f"makemore_mlp: torch.compile failed ({type(error).__name__}: {error}); running the plain module")
+                fast = makemore_mlp
+                return result
+        return makemore_mlp(*args, **kwargs)
+
+    return run

@@ -13,6 +13,7 @@ from pathlib import Path
 import sympy as sp
 
 from .ir import Assign, Init, Input, Program, ProgramError, name_of, normal, uniform
+from .recognise import Rewrite, recognise
 
 
 def _caller(depth: int = 2) -> str:
@@ -80,6 +81,7 @@ class Builder:
         self.is_loss = False
         self.references: list = []
         self.latex_names: dict[str, str] = {}
+        self.rewrites: list[Rewrite] = []
         self._outputs_at = ""  # where the outputs were declared, to refuse a second declaration
 
     def input(self, lhs: sp.Expr, init: Init | None = None) -> None:
@@ -121,7 +123,10 @@ class Builder:
             raise ProgramError(f"{where}: write the lhs with its indices, like {lhs}[i, j]")
         if not isinstance(lhs, (sp.Indexed, sp.Symbol)):
             raise ProgramError(f"{where}: the lhs must be name[indices] or a scalar symbol")
-        self.body.append(Assign(lhs, _expression(rhs, where), source=source))
+        # hand-written sigmoid/softplus shapes become the stable named functions (recorded)
+        rhs, found = recognise(_expression(rhs, where), name_of(lhs))
+        self.rewrites += found
+        self.body.append(Assign(lhs, rhs, source=source))
         self.declared.append(name_of(lhs))
 
     def include(self, layer: Program, **names: str) -> None:
@@ -149,6 +154,7 @@ class Builder:
             if self.constants.setdefault(symbol, value) != value:
                 raise ProgramError(f"{self.name}: include {layer.name}: constant {symbol} is "
                                    f"{self.constants[symbol]} here but {value} in the layer")
+        self.rewrites += layer.rewrites  # made when the layer was built
         for statement in layer.body:
             self._assign(statement.lhs.xreplace(rename), statement.rhs.xreplace(rename),
                          statement.source)
@@ -200,7 +206,7 @@ class Builder:
             constants=tuple(self.constants.items()), loss=self.is_loss,
             adjoints=self.adjoints if isinstance(self.adjoints, str) else tuple(self.adjoints),
             declared=tuple(self.declared), references=tuple(self.references),
-            latex_names=tuple(self.latex_names.items()))
+            latex_names=tuple(self.latex_names.items()), rewrites=tuple(self.rewrites))
         program.check()
         unknown = [name for name, _ in program.latex_names if name not in program.names]
         if unknown:

@@ -17,7 +17,7 @@ import torch
 
 from . import oracle
 from .derivation import derive_backward
-from .emit import _function_name, module_source
+from .emit import module_source
 from .grad import backward
 from .ir import Assign, Program, ProgramError, lhs_index_set, with_body
 from .ops import OPS
@@ -288,12 +288,13 @@ def reference_gradients(forward, program: Program, inputs: dict, upstream: list)
 
 def function_rows(module, program: Program, inputs: dict, upstream: list, exact: dict,
                   sizes: dict, reference: dict, measured: dict) -> tuple[list[Row], list[Row]]:
-    """The emitted ``autograd.Function``: its outputs against the oracle's, and its gradients
-    (``torch.autograd.grad`` with the same upstream adjoints) against the oracle's."""
-    function = getattr(module, _function_name(program.name))
+    """The emitted ``autograd.Function`` (through the module's entry point named after the
+    program): its outputs against the oracle's, and its gradients (``torch.autograd.grad`` with
+    the same upstream adjoints) against the oracle's."""
+    entry = getattr(module, program.name)  # the Function's outputs, without its saved values
     leaves = {name: value.clone().requires_grad_(value.is_floating_point())
               for name, value in inputs.items()}
-    outputs = function.apply(*leaves.values())
+    outputs = entry(*leaves.values())
     outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
     forward = [compare(name, "function", value.detach(), exact[name], sizes[name])
                for name, value in zip(program.outputs, outputs)]
@@ -354,13 +355,15 @@ def finite_difference_rows(module, program: Program, inputs: dict, upstream: lis
     return rows
 
 
-def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report:
+def run_check(program: Program, dtype: str = "float32", seed: int = 0,
+              sources: dict[str, str] | None = None) -> Report:
     """Emit, run and compare. Gradient rows: each gradient the backward computes (in its order,
     then any float input it left out, compared as zero), per target, against autograd through the
     oracle, then against each reference the derivation declares; the ``autograd.Function``'s input
     gradients; one finite-difference row per float input. Forward rows: every forward value of each
     target against the oracle, the Function's outputs, and each declared reference forward's.
-    Raises ProgramError when the example values leave a function's domain."""
+    Raises ProgramError when the example values leave a function's domain. ``sources`` (target ->
+    module text) checks those modules, e.g. the generated files as written, instead of emitting."""
     working = DTYPES[dtype]
     inputs = example_inputs(program, working, seed)
     upstream = upstream_adjoints(program, working, seed)
@@ -368,8 +371,10 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0) -> Report
     _first_not_finite(program, exact)
     reference = {name: g.to(working) for name, g in exact_grads.items()}
     derived = derive_backward(program)
-    modules = {target: load_module(module_source(program, derived, target),
-                                   f"{program.name}_{target}") for target in TARGETS}
+    # the first order only: the double backward is checked by gradgradcheck (pytest --symderive)
+    sources = sources or {}
+    modules = {target: load_module(sources.get(target) or module_source(
+        program, derived, target, double=False), f"{program.name}_{target}") for target in TARGETS}
     names = [adjoint[1:] for adjoint in derived.outputs]
     # an input the backward gives no gradient for is compared as zero, so a lost path shows
     missing = [x.name for x in program.inputs if not x.integer and x.name not in names]

@@ -276,6 +276,7 @@ def materialised_adjoints(program):
 
 def cmd_derive(args) -> int:
     from .simplify import derive_gradients
+    from .stabilize import forward_rewrites
 
     programs = [load(path) for path in args.files]
     for position, program in enumerate(programs, 1):
@@ -298,6 +299,9 @@ def cmd_derive(args) -> int:
             print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
             continue
         print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
+        if args.steps:
+            for name, rule, before, after, _ in forward_rewrites(program):
+                print(f"forward {name}: {rule}: {before} -> {after}")
         for gradient, row in zip(gradients, rows):
             print(f"{gradient.lhs} = {gradient.expr}")
             print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
@@ -399,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"check": cmd_check, "derive": cmd_derive, "emit": cmd_emit,
                     "latex": cmd_latex, "regen": cmd_regen}
         return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (`symderive derive ... | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not raise again
+        return 141  # what a shell reports for a writer killed by SIGPIPE
     except ProgramError as error:
         message = " ".join(str(error).splitlines())  # one line, whatever the message holds
         print(f"symderive: {message}", file=sys.stderr)

@@ -6,11 +6,15 @@ simplifying and folded back at the end; a power or function of something that is
 (``bnvar_inv = (bnvar + eps)**(-1/2)``, ``counts = exp(norm_logits)``) is an *atom* definition, folded
 wherever that atom appears, power-aware; a scaled sum (``bnmeani = Sum(hprebn, i)/n``) folds sums;
 and a sum of terms (``bndiff = hprebn - bnmeani``) yields *reduction facts*, found by simplifying
-``Sum_i bndiff[i, j]`` with the rules themselves (here to 0). Nothing is specific to a layer.
+``Sum_i bndiff[i, j]`` with the rules themselves (here to 0), and, where the program reduces over
+several axes at once (``mu[i, g] = Sum(x[i, g, h, l], h, l)/(Cg*L)``), over those axes jointly
+(``Sum_{h, l} xc[i, g, h, l] = 0``). Nothing is specific to a layer.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy as sp
 
@@ -28,23 +32,29 @@ class Pattern:
     factors: tuple[tuple[sp.Expr, sp.Expr], ...]
     bound: tuple[sp.Idx, ...] = ()
 
-    @property
-    def variables(self) -> set:
-        return set(indices_of(self.target)) | set(self.bound)
+    @cached_property
+    def variables(self) -> frozenset:
+        return frozenset(indices_of(self.target)) | frozenset(self.bound)
+
+    @cached_property
+    def reads(self) -> frozenset[str]:
+        """The arrays the pattern reads: whatever it matches reads them all."""
+        return frozenset(name_of(x) for atom, _ in self.factors for x in atom.atoms(sp.Indexed))
 
 
 @dataclass(frozen=True)
 class Fact:
-    """``Sum_index target == terms`` (``terms`` free of bound indices, often empty: zero)."""
+    """``Sum_indices target == terms`` (``terms`` free of the summed indices and of bound ones,
+    often empty: zero); ``indices`` are one axis of ``target`` or several summed jointly."""
 
     name: str
     target: sp.Expr
-    index: sp.Idx
+    indices: tuple[sp.Idx, ...]
     terms: tuple[Term, ...]
 
-    @property
-    def variables(self) -> set:
-        return set(indices_of(self.target))
+    @cached_property
+    def variables(self) -> frozenset:
+        return frozenset(indices_of(self.target))
 
 
 @dataclass
@@ -53,9 +63,33 @@ class Definitions:
     atoms: list[Pattern] = field(default_factory=list)
     sums: list[Pattern] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
+    # Lookup tables over the lists above, extended as the lists grow (they grow while facts are
+    # derived), so a rule asks for the few patterns that can match instead of trying them all.
+    _by_name: dict = field(default_factory=dict, repr=False, compare=False)
+    _by_read: dict = field(default_factory=dict, repr=False, compare=False)
 
     def monomial(self, name: str) -> Pattern | None:
-        return next((p for p in self.monomials if p.name == name), None)
+        table, seen = self._by_name.setdefault("monomials", ({}, [0]))
+        for pattern in self.monomials[seen[0]:]:
+            table.setdefault(pattern.name, pattern)  # the first, as a scan would find it
+        seen[0] = len(self.monomials)
+        return table.get(name)
+
+    def candidates(self, kind: str, *exprs: sp.Expr) -> list[Pattern]:
+        """The patterns of ``kind`` (``"atoms"`` or ``"sums"``) that may match ``exprs`` (an atom,
+        or the factors of a term), in the order they were found: a pattern matches only what
+        reads every array it reads (matching binds indices, never arrays)."""
+        patterns = getattr(self, kind)
+        table, seen = self._by_read.setdefault(kind, ({}, [0]))
+        for position in range(seen[0], len(patterns)):
+            reads = patterns[position].reads
+            table.setdefault(min(reads) if reads else None, []).append(position)
+        seen[0] = len(patterns)
+        names = {name_of(x) for expr in exprs for x in expr.atoms(sp.Indexed)}
+        found = set(table.get(None, ()))
+        for name in names:
+            found.update(table.get(name, ()))
+        return [patterns[m] for m in sorted(found) if patterns[m].reads <= names]
 
 
 def _is_name(atom: sp.Expr, program: Program) -> bool:
@@ -86,8 +120,22 @@ def collect_definitions(program: Program, definitions: Definitions, simplify_ter
             elif len(term.factors) == 1:
                 definitions.atoms.append(Pattern(name, lhs, term.coeff, term.factors))
             continue
-        for index in lhs.indices:
-            summed = simplify_terms(expand(sp.Sum(statement.rhs, index), nonnegative))
+        single = []
+        for axes in _candidate_axes(lhs, definitions):
+            if len(axes) > 1 and any(k in single for k in axes):
+                continue  # follows from the single-axis fact, applied inside the joint sum
+            summed = simplify_terms(expand(sp.Sum(statement.rhs, *axes), nonnegative))
             if all(not t.bound for t in summed) and \
-                    all(index not in free_indices(a) for t in summed for a, _ in t.factors):
-                definitions.facts.append(Fact(name, lhs, index, tuple(summed)))
+                    all(k not in free_indices(a) for t in summed for a, _ in t.factors for k in axes):
+                definitions.facts.append(Fact(name, lhs, axes, tuple(summed)))
+                if len(axes) == 1:
+                    single.append(axes[0])
+
+
+def _candidate_axes(lhs: sp.Indexed, definitions: Definitions):
+    """The axes of ``lhs`` a fact may sum over: each one alone, then every set of as many axes as
+    some reduction of the program sums jointly (only those can fold back into a name)."""
+    yield from ((k,) for k in lhs.indices)
+    widths = sorted({len(p.bound) for p in definitions.sums if len(p.bound) > 1})
+    for width in widths:
+        yield from itertools.combinations(lhs.indices, width)

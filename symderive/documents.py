@@ -115,6 +115,7 @@ def document(program: Program, names: dict | None = None, gradients=None) -> str
              rf"\section*{{The backward pass of \texttt{{{_text(program.name)}}}}}",
              _notation(program, printer, extra),
              r"\subsection*{Forward}", program_latex(program, printer=printer),
+             _forward_rewrites_latex(program, printer),
              r"\subsection*{Backward}"]
     if atomic:
         parts += ["Every adjoint, one statement per dependency of the forward, in reverse order; "
@@ -130,6 +131,23 @@ def document(program: Program, names: dict | None = None, gradients=None) -> str
         parts.append(_rules_used(gradients))
     parts.append(r"\end{document}")
     return "\n".join(part for part in parts if part) + "\n"
+
+
+def _forward_rewrites_latex(program: Program, printer: IndexLatexPrinter) -> str:
+    """The rewrites the emitted forward makes, each with its rule and side condition: stable
+    functions recognised in written-out forms, logs of exponentials folded, label reads."""
+    from .stabilize import forward_rewrites
+
+    found = forward_rewrites(program)
+    if not found:
+        return ""
+    rows = [(printer.doprint(before), "=", after, rule) for _, rule, before, after, _ in found]
+    conditions = dict((rule, condition) for _, rule, _, _, condition in found)
+    items = [rf"\item[{_text(rule)}] {_text(condition)}" for rule, condition in conditions.items()]
+    return "\n".join([r"\subsubsection*{Rewrites of the forward}",
+                      "The emitted forward computes the same values in forms that stay finite "
+                      "in floating point, or on fewer entries:", _align(rows, printer),
+                      r"\begin{description}\small", *items, r"\end{description}"])
 
 
 def _expressions(gradients) -> tuple:
@@ -180,10 +198,11 @@ def _backward_intro(program: Program, printer: IndexLatexPrinter) -> str:
 
 def _rules_used(gradients) -> str:
     """Each rule the steps apply, with the side condition under which it holds."""
-    from .rules import DISTRIBUTE_CONDITION, FACTOR_CONDITION, RULES
+    from .rules import DISTRIBUTE_CONDITION, FACTOR_CONDITION, GATHER_CONDITION, RULES
 
     conditions = {rule.name: rule.condition for rule in RULES}
     conditions.update({"distribute": DISTRIBUTE_CONDITION, "factor": FACTOR_CONDITION,
+                       "gather": GATHER_CONDITION,
                        "inline": "none: each adjoint is replaced by its definition"})
     used = list(dict.fromkeys(step.rule for g in gradients for step in g.steps))
     if not used:

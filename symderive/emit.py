@@ -1,17 +1,23 @@
 """Emission: a forward program and its backward as one standalone, readable module per target.
-``forward(*inputs)`` returns every forward value by name; ``backward(values, *upstream)`` returns the
-adjoint of every name the backward computes, keyed by forward name; the torch module also wraps the
-two in a ``torch.autograd.Function``. Files are written atomically (temp file + rename).
+``forward(*inputs, **constants)`` checks the input shapes and returns every forward value by name;
+``backward(values, *upstream, **constants, wanted=...)`` returns the adjoints it computes, keyed by
+forward name, skipping statements only unwanted gradients need. The torch module also holds a
+new-style ``torch.autograd.Function`` (``setup_context``, so ``torch.func`` works), its derived
+double backward as a second Function where it can be derived (``double.py``), an entry point named
+after the program and ``compiled()``. Files are written atomically (temp file + rename).
 """
 from __future__ import annotations
 
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp
 
+from .double import PREFIX
+from .fuse import fused
 from .grad import adjoint_name
 from .ir import Program, ProgramError
 from .lower import ArrayRef, ArrayStatement, lower
@@ -152,25 +158,124 @@ def _placement(body: list[str], source: str) -> list[str]:
             if re.search(rf"\b{word}\b", text)]
 
 
-def module_source(forward: Program, backward: Program, target: str,
-                  origin: str | None = None) -> str:
-    """The text of ``generated/<name>_<target>.py``; ``origin`` is the derivation's path relative
-    to the project root, named in the header (default ``derivations/<name>.py``)."""
-    printer = PRINTERS[target]()
-    forward_code, backward_code = lower(forward), reuse_earlier(lower(backward))
+@dataclass(frozen=True)
+class _Pair:
+    """A forward and its backward as two printed function definitions, and the names the module
+    tables list (saved values, upstream adjoints, gradients)."""
+
+    forward: list[str]
+    backward: list[str]
+    saved: list[str]
+    upstream: list[str]
+    gradients: list[str]
+    lean: list[str] = ()  # ``lean_forward``, where the Function needs fewer statements than forward
+
+
+def _keywords(program: Program) -> list[str]:
+    """The named constants as keyword arguments defaulting to the derivation's values."""
+    return [f"{symbol}={symbol}" for symbol, _ in program.constants]
+
+
+def _signature(name: str, positional: list[str], keywords: list[str]) -> list[str]:
+    items = positional + (["*", *keywords] if keywords else [])
+    return _wrapped(f"def {name}(", items, "):")
+
+
+def _wanted(statements: list[ArrayStatement], gradients: list[str]) -> list[frozenset | None]:
+    """Per statement, the gradients that need it (None: all of them), so a backward asked for
+    some gradients skips the statements only the others read. A name counts as read by whatever
+    reads any statement assigning it, so the guard of every statement of one name is the same."""
+    need: dict[str, set[str]] = {"d" + g: {g} for g in gradients}
+    changed = True
+    while changed:  # a name assigned twice may gain a reader after its last statement was seen
+        changed = False
+        for s in reversed(statements):
+            for read in _names_in([s]) - {s.name}:
+                known = need.setdefault(read, set())
+                added = need.get(s.name, set()) - known
+                known |= added
+                changed |= bool(added)
+    return [None if need.get(s.name, set()) >= set(gradients) or not need.get(s.name)
+            else frozenset(need[s.name]) for s in statements]
+
+
+def _guarded_body(printer, statements: list[ArrayStatement], gradients: list[str]) -> tuple[
+        list[str], set[str]]:
+    """The backward's lines, each statement that only some gradients need under an ``if`` on
+    ``wanted``; and the gradients so guarded (returned only when wanted)."""
+    lines, guarded, current = [], set(), None
+    for s, guard in zip(statements, _wanted(statements, gradients)):
+        body = printer.statement(s.name, s.code, s.accumulate)
+        if guard is None:
+            lines += body
+            current = None
+            continue
+        if guard != current:  # the shorter of "any of these" and "any but those"
+            others = [f'"{g}"' for g in gradients if g not in guard]
+            names = [f'"{g}"' for g in gradients if g in guard]
+            lines.append(f"if wanted - {{{', '.join(others)}}}:"
+                         if len(names) > 4 and len(others) < len(names)
+                         else f"if wanted & {{{', '.join(names)}}}:")
+            current = guard
+        lines += ["    " + line for line in body]
+        if s.name[1:] in gradients and s.name.startswith("d"):
+            guarded.add(s.name[1:])
+    if any(line.startswith("if wanted") for line in lines):
+        lines.insert(0, "wanted = set(wanted)")
+    return lines, guarded
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + ", ".join(str(size) for size in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_shapes(program: Program, inputs: list[str]) -> list[str]:
+    """``check_shapes``: each input's rank, then each axis against the sizes read from the first
+    input that has them; a one-line ValueError names the input, its shape and the expected one."""
+    shapes = {x: _shape((program,), x) for x in inputs}
+    used = {str(symbol) for shape in shapes.values() for size in shape
+            for symbol in sp.sympify(size).free_symbols}
+    sizes, _ = _size_lines((program,), inputs, used)
+    message = f'f"{program.name}: input {{name}} has shape {{tuple(value.shape)}}; expected '
+    ranks = [f'("{x}", {x}, {len(shape)}, "{_shape_text(shape)}")' for x, shape in shapes.items()]
+    axes = [f'("{x}", {x}, {_shape_text(shape)}, "{_shape_text(shape)}")'
+            for x, shape in shapes.items() if shape]
+    lines = _signature("check_shapes", inputs, [])
+    lines.append('    """Raise a one-line ValueError when an input\'s shape is not the derivation\'s."""')
+    lines += _wrapped("for name, value, rank, expected in (", ranks,
+                      ",):" if len(ranks) == 1 else "):", "    ")
+    lines += ["        if value.ndim != rank:",
+              f"            raise ValueError({message}{{expected}}\")"]
+    if axes and sizes:
+        lines += ["    " + line for line in sizes]
+        lines += _wrapped("for name, value, shape, expected in (", axes,
+                          ",):" if len(axes) == 1 else "):", "    ")
+        lines += ["        if tuple(value.shape) != shape:",
+                  f"            raise ValueError({message}{{expected}} = {{shape}}\")"]
+    return lines
+
+
+def _pair(forward: Program, backward: Program, printer, names=("forward", "backward"),
+          check: bool = False) -> _Pair:
+    # fewest full-size passes (symderive.fuse); only the backward updates arrays in place
+    forward_code = fused(lower(forward), (forward,), update=False, backward=backward)
+    backward_code = fused(reuse_earlier(lower(backward)), (backward, forward))
     inputs = [x.name for x in forward.inputs]
     floats = [x.name for x in forward.inputs if not x.integer]
     upstream_names = {adjoint_name(x) for x in forward.outputs} if not forward.loss else set()
     upstream = [x.name for x in backward.inputs if x.name in upstream_names]
     gradients = [name[1:] for name in backward.outputs]
+    keywords = _keywords(forward)
 
     forward_body = _body(printer, forward_code)
     sizes, _ = _size_lines((forward,), inputs, _names_in(forward_code))
     forward_body = sizes + _placement(forward_body, floats[0]) + forward_body
+    if check:
+        forward_body.insert(0, f"check_shapes({', '.join(inputs)})")
     forward_body += _wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
         inputs + [s.name for s in forward.body])], "}")
 
-    backward_body = _body(printer, backward_code)
+    backward_body, guarded = _guarded_body(printer, backward_code, gradients)
     saved = [x.name for x in backward.inputs if x.name not in upstream
              and x.name in _names_in(backward_code)]
     sizes, extra = _size_lines((backward, forward), saved + upstream, _names_in(backward_code),
@@ -181,7 +286,73 @@ def module_source(forward: Program, backward: Program, target: str,
     if placement and source not in saved + upstream:
         saved.append(source)
     backward_body = [f'{x} = values["{x}"]' for x in saved] + sizes + placement + backward_body
-    backward_body += _wrapped("return {", [f'"{x}": d{x}' for x in gradients], "}")
+    backward_body += _wrapped("return {", [
+        f'"{x}": d{x} if "{x}" in wanted else None' if x in guarded else f'"{x}": d{x}'
+        for x in gradients], "}")
+
+    lean = _lean_forward(forward, forward_code, printer, inputs, keywords, saved) \
+        if names[0] == "forward" else []
+    head = _signature(names[0], inputs, keywords)
+    head.append('    """Every forward value by name: inputs, intermediates and outputs."""'
+                if names[0] == "forward" else
+                '    """The first-order gradients (grad_<name>) and every value they read, by name."""')
+    first = head + ["    " + line for line in forward_body]
+    table = "GRADIENTS" if names[1] == "backward" else "DOUBLE_GRADIENTS"
+    second = _signature(names[1], ["values", *upstream], keywords + [f"wanted={table}"])
+    given = "" if forward.loss else " and " + ", ".join(upstream)
+    second.append(f'    """The adjoints of {table} (those in ``wanted``), from the forward values'
+                  f'{given}."""')
+    second += ["    " + line for line in backward_body]
+    return _Pair(first, second, saved, upstream, gradients, lean)
+
+
+def _needed(statements: list[ArrayStatement], names: list[str]) -> list[ArrayStatement]:
+    """The statements ``names`` depend on, in order: what is left of a forward when only some of
+    its values are wanted. Every statement of a needed name is kept (an accumulated name)."""
+    needed, kept = set(names), []
+    for s in reversed(statements):
+        if s.name in needed:
+            kept.append(s)
+            needed |= _names_in([s]) - {s.name}
+    return kept[::-1]
+
+
+def _lean_forward(forward: Program, code: list[ArrayStatement], printer, inputs: list[str],
+                  keywords: list[str], saved: list[str]) -> list[str]:
+    """``lean_forward``: the forward cut to the outputs and the values the backward reads, which
+    is all the Function needs (``forward`` returns every value, for checks and users); empty
+    where nothing would be cut."""
+    wanted = [x for x in dict.fromkeys(list(forward.outputs) + saved) if x not in inputs]
+    kept = _needed(code, wanted)
+    if len(kept) == len(code):
+        return []
+    floats = [x.name for x in forward.inputs if not x.integer]
+    body = _body(printer, kept)
+    sizes, _ = _size_lines((forward,), inputs, _names_in(kept))
+    lines = _signature("lean_forward", inputs, keywords)
+    lines.append('    """The outputs and the values the backward reads, and nothing else (what '
+                 'the Function runs)."""')
+    body = [f"check_shapes({', '.join(inputs)})"] + sizes + _placement(body, floats[0]) + body
+    body += _wrapped("return {", [f'"{x}": {x}' for x in wanted], "}")
+    return lines + ["    " + line for line in body]
+
+
+def module_source(forward: Program, backward: Program, target: str,
+                  origin: str | None = None, double: bool = True) -> str:
+    """The text of ``generated/<name>_<target>.py``; ``origin`` is the derivation's path relative
+    to the project root, named in the header (default ``derivations/<name>.py``). The torch module
+    also holds the autograd Functions (see ``_autograd_functions``) and, where it can be derived,
+    the double backward (``gradients`` and ``double_backward``); ``double=False`` leaves it out
+    (the Function is then once differentiable), for callers that only run the first order."""
+    printer = PRINTERS[target]()
+    pair = _pair(forward, backward, printer, check=True)
+    inputs = [x.name for x in forward.inputs]
+    taken = set(forward.names) | {str(s) for s, _ in forward.constants}
+    if forward.name in taken:
+        raise ProgramError(f"{forward.name}: the program's name is also one of its values; the "
+                           "torch module's entry point is named after the program, so rename one")
+    double = None if target != "torch" else _double(forward, backward) if double else \
+        "this module was emitted without its double backward"
 
     lines = [HEADER.format(origin=origin or f"derivations/{forward.name}.py"),
              f'"""{forward.name}: forward and backward in {"NumPy" if target == "numpy" else "torch"}."""',
@@ -189,45 +360,191 @@ def module_source(forward: Program, backward: Program, target: str,
     # printed by us from a plain float, never by the value's own __repr__ (a float subclass
     # could print code); validation admits only plain numbers
     lines += [f"{symbol} = {float(value)!r}" for symbol, value in forward.constants]
-    lines += _tuple("INPUTS", inputs) + _tuple("OUTPUTS", forward.outputs) + \
-        _tuple("SAVED", saved) + _tuple("GRADIENTS", gradients) + ["", ""]
-    lines += _wrapped("def forward(", inputs, "):")
-    lines.append('    """Every forward value by name: inputs, intermediates and outputs."""')
-    lines += ["    " + line for line in forward_body] + ["", ""]
-    lines.append(f"def backward({', '.join(['values', *upstream])}):")
-    given = "" if forward.loss else " and " + ", ".join(upstream)
-    lines.append(f'    """The adjoints of GRADIENTS, from the forward values{given}."""')
-    lines += ["    " + line for line in backward_body]
+    lines += _tuple("INPUTS", inputs) + _tuple("CONSTANTS", [str(s) for s, _ in forward.constants])
+    lines += _tuple("OUTPUTS", forward.outputs) + _tuple("SAVED", pair.saved) + \
+        _tuple("GRADIENTS", pair.gradients)
+    lines += _function_tables(forward, pair, double)
+    if isinstance(double, tuple):
+        lines += _tuple("DOUBLE_INPUTS", [x.name for x in double[0].program.inputs])
+        lines += _tuple("DOUBLE_OUTPUTS", [x[len(PREFIX):] for x in double[0].program.outputs])
+        lines += _tuple("DOUBLE_SAVED", double[1].saved)
+        lines += _tuple("DOUBLE_GRADIENTS", double[1].gradients)
+    lines += ["", ""] + _check_shapes(forward, inputs) + ["", ""]
+    lines += pair.forward + ["", ""] + pair.backward
+    if target == "torch" and pair.lean:
+        lines += ["", ""] + pair.lean
     if target == "torch":
-        lines += ["", ""] + _autograd_function(forward, inputs, upstream)
-        lines[2:2] = ["from torch.autograd.function import once_differentiable"]
+        if isinstance(double, tuple):
+            lines += ["", ""] + double[1].forward + ["", ""] + double[1].backward
+        lines += ["", ""] + _autograd_functions(forward, pair, double)
     text = "\n".join(lines) + "\n"
     imports = [line for line in printer.imports if line.split()[-1] + "." in text]
+    if "warnings." in text:
+        imports.append("import warnings")
+    if "@once_differentiable" in text:
+        imports.insert(0, "from torch.autograd.function import once_differentiable")
     return text.replace("IMPORTS\n", "".join(line + "\n" for line in imports))
 
 
-def _autograd_function(forward: Program, inputs: list[str], upstream: list[str]) -> list[str]:
-    outputs = ", ".join(f'values["{x}"]' for x in forward.outputs)
-    grads_in = ["dloss"] if forward.loss else upstream
+def _double(forward: Program, backward: Program):
+    """``(Double, _Pair)`` for the torch module's double backward, or why there is none."""
+    from .double import derive_double
+
+    found = derive_double(forward, backward)
+    if isinstance(found, str):
+        return found
+    try:
+        pair = _pair(found.program, found.backward, PRINTERS["torch"](),
+                     names=("gradients", "double_backward"))
+    except ProgramError as error:  # lowering refused a statement: no double backward, no guess
+        return f"the double backward of {forward.name} cannot be emitted: {error}"
+    return found, pair
+
+
+def _returned(names: list[str]) -> str:
+    return ", ".join(f'values["{x}"]' for x in names)
+
+
+def _function_class(name: str, doc: str, forward_call: str, inputs: list[str],
+                    keywords: list[str], tables: tuple[str, str], outputs: list[str],
+                    kept: list[str], upstream: list[str], body: list[str],
+                    once: str | None) -> list[str]:
+    """An autograd Function in the new style (``setup_context``, so ``torch.func`` transforms
+    work): forward returns the outputs and then the intermediates the backward reads, marked
+    non-differentiable (torch.func wants saved intermediates returned, not kept on ``ctx``).
+    ``tables`` names the tuples of its inputs and of the values it saves."""
+    results = outputs + kept
+    lines = [f"class {name}(torch.autograd.Function):", f'    """{doc}"""', "",
+             "    generate_vmap_rule = True", "", "    @staticmethod"]
+    lines += _wrapped("def forward(", inputs + keywords, "):", "    ")
+    lines += [f"        values = {forward_call}", f"        return {_returned(results)}", "",
+              "    @staticmethod", "    def setup_context(ctx, inputs, output):"]
+    if len(results) == 1:
+        lines.append("        output = (output,)")
+    lines.append(f"        values = dict(zip({tables[0]}, inputs))")
+    lines += _wrapped("values.update(zip(", [_tuple_text(results), "output"], "))", "        ")
+    if kept:
+        lines.append(f"        ctx.mark_non_differentiable(*output[{len(outputs)}:])")
+        if len(outputs) == 1:  # the saved values' adjoints are never read: do not fill them
+            lines.append("        ctx.set_materialize_grads(False)")
+    lines += [f"        ctx.save_for_backward(*(values[name] for name in {tables[1]}))",
+              f"        ctx.constants = inputs[len({tables[0].split()[0]}):]", "",
+              "    @staticmethod"]
+    if once:
+        lines.append(f"    @once_differentiable  # {once}")
+    lines += _wrapped("def backward(", ["ctx", *upstream] + (["*_"] if kept else []), "):",
+                      "    ")
+    if kept and len(outputs) == 1:  # grads are not filled in: an undefined one means no grads
+        lines += [f"        if {upstream[0]} is None:",
+                  "            return (None,) * len(ctx.needs_input_grad)"]
+    return lines + ["        " + line for line in body]
+
+
+def _tuple_text(items: list[str]) -> str:
+    quoted = [f'"{x}"' for x in items]
+    return "(" + ", ".join(quoted) + ("," if len(quoted) == 1 else "") + ")"
+
+
+def _function_tables(forward: Program, pair: _Pair, double) -> list[str]:
+    """``FUNCTION_SAVED``: what the Function saves where a double backward exists, the backward's
+    values and the inputs (references, not copies) that the gradient program starts from."""
+    if not isinstance(double, tuple):
+        return []
+    return _tuple("FUNCTION_SAVED", list(dict.fromkeys(pair.saved + [x.name for x in
+                                                                      forward.inputs])))
+
+
+def _autograd_functions(forward: Program, pair: _Pair, double) -> list[str]:
+    """The Function, its double-backward Function where one was derived, the entry point named
+    after the program (outputs only, constants as keywords) and ``compiled()``."""
+    inputs = [x.name for x in forward.inputs]
+    keywords = [f"{c}={c}" for c, _ in forward.constants]
+    passed = "".join(f", {c}={c}" for c, _ in forward.constants)
+    name = _function_name(forward.name)
+    grads_in = ["dloss"] if forward.loss else pair.upstream
+    given = "".join(f", {x}" for x in pair.upstream)
+    plain = [f"grads = backward(values{given}, **dict(zip(CONSTANTS, ctx.constants)), wanted=[",
+             "    name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])"]
+    if isinstance(double, tuple):
+        found, second = double
+        saved_table, once = "FUNCTION_SAVED", None
+        body = ["values = dict(zip(FUNCTION_SAVED, ctx.saved_tensors))",
+                "if torch.is_grad_enabled():  # create_graph: differentiate the derived backward",
+                f"    grads = {name[:-len('Function')]}Backward.apply(",
+                f"        *(values[name] for name in INPUTS){given}, *ctx.constants)",
+                "    grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) "
+                "else (grads,)))",
+                "else:"] + ["    " + line for line in plain]
+    else:
+        saved_table, once = "SAVED", f"refused: {double}"
+        body = ["values = dict(zip(SAVED, ctx.saved_tensors))"] + plain
     scale = "dloss * " if forward.loss else ""
-    call = "backward(dict(zip(SAVED, ctx.saved_tensors))" + "".join(f", {x}" for x in upstream) + ")"
-    return [
-        f"class {_function_name(forward.name)}(torch.autograd.Function):",
-        f'    """{forward.name} as an autograd Function whose backward is the derived one."""',
+    body += [f"return tuple({scale}grads[name] if need and grads.get(name) is not None else None",
+             "             for name, need in zip(INPUTS, ctx.needs_input_grad)"
+             ") + (None,) * len(ctx.constants)"]
+    hidden = [x for x in pair.saved if x not in inputs and x not in forward.outputs]
+    lines = _function_class(
+        name, f"{forward.name} as an autograd Function whose backward is the derived one.",
+        f"{'lean_forward' if pair.lean else 'forward'}({', '.join(inputs)}{passed})", inputs,
+        keywords,
+        ("INPUTS + CONSTANTS", saved_table), list(forward.outputs), hidden, grads_in, body, once)
+    if isinstance(double, tuple):
+        double_inputs = [x.name for x in found.program.inputs]
+        outputs = list(found.program.outputs)
+        kept = [x for x in second.saved if x not in double_inputs and x not in outputs]
+        body = ["values = dict(zip(DOUBLE_SAVED, ctx.saved_tensors))",
+                f"grads = double_backward(values{''.join(f', {x}' for x in second.upstream)}, "
+                "**dict(zip(CONSTANTS, ctx.constants)))",
+                "return tuple(grads.get(name) for name in DOUBLE_INPUTS) + (None,) * "
+                "len(ctx.constants)"]
+        lines += ["", ""] + _function_class(
+            f"{name[:-len('Function')]}Backward",
+            f"The gradients of {forward.name} as an autograd Function whose backward is the "
+            "derived double backward.", f"gradients({', '.join(double_inputs)}{passed})",
+            double_inputs, keywords, ("DOUBLE_INPUTS + CONSTANTS", "DOUBLE_SAVED"), outputs,
+            kept, second.upstream, body, "a third derivative is not derived")
+    return lines + ["", ""] + _entry(forward, inputs, keywords, name)
+
+
+def _entry(forward: Program, inputs: list[str], keywords: list[str], name: str) -> list[str]:
+    constants = [str(s) for s, _ in forward.constants]
+    outputs = len(forward.outputs)
+    result = "result[0]" if outputs == 1 else f"result[:{outputs}]"
+    lines = _signature(forward.name, inputs, keywords)
+    lines += [f'    """{forward.name}\'s outputs through {name}: differentiable, twice where the '
+              'double backward is derived."""',
+              f"    result = {name}.apply({', '.join(inputs + constants)})",
+              f"    return {result} if isinstance(result, tuple) else result", "", ""]
+    lines += [
+        "def compiled(**options):",
+        f'    """``{forward.name}`` through ``torch.compile(**options)``: the same numbers; where '
+        'compilation',
+        "    is unavailable or fails, a warning and then the plain module. A failure the plain "
+        "module",
+        '    raises too (a wrong shape) is raised, not hidden."""',
+        "    try:",
+        f"        fast = torch.compile({forward.name}, **options)",
+        "    except Exception as error:  # no compiler backend on this machine",
+        f'        warnings.warn(f"{forward.name}: torch.compile is unavailable ({{error}}); running '
+        'the plain module")',
+        f"        return {forward.name}",
         "",
-        "    @staticmethod",
-        f"    def forward(ctx, {', '.join(inputs)}):",
-        f"        values = forward({', '.join(inputs)})",
-        "        ctx.save_for_backward(*(values[name] for name in SAVED))",
-        f"        return {outputs}",
+        "    def run(*args, **kwargs):",
+        "        nonlocal fast",
+        f"        if fast is not {forward.name}:",
+        "            try:",
+        "                return fast(*args, **kwargs)",
+        "            except Exception as error:",
+        f"                result = {forward.name}(*args, **kwargs)  # raises what is not compile's",
+        f'                warnings.warn(f"{forward.name}: torch.compile failed '
+        '({type(error).__name__}: {error}); running the plain module")',
+        f"                fast = {forward.name}",
+        "                return result",
+        f"        return {forward.name}(*args, **kwargs)",
         "",
-        "    @staticmethod",
-        "    @once_differentiable  # the backward of this backward is not derived: refuse it",
-        f"    def backward(ctx, {', '.join(grads_in)}):",
-        f"        grads = {call}",
-        f"        return tuple({scale}grads[name] if name in grads else None for name in INPUTS)"
-        if forward.loss else "        return tuple(grads.get(name) for name in INPUTS)",
+        "    return run",
     ]
+    return lines
 
 
 def _new_file_mode() -> int:

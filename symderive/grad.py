@@ -18,7 +18,7 @@ from .ir import (
     name_of,
     with_body,
 )
-from .ops import ArgMax, Maximum, maximum_weight, op_for
+from .ops import ArgMax, Maximum, Piecewise, maximum_weight, op_for, piecewise_partial
 from .rules import Context, tidy
 from .terms import bound_renamed, fresh
 
@@ -76,6 +76,8 @@ def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) 
         body, (moved,) = bound_renamed(expr)
         d = partial(body, name, at)
         return sp.Sum(maximum_weight(expr.function, index, moved) * d, moved) if d != 0 else sp.S.Zero
+    if isinstance(expr, Piecewise):  # branch by branch, see the op table
+        return piecewise_partial(expr, name, at, partial)
     op = op_for(expr)
     if op is None:
         raise ProgramError(f"cannot differentiate '{expr}': function '{expr.func}' has no rule")
@@ -96,10 +98,11 @@ def _reads(expr: sp.Expr, name: str) -> bool:
 
 def reads(program: Program, expr: sp.Expr) -> list[str]:
     """The differentiable names ``expr`` reads, in the order the program declared them."""
+    known = program.name_set
     found = {name_of(x) for x in expr.atoms(sp.Indexed)} | {
-        s.name for s in expr.atoms(sp.Symbol) if s.name in program.names}
-    found = {x for x in found if x in program.names and not program.integer(x)}
-    return sorted(found, key=program.declared.index)
+        s.name for s in expr.atoms(sp.Symbol) if s.name in known}
+    found = {x for x in found if x in known and not program.integer(x)}
+    return sorted(found, key=program.declared_position.__getitem__)
 
 
 def contribution(program: Program, statement: Assign, name: str, context: Context,

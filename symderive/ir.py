@@ -7,6 +7,7 @@ re-exported here, so ``from symderive.ir import Builder, ProgramError`` keeps wo
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
@@ -42,9 +43,9 @@ class _Named:
 
     lhs: sp.Expr
 
-    @property
+    @cached_property
     def name(self) -> str:
-        return name_of(self.lhs)
+        return name_of(self.lhs)  # records are frozen: computed once, read constantly
 
     @property
     def indices(self) -> tuple:
@@ -94,17 +95,49 @@ class Program:
     declared: tuple[str, ...] = ()
     references: tuple = field(default=(), compare=False)  # (kind, label, function) for check
     latex_names: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # name -> LaTeX
+    # recognise.Rewrite records of the stable forms Builder put in place of written-out ones
+    rewrites: tuple = field(default=(), compare=False)
 
     # -- lookups ---------------------------------------------------------------------------------
-    @property
+    # The program is frozen, so each lookup table is built once, on first use, and every lookup
+    # after that is a dict or set access: the deriver asks these questions per atom it visits.
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(x.name for x in self.inputs) + tuple(dict.fromkeys(s.name for s in self.body))
 
+    @cached_property
+    def name_set(self) -> frozenset[str]:
+        """``names`` as a set, for membership tests."""
+        return frozenset(self.names)
+
+    @cached_property
+    def _inputs_by_name(self) -> dict[str, Input]:
+        found: dict[str, Input] = {}
+        for x in self.inputs:
+            found.setdefault(x.name, x)  # the first, as a scan would find it
+        return found
+
+    @cached_property
+    def _definitions_by_name(self) -> dict[str, Assign]:
+        found: dict[str, Assign] = {}
+        for statement in self.body:
+            if not statement.accumulate:
+                found.setdefault(statement.name, statement)
+        return found
+
+    @cached_property
+    def declared_position(self) -> dict[str, int]:
+        """Where each name comes in ``declared`` (its first mention), for sorting by it."""
+        position: dict[str, int] = {}
+        for number, name in enumerate(self.declared):
+            position.setdefault(name, number)
+        return position
+
     def input(self, name: str) -> Input | None:
-        return next((x for x in self.inputs if x.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def definition(self, name: str) -> Assign | None:
-        return next((s for s in self.body if s.name == name and not s.accumulate), None)
+        return self._definitions_by_name.get(name)
 
     def lhs(self, name: str) -> sp.Expr:
         found = self.input(name) or self.definition(name)
@@ -125,6 +158,15 @@ class Program:
     def axes(self, name: str) -> tuple[sp.Idx, ...]:
         """One plain ``Idx`` per axis of ``name``: its declared indices, except that a flattened
         axis (``embcat[i, E*t + e]``) takes the index its first reader uses for it."""
+        if name not in self._axes:
+            self._axes[name] = self._find_axes(name)
+        return self._axes[name]
+
+    @cached_property
+    def _axes(self) -> dict[str, tuple[sp.Idx, ...]]:
+        return {}
+
+    def _find_axes(self, name: str) -> tuple[sp.Idx, ...]:
         result = []
         for position, index in enumerate(indices_of(self.lhs(name))):
             if isinstance(index, sp.Idx):
@@ -160,12 +202,18 @@ class Program:
 
 def name_of(expr: sp.Expr) -> str:
     if isinstance(expr, sp.Indexed):
-        return str(expr.base.label)
+        return _label_name(expr.base.label)
     if isinstance(expr, sp.IndexedBase):
-        return str(expr.label)
+        return _label_name(expr.label)
     if isinstance(expr, sp.Symbol):
         return expr.name
     raise ProgramError(f"'{expr}' is not a name: write name[indices] or a plain symbol")
+
+
+def _label_name(label: sp.Expr) -> str:
+    """An IndexedBase's name read off its label Symbol, not printed (printing dominated the
+    deriver's profile); any other label is printed as before."""
+    return label.name if isinstance(label, sp.Symbol) else str(label)
 
 
 def indices_of(expr: sp.Expr) -> tuple:

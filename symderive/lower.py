@@ -25,7 +25,7 @@ from .ir import (
     index_size,
     name_of,
 )
-from .ops import ArgMax, Maximum
+from .ops import ArgMax, ExprCondPair, Maximum, Piecewise
 from .terms import is_scalar
 
 
@@ -193,9 +193,15 @@ class Lowerer:
 
     def __init__(self, program: Program):
         self.program = program
+        # looked up once per program, not once per subexpression: the lookups print SymPy names
+        # and scan every statement, which made lowering grow with the square of the program
+        self.names = frozenset(program.names)
+        self.shapes: dict[str, tuple] = {}
 
     def shape(self, name: str) -> tuple:
-        return self.program.shape(name)
+        if name not in self.shapes:
+            self.shapes[name] = self.program.shape(name)
+        return self.shapes[name]
 
     def lhs_shape(self, s: Assign) -> tuple:
         return tuple(index_size(k, self.program) for k in s.indices)
@@ -334,10 +340,9 @@ class Lowerer:
         for k in free_indices(e):
             if k not in order:
                 order.append(k)
-        names = set(self.program.names)
         if is_scalar(e):  # sizes, constants and scalar names: the latter are arrays too
             return Value(e.xreplace({x: ArrayRef(x.name) for x in e.atoms(sp.Symbol)
-                                     if x.name in names}), ())
+                                     if x.name in self.names}), ())
         if isinstance(e, sp.Indexed):
             return self.read(e, order)
         if isinstance(e, sp.Sum):
@@ -352,6 +357,8 @@ class Lowerer:
             return Value(op(aligned, axes.index(index)), tuple(k for k in axes if k != index))
         if isinstance(e, sp.KroneckerDelta):
             return self.delta(e, order)
+        if isinstance(e, Piecewise):
+            return self.piecewise(e, order)
         if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
             values = [self.expr(arg, order) for arg in e.args]
             if isinstance(e, sp.Add):
@@ -365,8 +372,29 @@ class Lowerer:
             return Value(code, tuple(axes))
         raise LoweringError(f"cannot lower '{e}' to array code")
 
+    def piecewise(self, e: Piecewise, order: list[sp.Idx]) -> Value:
+        """A Piecewise with its branch values and both sides of every comparison lowered and
+        aligned over one set of axes (the printers spell it as nested ``where``)."""
+        leaves = [v for value, condition in e.args for v in [value, *(
+            side for comparison in condition.atoms(sp.core.relational.Relational)
+            for side in comparison.args)]]
+        values = {leaf: self.expr(leaf, order) for leaf in dict.fromkeys(leaves)}
+        axes = _union(list(values.values()), order)
+        aligned = {leaf: _align(v, axes) if v.axes else v.code for leaf, v in values.items()}
+
+        def rebuilt(node):
+            if isinstance(node, sp.core.relational.Relational):
+                return node.func(*[aligned[side] for side in node.args], evaluate=False)
+            return node.func(*map(rebuilt, node.args)) if isinstance(node, (sp.And, sp.Or)) \
+                else node
+
+        pairs = [ExprCondPair(aligned[value], rebuilt(condition))
+                 for value, condition in e.args]
+        return Value(Piecewise(*pairs, evaluate=False), tuple(axes))
+
     def read(self, e: sp.Indexed, order: list[sp.Idx]) -> Value:
-        name = name_of(e)
+        label = e.base.label  # the label's own name: str() would print it
+        name = label.name if isinstance(label, sp.Symbol) else name_of(e)
         code: sp.Expr = ArrayRef(name)
         indices = list(e.indices)
         if any(not isinstance(k, sp.Idx) and flatten_parts(k) for k in indices):
@@ -684,8 +712,12 @@ def _oriented(value: Value, axes: list[sp.Idx]) -> sp.Expr:
 
 
 def lower(program: Program) -> list[ArrayStatement]:
-    """Every statement of ``program`` as an array statement, a contraction that several of
-    them (or one, twice) compute done once (``shared_contractions``)."""
+    """Every statement of ``program`` as an array statement, after the stabilising rewrites of
+    ``symderive.stabilize``, a contraction that several of them (or one, twice) compute done
+    once (``shared_contractions``)."""
+    from .stabilize import stabilized  # stabilize reads simplify, which reads this module
+
+    program, _ = stabilized(program)  # log of exp folded, label reads through maps
     lowerer = Lowerer(program)
     return shared_contractions([lowerer.statement(s) for s in program.body], program)
 

@@ -14,6 +14,16 @@ Subgradients at kinks follow torch: ``relu'(0) = 0`` (``Max`` against a constant
 0``, and ``sign`` and ``Heaviside`` have derivative 0 everywhere (torch's ``sign`` backward is 0;
 ``Heaviside``'s second argument is its value at 0: SymPy's default 1/2, ``Heaviside(x, 0)`` for the
 strict step the rules emit).
+
+``Piecewise((v1, c1), (v2, c2), ..., (vk, True))`` takes the first branch whose condition holds;
+each condition compares a value with a constant (``<``, ``<=``, ``>``, ``>=``, joined by ``&``
+or ``|``).
+Its derivative is the Piecewise of the branch derivatives under the same conditions
+(``piecewise_partial``): at a boundary it is the derivative of the branch the conditions select
+there, so the comparisons a derivation writes choose the kink's subgradient, as torch's kernels do
+(``Piecewise((x, x > 0), (0, True))`` has relu's 0 at 0; hardtanh as torch writes ``x <= -1`` and
+``x >= 1`` for its constant branches). The conditions themselves contribute nothing (their
+derivative is 0 almost everywhere).
 """
 from __future__ import annotations
 
@@ -23,6 +33,8 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.concrete.expr_with_limits import ExprWithLimits
+from sympy.core.logic import fuzzy_and
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 
 class Maximum(ExprWithLimits):
@@ -111,6 +123,117 @@ def _step(a: sp.Expr, b: sp.Expr) -> sp.Expr:
     return sp.Heaviside(a - b, tie)
 
 
+class Piecewise(sp.Function):
+    """SymPy's ``Piecewise`` as symderive keeps it, with the same ``(value, condition)`` pairs
+    (``Builder`` converts one written with ``sympy.Piecewise``). It is a plain function of its
+    branches because SymPy's ``Sum`` folds a ``sympy.Piecewise`` that uses its index into one
+    Piecewise around the whole summand, which would hide the index deltas of a derivative inside
+    the branches, where no rule can contract them. Branches of one value are that value.
+
+    >>> x = sp.IndexedBase("x")[sp.Idx("i", 3)]
+    >>> Piecewise(*sp.Piecewise((x, x > 0), (0, True)).args)
+    Piecewise((x[i], x[i] > 0), (0, True))
+    """
+
+    is_commutative = True
+
+    @classmethod
+    def eval(cls, *pairs):
+        if not all(isinstance(pair, ExprCondPair) for pair in pairs):  # Piecewise((x, x > 0), ...)
+            return cls(*[ExprCondPair(*pair) for pair in pairs])
+        values = {pair.args[0] for pair in pairs}
+        if len(values) == 1 and pairs[-1].args[1] is sp.true:  # else it has no value somewhere
+            return values.pop()
+        return None
+
+    def _eval_is_extended_real(self):
+        return fuzzy_and(pair.args[0].is_extended_real for pair in self.args)
+
+
+def as_piecewise(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every ``sympy.Piecewise`` in it kept as symderive's ``Piecewise``."""
+    if not expr.has(sp.Piecewise):
+        return expr
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), lambda e: Piecewise(*e.args))
+
+
+# What a Piecewise condition may be built of: comparisons with a constant, joined by And or Or
+# (SymPy itself joins the conditions of neighbouring branches of equal value by Or); True for
+# the last branch.
+COMPARISONS = (sp.StrictGreaterThan, sp.GreaterThan, sp.StrictLessThan, sp.LessThan)
+CONDITION_NODES = frozenset({*COMPARISONS, sp.And, sp.Or, ExprCondPair, type(sp.true)})
+
+
+def _comparisons(condition):
+    if isinstance(condition, (sp.And, sp.Or)):
+        return [c for arg in condition.args for c in _comparisons(arg)]
+    return [condition]
+
+
+def piecewise_problem(expr: Piecewise, constant: Callable[[sp.Expr], bool]) -> str | None:
+    """Why ``expr`` is not a Piecewise symderive can differentiate (None if it is): every
+    condition but the last compares a value with a constant (``constant(e)`` says which
+    expressions are), alone or joined by ``&`` and ``|``; the last is ``True``, so every point
+    has a value.
+
+    >>> x = sp.IndexedBase("x")[sp.Idx("i", 3)]
+    >>> piecewise_problem(Piecewise((x, x > 0), (0, True)), lambda e: e.is_number)
+    >>> piecewise_problem(Piecewise((x, x > 0), (0, x <= 0)), lambda e: e.is_number)[:38]
+    'the last branch of a Piecewise must be'
+    """
+    *pairs, (_, last) = expr.args
+    if last is not sp.true:
+        return (f"the last branch of a Piecewise must be (value, True), the value everywhere "
+                f"else; '{expr}' has no value where {last} fails")
+    for _, condition in pairs:
+        for comparison in _comparisons(condition):
+            if not isinstance(comparison, COMPARISONS):
+                return (f"the condition '{condition}' of a Piecewise must compare a value with a "
+                        "constant using <, <=, > or >= (several joined by & or |)")
+            if constant(comparison.lhs) == constant(comparison.rhs):
+                return (f"the condition '{comparison}' of a Piecewise must compare a value with "
+                        "a constant (a number, size or named constant)")
+    return None
+
+
+def piecewise_partial(expr: Piecewise, name: str, at: tuple, partial: Callable) -> sp.Expr:
+    """The derivative of ``expr`` with respect to ``name[at]``: the Piecewise of the branch
+    derivatives under the same conditions, by ``partial`` (``grad.partial``). Each read of
+    ``name`` outside any Sum is differentiated through once, so the index deltas stand outside
+    the Piecewise where the rules contract them:
+    ``d/dx[k] Piecewise((x[i], x[i] > 0), (a*x[i], True)) = Piecewise((1, x[i] > 0), (a, True)) *
+    delta(i, k)``. A read under a Sum inside a branch is differentiated inside the branch.
+    """
+    def branches(derivative):
+        return Piecewise(*[ExprCondPair(derivative(value), condition)
+                           for value, condition in expr.args])
+
+    values = [value for value, _ in expr.args]
+    reads = []
+    for value in values:
+        labels = {base.label for base in value.atoms(sp.IndexedBase)}  # x of x[i] is no read
+        reads += sorted([r for r in value.atoms(sp.Indexed) if str(r.base.label) == name] + [
+            r for r in value.atoms(sp.Symbol) - labels if r.name == name], key=sp.default_sort_key)
+    reads = list(dict.fromkeys(reads))
+    bound = [s for value in values for s in value.atoms(ExprWithLimits)]
+    if any(r in s.function.atoms(sp.Indexed, sp.Symbol) for r in reads for s in bound):
+        return branches(lambda value: partial(value, name, at))
+    # a placeholder name no derivation can use (names may not start with "_")
+    point = sp.Symbol("_piecewise_read")
+    total = []
+    for read in reads:
+        outer = branches(lambda value: partial(value.xreplace({read: point}), point.name, ())
+                         .xreplace({point: read}))
+        if outer != 0:
+            total.append(outer * partial(read, name, at))
+    return sp.Add(*total)
+
+
+def _branchwise(y, *pairs):
+    raise TypeError("a Piecewise has no partial per argument; it is differentiated branch by "
+                    "branch (piecewise_partial)")
+
+
 def _zeros(y, *args):
     return tuple(sp.S.Zero for _ in args)
 
@@ -175,6 +298,12 @@ OPS: dict[type, Op] = {
                  r"\operatorname{softplus}", (-3.0, 3.0)),
     log_sigmoid: Op("log_sigmoid", lambda y, x: (sigmoid(-x),), "(-np.logaddexp(0, -{p0}))",
                     "F.logsigmoid", r"\log\sigma", (-3.0, 3.0)),
+    # Piecewise((v1, c1), ..., (vk, True)), conditions comparing a value with a constant: the
+    # derivative is branch by branch (piecewise_partial, which grad.partial calls instead of the
+    # partials here); printed as nested where and as a cases environment. Kinks: the branch the
+    # conditions select at the boundary gives the subgradient there.
+    Piecewise: Op("piecewise", _branchwise, "np.where", "torch.where", r"\begin{cases}",
+                  (-2.0, 2.0)),
 }
 
 

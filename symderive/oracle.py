@@ -15,7 +15,7 @@ import sympy as sp
 import torch
 
 from .ir import Program, flatten_parts, idx_size, indices_of, lhs_index_set, name_of
-from .ops import ArgMax, Maximum, expm1, log1p, log_sigmoid, sigmoid, softplus
+from .ops import ArgMax, Maximum, Piecewise, expm1, log1p, log_sigmoid, sigmoid, softplus
 
 
 def _constant(t: torch.Tensor) -> bool:
@@ -54,6 +54,9 @@ FUNCTIONS = {sp.exp: torch.exp, sp.log: torch.log, sp.tanh: torch.tanh, sp.sin: 
              expm1: torch.special.expm1, sp.atan: torch.arctan,
              sigmoid: lambda x: torch.exp(-_softplus(-x)), softplus: _softplus,
              log_sigmoid: lambda x: -_softplus(-x)}
+
+_COMPARE = {sp.StrictGreaterThan: torch.gt, sp.GreaterThan: torch.ge, sp.StrictLessThan: torch.lt,
+            sp.LessThan: torch.le}
 
 Value = tuple  # (tensor, [Idx, ...]): the tensor's dims stand for those indices, in that order
 
@@ -116,11 +119,37 @@ class _Evaluator:
             for tensor in tensors[1:]:
                 result = combine(result, tensor)
             return result, axes
+        if isinstance(e, Piecewise):
+            return self.piecewise(e)
         if type(e) in FUNCTIONS:
             tensors, axes = _aligned([self(arg) for arg in e.args])
             tensors = [t if t.is_floating_point() else t.to(self.dtype) for t in tensors]  # n**-1
             return FUNCTIONS[type(e)](*tensors), axes
         raise NotImplementedError(f"the oracle cannot evaluate '{e}' ({type(e).__name__})")
+
+    def piecewise(self, e: Piecewise) -> Value:
+        """The first branch whose condition holds, by ``torch.where`` from the last branch out;
+        comparisons by torch's own operators, ``&`` and ``|`` by ``logical_and``/``logical_or``."""
+        def truth(condition) -> Value:
+            if condition is sp.true:
+                return torch.tensor(True), []
+            if isinstance(condition, (sp.And, sp.Or)):
+                (first, *rest), axes = _aligned([truth(c) for c in condition.args])
+                join = torch.logical_and if isinstance(condition, sp.And) else torch.logical_or
+                for other in rest:
+                    first = join(first, other)
+                return first, axes
+            (a, b), axes = _aligned([self(side) for side in condition.args])
+            return _COMPARE[type(condition)](a, b), axes
+
+        parts = [value for pair in e.args for value in (self(pair[0]), truth(pair[1]))]
+        tensors, axes = _aligned(parts)
+        tensors = [t if t.dtype == torch.bool or t.is_floating_point() else t.to(self.dtype)
+                   for t in tensors]
+        result = tensors[-2]
+        for value, holds in zip(tensors[-4::-2], tensors[-3::-2]):
+            result = torch.where(holds, value, result)
+        return result.expand(torch.broadcast_shapes(*(t.shape for t in tensors))), axes
 
     def reduce(self, e) -> Value:
         """``Sum`` over each bound index; ``Maximum`` as ``max(dim).values`` (autograd sends a tie's

@@ -7,8 +7,13 @@ Registered through the ``pytest11`` entry point, so installing symderive is enou
 
 - ``<file>::generated``: the generated modules and LaTeX document are current (``symderive regen``
   would change nothing for this derivation);
-- ``<file>::check[float64]`` and ``<file>::check[float32]``: ``symderive check`` in that dtype
-  (seed 0) finds every row approximately equal; a failure shows the rows that differ.
+- ``<file>::check[float64]`` and ``<file>::check[float32]``: ``symderive check`` of the generated
+  modules as written (emitted afresh where missing) in that dtype (seed 0) finds every row
+  approximately equal; a failure shows the rows that differ;
+- ``<file>::gradcheck`` and ``<file>::gradgradcheck``: the generated torch module's Function, as
+  written in the generated folder, under ``torch.autograd.gradcheck`` and ``gradgradcheck``
+  (float64, every size at most 3); a failure names the gradient that differs from finite
+  differences. A Function whose double backward is not derived skips ``gradgradcheck``, saying why.
 
 The project root is the nearest folder at or above the folder pytest was started in that holds
 ``derivations/`` or a pyproject.toml with ``[tool.symderive]`` (as ``symderive regen`` finds it);
@@ -91,6 +96,8 @@ class DerivationFile(pytest.File):
         yield GeneratedItem.from_parent(self, name="generated")
         for dtype in DTYPES:
             yield CheckItem.from_parent(self, name=f"check[{dtype}]", dtype=dtype)
+        for order in (1, 2):
+            yield GradcheckItem.from_parent(self, name="grad" * order + "check", order=order)
 
 
 class _DerivationItem(pytest.Item):
@@ -136,8 +143,13 @@ class CheckItem(_DerivationItem):
         from .ir import ProgramError
 
         program = self.parent.program()
+        _, generated = self.parent.project
+        # the modules as written, so a hand edit shows as the rows it breaks
+        sources = {target: path.read_text() for target in ("numpy", "torch")
+                   if (path := generated / f"{program.name}_{target}.py").is_file()}
         try:
-            report = run_check(program, self.dtype, self.config.getoption("symderive_seed"))
+            report = run_check(program, self.dtype, self.config.getoption("symderive_seed"),
+                               sources)
         except ProgramError as error:
             raise SymderiveFailure(f"bad derivation: {error}") from None
         if not report.ok:
@@ -147,3 +159,70 @@ class CheckItem(_DerivationItem):
             lines += [f"{row.line()} | relmaxdiff: {row.relmaxdiff:.3g} | target: {row.target} "
                       f"| reference: {row.reference}" for row in differ]
             raise SymderiveFailure("\n".join(lines))
+
+
+GRADCHECK_SIZE = 3  # gradcheck differentiates numerically element by element: keep arrays tiny
+
+
+class GradcheckItem(_DerivationItem):
+    """The generated torch Function under ``gradcheck`` (``order`` 1) or ``gradgradcheck`` (2)."""
+
+    def __init__(self, *, order: int, **kwargs):
+        super().__init__(**kwargs)
+        self.order = order
+
+    def runtest(self) -> None:
+        import re
+        from dataclasses import replace
+
+        import torch
+        from torch.autograd.gradcheck import GradcheckError
+
+        from .check import example_inputs, load_module
+
+        _, generated = self.parent.project
+        program = self.parent.program()
+        path = generated / f"{program.name}_torch.py"
+        if not path.is_file():
+            raise SymderiveFailure(f"{program.name}: missing {path}; run symderive regen")
+        source = path.read_text()
+        module = load_module(source, f"{program.name}_torch")
+        if self.order == 2 and not hasattr(module, "double_backward"):
+            reason = re.search(r"@once_differentiable  # (.*)", source)
+            pytest.skip(f"{program.name}: no derived double backward"
+                        f"{': ' + reason.group(1) if reason else ''}")
+        small = replace(program, sizes=tuple((size, min(value, GRADCHECK_SIZE))
+                                             for size, value in program.sizes))
+        inputs = example_inputs(small, torch.float64, self.config.getoption("symderive_seed"))
+        floats = [name for name, value in inputs.items() if value.is_floating_point()]
+        entry = getattr(module, program.name)
+
+        def function(*values):
+            return entry(**(inputs | dict(zip(floats, values))))
+
+        leaves = [inputs[name].clone().requires_grad_() for name in floats]
+        check = torch.autograd.gradcheck if self.order == 1 else torch.autograd.gradgradcheck
+        try:
+            check(function, leaves)
+        except GradcheckError as error:
+            raise SymderiveFailure(self._row(program, floats, str(error))) from None
+
+    def _row(self, program, floats: list[str], message: str) -> str:
+        """The failing gradient, named: gradcheck numbers outputs and inputs; for gradgradcheck
+        the outputs are the first-order gradients and the inputs are followed by the upstream
+        adjoints."""
+        import re
+
+        kind = self.name
+        found = re.search(r"output (\d+) with respect to input (\d+)", message)
+        if found is None:
+            return f"{program.name}: {kind} fails: {message.splitlines()[0]}"
+        output, wrt = int(found.group(1)), int(found.group(2))
+        upstream = [f"the upstream adjoint of {name}" for name in program.outputs]
+        if self.order == 1:
+            what = f"the gradient of {program.outputs[output]}"
+        else:
+            what = f"the derivative of the gradient of {floats[output]}"
+        return (f"{program.name}: {kind} fails: {what} with respect to "
+                f"{(floats + upstream)[wrt]} differs from finite differences\n"
+                f"{message.splitlines()[0]}")

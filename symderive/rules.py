@@ -14,7 +14,18 @@ import sympy as sp
 from .definitions import Definitions, Fact, Pattern, collect_definitions
 from .ir import Program, ProgramError, free_indices, idx_size, index_size, indices_of
 from .signs import nonnegative, program_signs
-from .terms import Term, collect, combine, components, expand, power, readable, to_expr
+from .terms import (
+    Term,
+    canonical_atom,
+    collect,
+    combine,
+    components,
+    expand,
+    multiply,
+    power,
+    readable,
+    to_expr,
+)
 
 FALLBACK_NAMES = ["k", "l", "m", "p", "q", "r", "s", "u", "w", "a", "b", "f", "g", "o"]
 
@@ -225,17 +236,22 @@ def unfold(terms: list[Term], context: Context) -> list[Term]:
 
 def fold_atom(terms: list[Term], context: Context) -> list[Term]:
     """Fold a power or function of an expression that a forward name is defined as, power-aware:
-    ``(bnvar[j] + eps)**(-3/2) -> bnvar_inv[j]**3``, ``exp(norm_logits[i, c]) -> counts[i, c]``."""
+    ``(bnvar[j] + eps)**(-3/2) -> bnvar_inv[j]**3``, ``exp(norm_logits[i, c]) -> counts[i, c]``,
+    and, for a base the program establishes as non-negative, a fractional multiple of the power:
+    ``(bnvar[j] + eps)**(-1/4) -> bnvar_inv[j]**(1/2)``."""
     result = []
     for term in terms:
         coeff, factors = term.coeff, []
         for atom, e in term.factors:
-            for pattern in context.definitions.atoms:
+            for pattern in context.definitions.candidates("atoms", atom):
                 (p_atom, p_exp), = pattern.factors
                 binding = match(p_atom, atom, pattern.variables, {})
                 ratio = e / p_exp
                 target = instantiate(pattern, binding) if binding is not None else None
-                if target is not None and ratio.is_Integer:
+                # a**(p*r) = (a**p)**r for integers p and r, else only where a >= 0: for
+                # a < 0, a**(-1) is defined and (a**(-1/2))**2 is not
+                if target is not None and (ratio.is_Integer and p_exp.is_Integer or
+                                           ratio.is_Rational and context.nonnegative(atom)):
                     coeff /= pattern.coeff**ratio
                     atom, e = target, ratio
                     break
@@ -244,32 +260,44 @@ def fold_atom(terms: list[Term], context: Context) -> list[Term]:
     return result
 
 
-def _groups(term: Term):
-    """For each bound index, the factors that use it: what a sum over that index alone reduces
-    (other indices in them, bound or free, are constants of that sum)."""
-    for index in term.bound:
-        yield index, [(a, e) for a, e in term.factors if index in free_indices(a)]
+def _groups(term: Term, width: int = 1):
+    """For each ordered choice of ``width`` bound indices, the factors that use any of them: what
+    a sum over those indices alone reduces (other indices in them, bound or free, are constants of
+    that sum)."""
+    for chosen in itertools.permutations(term.bound, width):
+        yield chosen, [(a, e) for a, e in term.factors
+                       if any(k in free_indices(a) for k in chosen)]
+
+
+def _binds_summed(binding: dict, summed, own=()) -> bool:
+    """Whether a match bound a pattern variable other than its ``own`` summed ones to something
+    that uses a ``summed`` index: the sum would then not be the pattern's (``Sum_k bndiff[k, k]``
+    is a diagonal, not a column sum)."""
+    summed = set(summed)
+    return any(variable not in own and summed & set(free_indices(value))
+               for variable, value in binding.items())
 
 
 def fold_sum(terms: list[Term], context: Context) -> list[Term]:
-    """Fold a sum that a forward name is defined as: ``Sum(counts[i, c], c) -> counts_sum[i]``,
-    ``Sum(hprebn[i, j], i) -> n*bnmeani[j]``."""
+    """Fold a sum that a forward name is defined as, over one index or several jointly:
+    ``Sum(counts[i, c], c) -> counts_sum[i]``, ``Sum(hprebn[i, j], i) -> n*bnmeani[j]``."""
     result = []
     for term in terms:
         changed = True
         while changed:
             changed = False
-            for index, group in _groups(term):
-                for pattern in context.definitions.sums:
-                    if len(pattern.bound) != 1:
-                        continue
-                    binding = next(match_factors(pattern.factors, group, pattern.variables,
-                                                 {pattern.bound[0]: index}), None)
+            for pattern in context.definitions.candidates("sums", *(a for a, _ in term.factors)):
+                width = len(pattern.bound)
+                for chosen, group in _groups(term, width):
+                    binding = next((b for b in match_factors(
+                        pattern.factors, group, pattern.variables, dict(zip(pattern.bound, chosen)))
+                        if not _binds_summed(b, chosen, pattern.bound)), None)
                     target = instantiate(pattern, binding) if binding is not None else None
                     if target is None:
                         continue
                     rest = tuple(f for f in term.factors if f not in group)
-                    term = Term(term.coeff / pattern.coeff, tuple(k for k in term.bound if k != index),
+                    term = Term(term.coeff / pattern.coeff,
+                                tuple(k for k in term.bound if k not in chosen),
                                 rest + ((target, sp.Integer(1)),))
                     changed = True
                     break
@@ -280,29 +308,33 @@ def fold_sum(terms: list[Term], context: Context) -> list[Term]:
 
 
 def reduction_fact(terms: list[Term], context: Context) -> list[Term]:
-    """Apply a reduction fact derived from the program: ``Sum(bndiff[i, j], i) -> 0`` because
-    ``Sum_i (hprebn - bnmeani) = n*bnmeani - n*bnmeani``."""
+    """Apply a reduction fact derived from the program, over one index or several jointly:
+    ``Sum(bndiff[i, j], i) -> 0`` because ``Sum_i (hprebn - bnmeani) = n*bnmeani - n*bnmeani``,
+    and ``Sum(xc[i, g, h, l], h, l) -> 0`` for a mean over ``(h, l)``."""
     result, pending = [], list(terms)
     while pending:
         term = pending.pop(0)
-        for index, group in _groups(term):
-            if len(group) != 1 or group[0][1] != 1:
-                continue
-            for fact in context.definitions.facts:
-                binding = match(fact.target.xreplace({fact.index: index}), group[0][0],
-                                fact.variables - {fact.index}, {})
-                if binding is not None:
+        for fact in context.definitions.facts:
+            found = None
+            for chosen, group in _groups(term, len(fact.indices)):
+                if len(group) != 1 or group[0][1] != 1:
+                    continue
+                binding = match(fact.target.xreplace(dict(zip(fact.indices, chosen))), group[0][0],
+                                fact.variables - set(fact.indices), {})
+                if binding is not None and not _binds_summed(binding, chosen):
+                    found = chosen, group, binding
                     break
-            else:
-                continue
-            rest = tuple(f for f in term.factors if f not in group)
-            bound = tuple(k for k in term.bound if k != index)
-            pending[:0] = [Term(term.coeff * t.coeff, bound,
-                                rest + tuple((a.xreplace(binding), e) for a, e in t.factors))
-                           for t in fact.terms]
-            break
+            if found is not None:
+                break
         else:
             result.append(term)
+            continue
+        chosen, group, binding = found
+        rest = tuple(f for f in term.factors if f not in group)
+        bound = tuple(k for k in term.bound if k not in chosen)
+        pending[:0] = [Term(term.coeff * t.coeff, bound,
+                            rest + tuple((a.xreplace(binding), e) for a, e in t.factors))
+                       for t in fact.terms]
     return result
 
 
@@ -354,6 +386,111 @@ def fold(terms: list[Term], context: Context) -> list[Term]:
     return result
 
 
+# -- rules for the output form: fewer ops, the same values ---------------------------------
+
+def sign_abs(terms: list[Term], context: Context) -> list[Term]:
+    """A value times its sign is its magnitude, and the other way round:
+    ``x[i]*sign(x[i]) -> Abs(x[i])``, ``Abs(x[i])*sign(x[i]) -> x[i]``."""
+    result = []
+    for term in terms:
+        factors = dict(combine(term).factors)
+        for atom in [a for a in factors if isinstance(a, sp.sign)]:
+            (u,) = atom.args
+            for partner, becomes in ((u, sp.Abs(u)), (sp.Abs(u), u)):
+                if factors.get(atom, sp.S.Zero).is_positive and factors.get(partner, sp.S.Zero).is_positive \
+                        and factors[atom].is_integer and factors[partner].is_integer:
+                    factors[atom] -= 1
+                    factors[partner] -= 1
+                    factors[canonical_atom(becomes)] = factors.get(canonical_atom(becomes), 0) + 1
+        result.append(Term(term.coeff, term.bound,
+                           tuple((a, e) for a, e in factors.items() if e != 0)))
+    return result
+
+
+def common_denominator(terms: list[Term], context: Context) -> list[Term]:
+    """Put terms over the most negative power of a sum they share, when that leaves fewer terms:
+    ``1/(1 + Abs(x)) - Abs(x)/(1 + Abs(x))**2 -> 1/(1 + Abs(x))**2``."""
+    bases = {a for t in terms for a, e in t.factors
+             if isinstance(a, sp.Add) and e.is_Integer and e < 0}
+    for base in sorted(bases, key=str):
+        lowest = min(dict(t.factors).get(base, sp.S.Zero) for t in terms)
+        over = []
+        for term in terms:
+            e = dict(term.factors).get(base, sp.Integer(0))
+            if not e.is_Integer or e == lowest:
+                over.append(term)
+                continue
+            raised = Term(term.coeff, term.bound, tuple(f for f in term.factors if f[0] != base)
+                          + ((base, lowest),))
+            over += [combine(multiply(raised, part))
+                     for part in expand(base ** (e - lowest), context.nonnegative)]
+        over = collect(over)
+        if len(over) < len(terms):
+            return over
+    return terms
+
+
+# Odd functions: f(-u) = -f(u) for every real u, in floating point too (their implementations
+# are symmetric), so a minus sign may move into the argument.
+_ODD_FUNCTIONS = (sp.sign, sp.tanh, sp.sinh, sp.atan, sp.erf, sp.asinh, sp.sin, sp.tan)
+
+
+def odd_sign(terms: list[Term], context: Context) -> list[Term]:
+    """Move a term's minus sign into an odd function whose argument costs no more negated:
+    ``-sign(t[i] - x[i]) -> sign(x[i] - t[i])``."""
+    result = []
+    for term in terms:
+        if term.coeff.could_extract_minus_sign():
+            for position, (atom, e) in enumerate(term.factors):
+                if isinstance(atom, _ODD_FUNCTIONS) and e.is_Integer and e % 2 == 1 \
+                        and sp.count_ops(-atom.args[0]) <= sp.count_ops(atom.args[0]):
+                    flipped = canonical_atom(atom.func(-atom.args[0]))
+                    factors = term.factors[:position] + ((flipped, e),) \
+                        + term.factors[position + 1:]
+                    term = Term(-term.coeff, term.bound, factors)
+                    break
+        result.append(term)
+    return result
+
+
+def _step_argument(arg: sp.Expr) -> sp.Expr:
+    """The argument of a step (Heaviside, sign) with the same sign everywhere, simpler: a clipped
+    value replaced by the value where the clip cannot change the sign, then a positive scale
+    dropped."""
+    c, rest = arg.as_coeff_Add()
+    s, clipped = rest.as_coeff_Mul()
+    if s in (1, -1) and isinstance(clipped, (sp.Max, sp.Min)) and len(clipped.args) == 2:
+        numbers = [a for a in clipped.args if a.is_number]
+        if len(numbers) == 1:
+            (a,) = numbers
+            (v,) = [x for x in clipped.args if x is not a]
+            w = c + s * a  # the argument where the clip holds
+            keeps = s * w < 0 if isinstance(clipped, sp.Max) else s * w > 0
+            if keeps == sp.true:
+                arg = c + s * v
+    content, primitive = sp.factor_terms(arg).as_content_primitive()
+    if content.is_Rational and content.is_positive and content != 1:
+        arg = primitive
+    return arg
+
+
+def simpler_step(terms: list[Term], context: Context) -> list[Term]:
+    """Simplify the argument of a step where its sign cannot change: ``Heaviside(1 - Max(-1,
+    x), 0) -> Heaviside(1 - x, 0)`` (where the clip acts, both arguments are positive) and
+    ``Heaviside(x/6 + 1/2, 0) -> Heaviside(x + 3, 0)`` (a positive scale)."""
+    result = []
+    for term in terms:
+        factors = []
+        for atom, e in term.factors:
+            if isinstance(atom, (sp.Heaviside, sp.sign)):
+                arg = _step_argument(atom.args[0])
+                if arg != atom.args[0]:
+                    atom = canonical_atom(atom.func(arg, *atom.args[1:]))
+            factors.append((atom, e))
+        result.append(Term(term.coeff, term.bound, tuple(factors)))
+    return result
+
+
 # Wherever a condition says "where the left side is defined": the left side is a value of the
 # backward or of the forward it reads; where it is undefined (0/0, a fractional power of a negative
 # number) there is no value to keep, and the rewrite may only extend the domain, never change a value.
@@ -372,8 +509,10 @@ UNFOLD = Rule("unfold", unfold,
               "only integer powers of a name are unfolded: (prod a**f)**e = prod a**(f*e) for "
               "integer e wherever the name is defined")
 FOLD_ATOM = Rule("fold-power", fold_atom,
-                 "only when the power is an integer multiple r of the definition's: "
-                 "a**(p*r) = (a**p)**r for integer r wherever a**p (the saved name) is defined")
+                 "only when the power is a multiple r of the definition's power p: a**(p*r) = "
+                 "(a**p)**r for integers p and r wherever the left side is defined, and for "
+                 "rational p and r only where the program establishes a >= 0 "
+                 "(symderive.signs): for a < 0, a**(-1) is defined, (a**(-1/2))**2 is not")
 FOLD_SUM = Rule("fold-sum", fold_sum,
                 "none: the sum is the name's definition, matched exactly")
 REDUCTION_FACT = Rule("reduction-fact", reduction_fact,
@@ -382,6 +521,20 @@ REDUCTION_FACT = Rule("reduction-fact", reduction_fact,
 FOLD = Rule("fold", fold,
             "only whole, integer multiples of the name's product are folded: prod a**(f*t) = "
             "name**t for integer t wherever the name (computed by the forward) is defined")
+
+SIGN_ABS = Rule("sign-abs", sign_abs,
+                "none: u*sign(u) = |u| and |u|*sign(u) = u for every real u (both 0 at u = 0)")
+COMMON_DENOMINATOR = Rule("common-denominator", common_denominator,
+                          "the sum B is non-zero wherever the left side is defined (it divides "
+                          "there), so u/B**k = u*B**(m - k)/B**m; taken only when terms cancel")
+ODD_SIGN = Rule("odd-sign", odd_sign,
+                "the function is odd, f(-u) = -f(u) for every real u (sign, tanh, sinh, atan, "
+                "erf, asinh, sin, tan), exactly in floating point as well")
+SIMPLER_STEP = Rule("simpler-step", simpler_step,
+                    "the new argument has the same sign as the old everywhere: a clip "
+                    "Max(a, v) (Min(a, v)) is replaced by v only when, where it clips, the step's "
+                    "argument has one sign for every clipped v, checked on the numbers; a scale "
+                    "is dropped only when it is a positive rational")
 
 # The steps that are not rules on terms, with their side conditions too.
 DISTRIBUTE_CONDITION = ("products distribute over sums exactly; a power of a power becomes one "
@@ -394,23 +547,30 @@ FACTOR_CONDITION = ("none: a factor every term has is pulled out (x**a*u + x**b*
 # rewrite into irreducible forward names, reduce to a fixpoint, then fold back into saved names.
 BASIS_RULES = (UNFOLD, FOLD_ATOM, CANCEL)
 REDUCE_RULES = (CONTRACT_DELTA, SUM_OF_CONSTANT, FOLD_SUM, REDUCTION_FACT, CANCEL, COLLECT)
-OUTPUT_RULES = (FOLD, FOLD_ATOM, CANCEL, COLLECT)
-RULES = BASIS_RULES + REDUCE_RULES + (FOLD,)
+OUTPUT_RULES = (FOLD, FOLD_ATOM, SIMPLER_STEP, SIGN_ABS, CANCEL, COLLECT, COMMON_DENOMINATOR,
+                ODD_SIGN)
+RULES = BASIS_RULES + REDUCE_RULES + (FOLD, SIMPLER_STEP, SIGN_ABS, COMMON_DENOMINATOR, ODD_SIGN)
 
 
 def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
     """Apply ``rules`` in order until none changes the terms; ``record(rule, before, after)``
-    hears of every application that did. Rules that undo each other would loop: that is a bug."""
-    for _ in range(50):
-        changed = False
-        for rule in rules:
-            after = rule.apply(terms, context)
-            if after != terms:
-                if record is not None:
-                    record(rule, terms, after)
-                terms, changed = after, True
-        if not changed:
+    hears of every application that did. Rules that undo each other would loop: that is a bug.
+    It stops as soon as every rule has seen the current terms without changing them, rather than
+    after a whole further round: the rules run in the same order, so the result is the same."""
+    unchanged = 0  # rules applied in a row since the terms last changed
+    for application in range(50 * len(rules)):
+        rule = rules[application % len(rules)]
+        after = rule.apply(terms, context)
+        if after != terms:
+            if record is not None:
+                record(rule, terms, after)
+            terms, unchanged = after, 0
+        else:
+            unchanged += 1
+        if unchanged == len(rules):
             return terms
+    if not rules:
+        return terms
     raise RuntimeError(f"rules {[r.name for r in rules]} did not reach a fixpoint in 50 rounds")
 
 
@@ -438,6 +598,18 @@ def _common(dicts: list[dict]) -> dict:
     return common
 
 
+def _common_number(numbers: list[sp.Expr]) -> sp.Expr:
+    """The largest rational dividing all ``numbers`` (negative when all are); 1 (or -1) as soon
+    as one is a float: a float literal stays the float the user wrote, never the exact binary
+    fraction behind it (``0.044715`` is not ``3222...23/72057594037927936``)."""
+    sign = -1 if numbers and all(x < 0 for x in numbers) else 1
+    if not all(isinstance(x, sp.Rational) for x in numbers):
+        size = abs(numbers[0])  # floats: only a number they all share, up to sign
+        shared = all(abs(x) == size for x in numbers) and size != 1
+        return sign * size if shared else sp.Integer(sign)
+    return sign * sp.Rational(sp.gcd([x.p for x in numbers]), sp.lcm([x.q for x in numbers]))
+
+
 def factor(terms: list[Term], context: Context) -> sp.Expr:
     """Pull the factors all terms share out front: ``dh - h**2*dh -> (1 - h**2)*dh`` and
     ``p/n - KroneckerDelta(c, Y[i])/n -> (p - KroneckerDelta(c, Y[i]))/n``. Returns SymPy."""
@@ -447,11 +619,7 @@ def factor(terms: list[Term], context: Context) -> sp.Expr:
     common_factors = _common(outside)
     split = [_split_coefficient(t.coeff) for t in terms]
     common_coeff = _common([powers for _, powers in split])
-    numbers = [number for number, _ in split]
-    number = sp.Rational(sp.gcd([sp.Rational(x).p for x in numbers]),
-                         sp.lcm([sp.Rational(x).q for x in numbers]))
-    if all(x < 0 for x in numbers):
-        number = -number
+    number = _common_number([number for number, _ in split])
     scale = number * sp.Mul(*[b**e for b, e in common_coeff.items()])
     if scale == 1 and not common_factors:
         return to_expr(terms)
@@ -462,6 +630,153 @@ def factor(terms: list[Term], context: Context) -> sp.Expr:
                          tuple((atom, e) for atom, e in factors if e != 0)))
     pulled = sp.Mul(*[power(a, e) for a, e in common_factors.items()])
     return scale * pulled * to_expr(rest)
+
+
+# -- gather: the output form of a sum of elementwise products ---------------------------------
+
+Monomial = tuple  # (number, ((atom, exponent), ...) sorted): one term, its sums opaque atoms
+
+
+def _monomials(terms: list[Term], sums: dict) -> list[Monomial]:
+    """Each term as a number times powers of atoms: its factors outside sums, each of its sums
+    (one opaque atom, its bound indices and factors kept in ``sums``), the symbols and sizes of
+    its coefficient."""
+    result = []
+    for term in terms:
+        outside, groups = components(term)
+        used = {k for bound, _ in groups for k in bound}
+        scale = sp.Mul(*[idx_size(k) for k in term.bound if k not in used])
+        number, powers = _split_coefficient(term.coeff * scale)
+        for atom, e in outside:
+            powers[atom] = powers.get(atom, 0) + e
+        for bound, factors in groups:
+            atom = sp.Sum(sp.Mul(*[power(a, e) for a, e in factors]), *bound)
+            sums[atom] = (bound, tuple(factors))
+            powers[atom] = powers.get(atom, 0) + 1
+        result.append((number, _sorted(powers)))
+    return result
+
+
+def _sorted(powers: dict) -> tuple:
+    return tuple(sorted(((a, sp.sympify(e)) for a, e in powers.items() if e != 0),
+                        key=lambda f: (str(f[0]), str(f[1]))))
+
+
+def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]:
+    """Merge two sums over the same indices that share an operand and differ in the rest, when
+    that costs fewer ops: ``Sum(M[i, k]*v[k], k) + Sum(N[i, k]*v[k], k) -> Sum((M[i, k] +
+    N[i, k])*v[k], k)`` (one contraction instead of two)."""
+    merged = True
+    while merged:
+        merged = False
+        for a, b in itertools.combinations(monomials, 2):
+            pa, pb = dict(a[1]), dict(b[1])
+            sa = [x for x, e in pa.items() if x in sums and e == 1]
+            sb = [x for x, e in pb.items() if x in sums and e == 1]
+            if len(sa) != 1 or len(sb) != 1 or sums[sa[0]][0] != sums[sb[0]][0] \
+                    or sa[0].has(sp.KroneckerDelta) or sb[0].has(sp.KroneckerDelta):
+                continue  # a delta is a scatter or a slice, lowered best on its own
+            (sa,), (sb,) = sa, sb
+            if {x: e for x, e in pa.items() if x != sa} != {x: e for x, e in pb.items() if x != sb}:
+                continue
+            bound, fa = sums[sa]
+            fb = sums[sb][1]
+            shared = [f for f in fa if f in fb]
+            if not shared:
+                continue
+            rest_a = [power(x, e) for x, e in fa if x not in dict(shared)]
+            rest_b = [power(x, e) for x, e in fb if x not in dict(shared)]
+            inner = a[0] * sp.Mul(*rest_a) + b[0] * sp.Mul(*rest_b)
+            atom = sp.Sum(sp.Mul(*[power(x, e) for x, e in shared]) * inner, *bound)
+            others = {x: e for x, e in pa.items() if x != sa}
+            candidate = (sp.Integer(1), _sorted({**others, atom: 1}))
+            if sp.count_ops(_product(*candidate)) >= sp.count_ops(_product(*a) + _product(*b)):
+                continue
+            sums[atom] = (bound, tuple(shared) + ((inner, sp.Integer(1)),))
+            monomials = [m for m in monomials if m is not a and m is not b] + [candidate]
+            merged = True
+            break
+    return monomials
+
+
+def _product(number: sp.Expr, powers) -> sp.Expr:
+    return number * sp.Mul(*[power(a, e) for a, e in powers])
+
+
+def _divide(monomial: Monomial, number: sp.Expr, powers: dict) -> Monomial:
+    left = dict(monomial[1])
+    for atom, e in powers.items():
+        left[atom] = sp.sympify(left[atom] - e)
+    return (monomial[0] / number, _sorted(left))
+
+
+def _proportion(q: list[Monomial], r: list[Monomial]) -> sp.Expr | None:
+    """The number ``lam`` with ``q == lam*r`` term by term, if there is one."""
+    if len(q) != len(r):
+        return None
+    q, r = sorted(q, key=lambda m: str(m[1])), sorted(r, key=lambda m: str(m[1]))
+    if any(a[1] != b[1] for a, b in zip(q, r)):
+        return None
+    ratios = {a[0] / b[0] for a, b in zip(q, r)}
+    if len(ratios) != 1:
+        return None
+    ratio = ratios.pop()
+    return sp.Integer(int(ratio)) if ratio.is_Float and ratio == int(ratio) else ratio
+
+
+def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
+    if monomials in memo:
+        return memo[monomials]
+    if len(monomials) == 1:
+        return _product(*monomials[0])
+    powers = [dict(m[1]) for m in monomials]
+    common = _common(powers)
+    number = _common_number([m[0] for m in monomials])
+    if number != 1 or common:
+        inner = tuple(_divide(m, number, common) for m in monomials)
+        if inner != monomials:  # (a float 1.0 divides nothing out)
+            result = memo[monomials] = _product(number, common.items()) * _gather(inner, memo)
+            return result
+    candidates = [sp.Add(*[_product(*m) for m in monomials])]
+    counts: dict = {}
+    for p in powers:
+        for atom, e in p.items():
+            if e.is_number:
+                key = (atom, e > 0)
+                counts[key] = counts.get(key, 0) + 1
+    shared = sorted((key for key, count in counts.items() if count > 1),
+                    key=lambda key: (-counts[key], str(key)))
+    for atom, positive in shared[:4]:  # the most shared atoms; enough for an elementwise chain
+        having = [m for m, p in zip(monomials, powers)
+                  if atom in p and p[atom].is_number and (p[atom] > 0) == positive]
+        rest = tuple(m for m in monomials if m not in having)
+        exps = [dict(m[1])[atom] for m in having]
+        pulled = {atom: min(exps) if positive else max(exps)}
+        inside = [_divide(m, 1, pulled) for m in having]
+        ratio = _proportion(inside, list(rest)) if rest else None
+        if ratio is not None:  # a*Q + Q -> (1 + a)*Q: the (1 - y**2) of tanh' and the like
+            candidates.append((1 + ratio * power(atom, pulled[atom])) * _gather(rest, memo))
+        else:
+            candidates.append(power(atom, pulled[atom]) * _gather(tuple(inside), memo)
+                              + (_gather(rest, memo) if rest else 0))
+    result = memo[monomials] = min(candidates, key=sp.count_ops)
+    return result
+
+
+def gather(terms: list[Term], context: Context) -> sp.Expr:
+    """Factor a sum of products by what its terms share, recursively, keeping the fewest ops
+    (a Horner-like form), after merging contractions that share an operand (see
+    ``_merge_contractions``): ``a*x**3 - a*x**3*t**2 + b*x - b*x*t**2 + t + 1 -> x*(a*x**2 + b)*(1 -
+    t**2) + t + 1``. A sum over bound indices is one opaque factor. Returns SymPy."""
+    if len(terms) < 2:
+        return to_expr(terms)
+    sums: dict = {}
+    return _gather(tuple(_merge_contractions(_monomials(terms, sums), sums)), {})
+
+
+GATHER_CONDITION = ("none: distributivity read backwards, a*u + a*v = a*(u + v), and "
+                    "q*a + q = (1 + a)*q, wherever the left side is defined; two sums over the "
+                    "same indices add under one sum, Sum(a*u) + Sum(a*v) = Sum(a*(u + v))")
 
 
 def tidy(expr: sp.Expr, context: Context) -> sp.Expr:

@@ -6,6 +6,7 @@ are the derivation. ``sp.simplify`` is never called.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -21,8 +22,16 @@ from .grad import (
     upstream_adjoint,
 )
 from .ir import Assign, Program, free_indices, name_of
-from .rules import BASIS_RULES, OUTPUT_RULES, REDUCE_RULES, Context, factor, run_to_fixpoint
-from .terms import components, expand, freshen, readable, to_expr
+from .rules import (
+    BASIS_RULES,
+    OUTPUT_RULES,
+    REDUCE_RULES,
+    Context,
+    factor,
+    gather,
+    run_to_fixpoint,
+)
+from .terms import components, expand, expanded_size, freshen, readable, to_expr
 
 
 @dataclass(frozen=True)
@@ -93,8 +102,18 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
     result = readable(factor(terms, context), context.names_for)
     if result != steps[-1].after:
         steps.append(Step("factor", steps[-1].after, result))
+    gathered = readable(gather(terms, context), context.names_for)
+    if operations(gathered) < operations(steps[-1].after):
+        steps.append(Step("gather", steps[-1].after, gathered))
     steps = [step for step in steps if step.before != step.after]
     return cheapest(start, steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def operations(expr: sp.Expr) -> int:
+    """``sympy.count_ops``, remembered: each form is costed when chosen among and again when the
+    derivation's cheapest form is extracted."""
+    return int(sp.count_ops(expr))
 
 
 def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
@@ -104,9 +123,17 @@ def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
     larger form to reach a smaller one, but a result never costs more than the chain it came
     from (a distributed ``-a**2*da + da`` that no rule gathers again stays ``(1 - a**2)*da``)."""
     forms = [start] + [step.after for step in steps]
-    costs = [sp.count_ops(form) for form in forms]
+    costs = [operations(form) for form in forms]
     best = min(range(len(forms)), key=lambda position: (costs[position], position))
     return forms[best], steps[:best]
+
+
+# The most terms an inlined adjoint may distribute into before it is materialised instead. A
+# product of sums distributes into the product of their sizes: inlining the adjoint of a chain of
+# elementwise maps (tanh after tanh) doubles the terms at every statement, and a person writing
+# the backward by hand keeps ``dh`` there. The layers whose compact forms come from cancellations
+# (batchnorm, cross-entropy, makemore) stay below 10.
+INLINE_TERMS = 8
 
 
 def materialised(program: Program) -> list[str]:
@@ -145,7 +172,10 @@ def compact_gradients(program: Program) -> list[Gradient]:
         return total
 
     def complete(name: str) -> None:
-        if name not in keep and name in defining:
+        if name not in keep and name in defining and \
+                expanded_size(inlined[name]) > INLINE_TERMS:
+            keep.add(name)  # inlining further would distribute into ever more terms
+        elif name not in keep and name in defining:
             upstream = _instantiate(inlined[name], program, defining[name])
             verdict, parts = materialise_instead(program, defining[name], context, upstream)
             if verdict:

@@ -1,6 +1,7 @@
 """Emitted modules always run: before ``emit`` or ``regen`` writes anything, every module it is about
 to write is compiled, imported and run once on the derivation's example sizes (forward, backward and,
-for torch, the ``autograd.Function`` forward and backward) in a child process, so a crash, a hang or
+for torch, the ``autograd.Function`` forward and backward, and its derived double backward through
+``create_graph``) in a child process, so a crash, a hang or
 a stray print in generated code cannot touch the caller. A failure names the statement whose emitted
 line failed; it is symderive's own bug (exit 3), except running out of memory (exit 2).
 """
@@ -57,7 +58,7 @@ def _spec(module: Module) -> dict:
         if isinstance(program.lhs(name), sp.Indexed) else [] for name in program.outputs]
     return {"label": module.label, "target": module.target, "source": module.source,
             "inputs": inputs, "upstream": upstream, "loss": program.loss,
-            "function": "".join(p.capitalize() for p in program.name.split("_")) + "Function"}
+            "entry": program.name}
 
 
 def verify(modules: list[Module]) -> None:
@@ -138,9 +139,19 @@ def _run_one(spec: dict) -> None:
     module.backward(values, *grads)
     _phase[0] = "the autograd Function"
     leaves = [t.clone().requires_grad_(t.is_floating_point()) for t in tensors]
-    outputs = getattr(module, spec["function"]).apply(*leaves)
+    outputs = getattr(module, spec["entry"])(*leaves)
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
     torch.autograd.backward(outputs, grads or None)
+    if hasattr(module, "double_backward"):  # the derived double backward, through create_graph
+        _phase[0] = "the double backward"
+        outputs = getattr(module, spec["entry"])(*leaves)
+        outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
+        floats = [leaf for leaf in leaves if leaf.requires_grad]
+        first = torch.autograd.grad(outputs, floats, grads or None, create_graph=True,
+                                    allow_unused=True)
+        first = [g for g in first if g is not None and g.requires_grad]
+        if first:
+            torch.autograd.backward(first, [torch.ones_like(g) for g in first])
 
 
 _phase = ["forward"]
@@ -162,7 +173,7 @@ def _child() -> int:
             line = frames[-1].lineno if frames else None
             function = frames[-1].name if frames else None
             phase = _phase[0] if function not in ("forward", "backward") or \
-                _phase[0] == "the autograd Function" else function
+                _phase[0] in ("the autograd Function", "the double backward") else function
             print(json.dumps({"ok": False, "label": spec["label"], "phase": phase, "line": line,
                               "error": f"{type(error).__name__}: {error}"}))
             return 0

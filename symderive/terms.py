@@ -7,6 +7,7 @@ renamed canonically so alpha-equivalent terms compare equal and collect.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -128,6 +129,30 @@ def expand(expr: sp.Expr, nonnegative: Callable[[sp.Expr], bool] = structurally_
                 return [Term(sp.Integer(1), (), ((atom, e * exponent),))]
         return [Term(sp.Integer(1), (), ((canonical_atom(base), exponent),))]
     return [Term(sp.Integer(1), (), ((canonical_atom(expr), sp.Integer(1)),))]
+
+
+def expanded_size(expr: sp.Expr) -> int:
+    """How many terms ``expand(expr)`` makes, counted without making them (a product of sums
+    distributes into the product of their sizes, which is what can grow exponentially).
+
+    >>> from sympy import IndexedBase, Idx, symbols
+    >>> n = symbols("n", integer=True, positive=True)
+    >>> i = Idx("i", n)
+    >>> y, z = IndexedBase("y"), IndexedBase("z")
+    >>> expanded_size((1 - y[i]**2) * (1 - z[i]**2) * y[i])
+    4
+    """
+    if is_scalar(expr):
+        return 1
+    if isinstance(expr, sp.Add):
+        return sum(expanded_size(arg) for arg in expr.args)
+    if isinstance(expr, sp.Mul):
+        return math.prod(expanded_size(arg) for arg in expr.args)
+    if isinstance(expr, sp.Sum):
+        return expanded_size(expr.function)
+    if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0:
+        return expanded_size(expr.base) ** int(expr.exp)
+    return 1
 
 
 def combine(term: Term) -> Term:

@@ -31,7 +31,16 @@ from .ir import (
     lhs_index_set,
     name_of,
 )
-from .ops import OPS, ArgMax, Maximum, known_names, op_for
+from .ops import (
+    CONDITION_NODES,
+    OPS,
+    ArgMax,
+    Maximum,
+    Piecewise,
+    known_names,
+    op_for,
+    piecewise_problem,
+)
 
 # Names a derivation may not use, because the emitted modules already mean something by them.
 RESERVED = frozenset(
@@ -40,6 +49,10 @@ RESERVED = frozenset(
      "forward", "backward"}
     # locals and parameters of forward(), backward() and the autograd Function's methods
     | {"values", "grads", "saved", "ctx", "dtype", "device", "name"}
+    # the torch module's Function API: shape checks, the double backward, the compiled entry
+    | {"CONSTANTS", "FUNCTION_SAVED", "DOUBLE_INPUTS", "DOUBLE_OUTPUTS", "DOUBLE_SAVED",
+       "DOUBLE_GRADIENTS", "check_shapes", "gradients", "double_backward", "compiled",
+       "warnings", "wanted", "value", "rank", "expected", "shape"}
     # builtins the emitted code calls (dict, zip, tuple, staticmethod) or may call as it grows;
     # a size or constant of that name would shadow the builtin for the whole module
     | {"dict", "tuple", "zip", "range", "len", "float", "int", "bool", "str", "list", "set",
@@ -57,7 +70,8 @@ MEMORY_BUDGET = 2**26
 _NUMBERS = frozenset({sp.Integer, sp.Rational, sp.Float, numbers.Zero, numbers.One,
                       numbers.NegativeOne, numbers.Half, numbers.Pi, numbers.Exp1})
 _NODES = frozenset({sp.Symbol, sp.Idx, sp.IndexedBase, sp.Indexed, sp.Tuple, sp.Add, sp.Mul,
-                    sp.Pow, sp.Sum, sp.KroneckerDelta, Maximum, ArgMax, *OPS}) | _NUMBERS
+                    sp.Pow, sp.Sum, sp.KroneckerDelta, Maximum, ArgMax, *OPS,
+                    *CONDITION_NODES}) | _NUMBERS  # conditions only inside a Piecewise
 _NOT_FINITE = {numbers.NaN: "nan (not a number)", numbers.Infinity: "oo (infinity)",
                numbers.NegativeInfinity: "-oo (minus infinity)",
                numbers.ComplexInfinity: "zoo (complex infinity: a division by zero)",
@@ -149,7 +163,9 @@ class Checker:
         if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
             self.fail(what, f"'{name}' must be a Python identifier, not a keyword, and not start "
                       "with '_'")
-        if not allow_reserved and (name in RESERVED or name == function_class_name(self.p.name)):
+        if not allow_reserved and (name in RESERVED or name in (
+                function_class_name(self.p.name), function_class_name(self.p.name)[
+                    :-len("Function")] + "Backward")):
             self.fail(what, f"'{name}' is reserved by the emitted code; rename it")
 
     def check_sizes_and_constants(self):
@@ -233,8 +249,11 @@ class Checker:
     def unsupported(expr) -> str:
         kind = type(expr)
         if kind is sp.Piecewise:
-            return ("Piecewise is not supported; write the branches with Max, Min or Heaviside "
-                    "(elu: Max(x, 0) + alpha*(exp(Min(x, 0)) - 1))")
+            return ("a sympy Piecewise is accepted in a statement written through Builder, which "
+                    "keeps it as symderive.ops.Piecewise")
+        if isinstance(expr, (sp.core.relational.Relational, sp.Or, sp.Not, sp.Xor)):
+            return (f"'{expr}': a Piecewise condition compares a value with a constant using <, "
+                    "<=, > or >= (several joined by &)")
         if isinstance(expr, sp.Symbol):
             return (f"symbol '{expr.name}' is a {_describe(expr)}, not a plain sympy.Symbol; "
                     "create it with symbols(...) or Symbol(...)")
@@ -374,6 +393,11 @@ class Checker:
             self.fail(where, f"{type(expr).__name__}(...) of {len(expr.args)} values is not "
                       f"supported; nest {type(expr).__name__} of two (for the maximum over an "
                       "index write Maximum(x[i, j], j))")
+        if isinstance(expr, Piecewise):
+            scalars = set(self.sizes) | set(dict(self.p.constants))
+            problem = piecewise_problem(expr, lambda e: e.free_symbols <= scalars)
+            if problem:
+                self.fail(where, problem)
         if isinstance(expr, sp.Heaviside) and len(expr.args) == 2 and not expr.args[1].is_number:
             self.fail(where, f"the value at 0 of '{expr}' must be a number, e.g. Heaviside(x, 0)")
         if isinstance(expr, (sp.Function, sp.Pow)) and op_for(expr) is None:

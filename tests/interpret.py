@@ -13,7 +13,7 @@ from symderive.ops import ArgMax, Maximum
 
 FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.tanh: math.tanh, sp.sin: math.sin,
              sp.cos: math.cos, sp.sinh: math.sinh, sp.cosh: math.cosh, sp.Abs: abs, sp.Max: max,
-             sp.Min: min, sp.sign: lambda v: float((v > 0) - (v < 0)),
+             sp.Min: min, sp.sign: lambda v: float(bool(v > 0)) - float(bool(v < 0)),
              sp.Heaviside: lambda v, at0=0.5: 1.0 if v > 0 else 0.0 if v < 0 else float(at0),
              sp.erf: math.erf, sp.atan: math.atan, ops.log1p: math.log1p, ops.expm1: math.expm1,
              ops.sigmoid: lambda v: 1 / (1 + math.exp(-v)) if v > -700 else 0.0,
@@ -53,9 +53,23 @@ def value(expr, arrays: dict, sizes: dict, at: dict):
         return math.prod(value(a, arrays, sizes, at) for a in expr.args)
     if isinstance(expr, sp.Pow):
         return value(expr.base, arrays, sizes, at) ** value(expr.exp, arrays, sizes, at)
+    if isinstance(expr, ops.Piecewise):  # the first branch whose condition holds
+        return next(value(v, arrays, sizes, at) for v, c in expr.args
+                    if holds(c, arrays, sizes, at))
     if expr.func in FUNCTIONS:
         return FUNCTIONS[expr.func](*(value(a, arrays, sizes, at) for a in expr.args))
     raise NotImplementedError(expr)
+
+
+def holds(condition, arrays: dict, sizes: dict, at: dict) -> bool:
+    """A Piecewise condition at the index values ``at``."""
+    if condition is sp.true:
+        return True
+    if isinstance(condition, (sp.And, sp.Or)):
+        join = all if isinstance(condition, sp.And) else any
+        return join(holds(c, arrays, sizes, at) for c in condition.args)
+    a, b = (value(side, arrays, sizes, at) for side in condition.args)
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[condition.rel_op]
 
 
 def tensor(expr, axes, arrays: dict, sizes: dict) -> np.ndarray:

@@ -4,15 +4,22 @@ functions keep forward and backward finite far out (float32 at +-100, float64 at
 
 Example values are random normal (or uniform), which almost surely miss the kinks of Max, Min, Abs
 and Heaviside, where the subgradient follows torch's convention (see symderive/ops.py)."""
+import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 
-from symderive.check import load_module, run_check
+from symderive import Builder, Program
+from symderive.check import example_inputs, load_module, run_check
 from symderive.derivation import derive_backward, load
+from symderive.documents import document
 from symderive.emit import module_source
+from symderive.ops import as_piecewise, log_sigmoid, sigmoid, softplus
+from symderive.oracle import evaluate, evaluate_expression
+from symderive.simplify import compact_gradients
 
 FOLDER = Path(__file__).parent.parent / "examples" / "activations"
 NAMES = sorted(p.stem for p in FOLDER.glob("*.py") if p.stem != "table")
@@ -33,11 +40,68 @@ def test_activation_checks(name):
 @pytest.mark.parametrize(("dtype", "far"), [("float32", 100.0), ("float64", 800.0)])
 def test_named_functions_are_stable_far_out(name, dtype, far):
     """Forward and backward finite, in both targets, at +-far and around 0."""
-    program = load(FOLDER / f"{name}.py")
+    assert_finite_far_out(load(FOLDER / f"{name}.py"), dtype, far)
+
+
+# The same functions written out by hand (any argument: here x and 2*x - 1) and by name.
+n, d = sp.symbols("n d", integer=True, positive=True)
+i, j = sp.Idx("i", n), sp.Idx("j", d)
+X = sp.IndexedBase("x")[i, j]
+U = 2*X - 1
+HAND_WRITTEN = {
+    "sigmoid": (1 / (1 + sp.exp(-X)), sigmoid(X)),
+    "sigmoid_ratio": (sp.exp(U) / (1 + sp.exp(U)), sigmoid(U)),
+    "softplus": (sp.log(1 + sp.exp(U)), softplus(U)),
+    "log_sigmoid": (-sp.log(1 + sp.exp(-X)), log_sigmoid(X)),
+    "log_of_sigmoid": (sp.log(1 / (1 + sp.exp(-U))), log_sigmoid(U)),
+    "silu": (X / (1 + sp.exp(-X)), X * sigmoid(X)),
+    "mish": (X * sp.tanh(sp.log(1 + sp.exp(X))), X * sp.tanh(softplus(X))),
+}
+
+
+def layer(rhs) -> Program:
+    b = Builder("hand", sizes={n: 7, d: 1})
+    b.input(X)
+    b[sp.IndexedBase("y")[i, j]] = rhs
+    b.output(sp.IndexedBase("y"))
+    return b.build()
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_hand_written_forms_are_recognised(name):
+    """Built from the written-out form, the statement is the named one, with the rewrites
+    recorded; every rule's before and after agree at random points (in float64)."""
+    written, named = HAND_WRITTEN[name]
+    program = layer(written)
+    assert program.body[0].rhs == named
+    assert program.rewrites and all(r.statement == "y" for r in program.rewrites)
+    values = torch.linspace(-5, 5, 7, dtype=torch.float64)
+    for rewrite in program.rewrites:
+        before, after = (evaluate_expression(e, [i, j], {"x": values.reshape(7, 1)}, {n: 7, d: 1})
+                         for e in (rewrite.before, rewrite.after))
+        torch.testing.assert_close(before, after, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+@pytest.mark.parametrize("spelling", [0, 1], ids=["hand-written", "named"])
+@pytest.mark.parametrize(("dtype", "far"), [("float32", 100.0), ("float64", 800.0)])
+def test_hand_written_and_named_are_stable_far_out(name, spelling, dtype, far):
+    assert_finite_far_out(layer(HAND_WRITTEN[name][spelling]), dtype, far)
+
+
+def test_recognition_is_only_an_identity():
+    """Shapes that are not the logistic function are left alone: 1/(2 + exp(-x)),
+    log(2 + exp(x)), exp(x)/(2 + exp(x))."""
+    for expr in (1 / (2 + sp.exp(-X)), sp.log(2 + sp.exp(X)), sp.exp(X) / (2 + sp.exp(X))):
+        assert layer(expr).rewrites == ()
+
+
+def assert_finite_far_out(program, dtype: str, far: float) -> None:
     derived = derive_backward(program)
     points = np.array([-far, -far / 2, -1.0, 0.0, 1.0, far / 2, far], dtype=dtype)
     for target in ("numpy", "torch"):
-        module = load_module(module_source(program, derived, target), f"{name}_{target}_far")
+        module = load_module(module_source(program, derived, target),
+                             f"{program.name}_{target}_far")
         arrays = {}
         for x in program.inputs:
             shape = (len(points),) if x.name == "x" else (len(points),)
@@ -56,3 +120,55 @@ def test_named_functions_are_stable_far_out(name, dtype, far):
             value = np.asarray(value)
             assert np.isfinite(value).all(), (target, label, value)
             assert value.dtype == np.dtype(dtype), (target, label, value.dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_textbook_gradient_is_the_derived_one(name):
+    """The README's textbook column is honest: each file's TEXTBOOK equals the derived gradient
+    with respect to x at random points (forward values from the oracle, a random upstream)."""
+    namespace = runpy.run_path(str(FOLDER / f"{name}.py"), run_name=f"derivation_{name}")
+    program = namespace["program"]
+    (gradient,) = [g for g in compact_gradients(program) if g.name == "x"]
+    arrays = evaluate(program, example_inputs(program, torch.float64, seed=5))
+    generator = torch.Generator().manual_seed(6)
+    for output in program.outputs if not program.loss else ():
+        shape = tuple(int(sp.sympify(s).subs(dict(program.sizes))) for s in program.shape(output))
+        arrays["d" + output] = torch.randn(shape, generator=generator, dtype=torch.float64)
+    scalars = dict(program.sizes) | dict(program.constants)
+    axes = list(gradient.lhs.indices)
+    derived, textbook = (evaluate_expression(e, axes, arrays, scalars)
+                         for e in (gradient.expr, as_piecewise(namespace["TEXTBOOK"])))
+    torch.testing.assert_close(textbook, derived, rtol=1e-12, atol=1e-12)
+
+
+def test_piecewise_emits_where_and_prints_cases():
+    """A Piecewise forward and its branch-wise gradient: nested where in both targets, the
+    working dtype kept where every branch of the gradient is a number (float32 stays float32),
+    and a cases environment in the LaTeX derivation."""
+    program = load(FOLDER / "hardtanh_piecewise.py")
+    derived = derive_backward(program)
+    values = np.linspace(-2, 2, 9, dtype=np.float32).reshape(9, 1)
+    expected = ((values > -1) & (values < 1)).astype(np.float32)
+    for target, where in (("numpy", "np.where("), ("torch", "torch.where(")):
+        source = module_source(program, derived, target)
+        assert where in source
+        module = load_module(source, f"hardtanh_piecewise_{target}_where")
+        x = values if target == "numpy" else torch.from_numpy(values)
+        forward = module.forward(x)
+        grads = module.backward(forward, np.ones_like(values) if target == "numpy"
+                                else torch.ones_like(x))
+        dx = np.asarray(grads["x"])
+        assert dx.dtype == np.float32 and np.asarray(forward["y"]).dtype == np.float32
+        np.testing.assert_array_equal(dx, expected)  # 0 at -1 and 1, as torch's hardtanh
+    text = document(program)
+    assert r"\begin{cases}" in text and r"\text{otherwise}" in text
+
+
+def test_readme_table_is_current(capsys):
+    """The README's activation table is what examples/activations/table.py prints now: the ops
+    it shows are those the rules give today."""
+    table = runpy.run_path(str(FOLDER / "table.py"), run_name="table")
+    table["main"]()
+    printed = capsys.readouterr().out.strip()
+    readme = (FOLDER.parent.parent / "README.md").read_text()
+    assert printed in readme, "README's activation table is stale: rerun examples/activations/table.py"

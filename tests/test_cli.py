@@ -1,5 +1,6 @@
 """The command line contract: exit codes, one-line errors, the JSON schema, regen --check."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -326,3 +327,18 @@ def test_derivations_md_table_is_current(root):
     assert page == script["render"](page), "run .venv/bin/python docs/make_derivations_md.py"
     for op in OPS.values():
         assert f"| {op.name} | " in page
+
+
+def test_a_reader_that_stops_early_is_not_an_error(root):
+    """`symderive derive ... | head -1`: the closed pipe ends the command quietly, as for any
+    Unix tool, instead of an "internal error" line. The reader is gone before the first write."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run([sys.executable, "-m", "symderive", "derive",
+                                 str(root / "derivations" / "batchnorm.py")],
+                                stdout=writer, stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(writer)
+    assert result.returncode == 141, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr

@@ -149,6 +149,18 @@ def test_one_line_per_step(name):
         assert block.count(r"\boxed{") == 1
 
 
+def test_forward_rewrites_are_shown_with_their_conditions():
+    """The emitted forward of cross-entropy folds log of exp and reads probs at the labels only;
+    the document shows each rewrite as a line with its rule, then the rule's side condition."""
+    program, _, tex = derived("cross_entropy.py")
+    section = body(tex).split(r"\subsubsection*{Rewrites of the forward}")[1].split(
+        r"\subsection*{Backward}")[0]
+    rules = re.findall(r"% step: (.+)$", section, flags=re.M)
+    assert rules == ["log of exp", "read through map", "log of exp"]
+    assert r"\item[log of exp] every factor is non-negative" in section
+    assert r"Rewrites of the forward" not in derived("batchnorm.py")[2]  # nothing to rewrite
+
+
 def test_batchnorm_document_reads_like_the_math():
     program, gradients, tex = derived("batchnorm.py")
     assert r"\mu_{j} &= \frac{1}{n} \sum_{i} x_{ij}" in tex

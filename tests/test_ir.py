@@ -210,3 +210,25 @@ def test_a_declared_sign_sets_or_checks_the_example_values():
     b[y[i]] = p[i] ** 2
     b.output(y)
     assert b.build().input("p").init.low > 0
+
+
+def test_lookups_are_tables_that_agree_with_a_scan():
+    """Name and statement lookups are built once on the frozen Program (the deriver asks them per
+    atom); they must answer what scanning the inputs and body answers."""
+    from symderive.ir import name_of
+
+    b = layer()
+    b.labels(Y[i], V)
+    b[y[j]] = Sum(x[i, j], i) / n
+    b[z[i, j]] = x[i, j] - y[j]
+    b.output(z)
+    program = b.build()
+    assert program.names == ("x", "Y", "y", "z") and program.name_set == set(program.names)
+    for name in program.names:
+        assert program.input(name) is next((s for s in program.inputs if s.name == name), None)
+        assert program.definition(name) is next(
+            (s for s in program.body if s.name == name and not s.accumulate), None)
+        assert program.declared_position[name] == program.declared.index(name)
+    assert program.input("nothing") is None and program.definition("x") is None
+    assert program.axes("z") == (i, j) and program.axes("z") is program.axes("z")
+    assert name_of(IndexedBase(sp.Symbol("w_1"))[i]) == "w_1" == name_of(IndexedBase("w_1"))

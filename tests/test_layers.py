@@ -172,3 +172,27 @@ def test_a_window_read_twice_adds_a_scatter_and_a_one_hot():
     b.output(y)
     report = run_check(b.build(), "float64")
     assert report.ok, str(report)
+
+
+NORMS = {"groupnorm": "F.group_norm", "instancenorm": "F.instance_norm"}
+
+
+@pytest.mark.parametrize("name", NORMS)
+def test_norm_over_several_axes_is_compact_by_the_batchnorm_rules(root, name):
+    """GroupNorm and InstanceNorm reduce over two axes jointly; the joint fact ``Sum xc = 0``
+    removes the mean path's dead term, leaving layernorm's form: two reductions, both of the
+    upstream, over the group's axes."""
+    from symderive.simplify import derive_gradients
+
+    program = load(root, name)
+    (dx,) = [g for g in derive_gradients(program) if g.name == "x"]
+    summary = dx.summary(program)
+    assert summary["reductions"] == 2, dx.expr
+    assert "reduction-fact" in [step.rule for step in dx.steps]
+    sums = [s for s in sp.preorder_traversal(dx.expr) if isinstance(s, sp.Sum)]
+    assert all(len(s.limits) == 2 for s in sums)
+    assert all(s.function.has(IndexedBase("dy")) for s in sums)
+    for dtype in ("float64", "float32"):
+        report = run_check(program, dtype)
+        assert report.ok, str(report)
+    assert NORMS[name] in str(report)

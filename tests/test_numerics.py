@@ -58,11 +58,34 @@ def test_cross_entropy_with_logits_of_1000_stays_finite(root, target):
     torch.testing.assert_close(grads, expected)
 
 
-def test_autograd_of_the_chunked_forward_is_not_finite_there(root):
-    """The contrast: the atomic chain divides by probs that underflowed to 0."""
+def test_autograd_of_the_emitted_forward_is_finite_there(root):
+    """The chunked forward divides by probs that underflow to 0; the emitted one folds the log of
+    exp (``symderive.stabilize``), so even autograd through it stays finite and exact."""
     _program, module = emitted(root, "cross_entropy")
     generator = torch.Generator().manual_seed(0)
     logits = (1000.0 * torch.sign(torch.randn(32, 27, generator=generator))).requires_grad_()
     labels = torch.randint(0, 27, (32,), generator=generator)
     module.forward(logits, labels)["loss"].backward()
-    assert not torch.isfinite(logits.grad).all()
+    reference = logits.detach().requires_grad_()
+    F.cross_entropy(reference, labels).backward()
+    torch.testing.assert_close(logits.grad, reference.grad)
+
+
+@pytest.mark.parametrize("target", ["torch", "numpy"])
+@pytest.mark.parametrize("case", ["1000", "-1e4"])
+def test_cross_entropy_loss_is_finite_where_torchs_is(root, target, case):
+    """float32 logits of +-1000, or one class at -1e4 (its probability underflows to 0)."""
+    _program, module = emitted(root, "cross_entropy", target)
+    generator = torch.Generator().manual_seed(1)
+    if case == "1000":
+        logits = 1000.0 * torch.sign(torch.randn(32, 27, generator=generator))
+    else:
+        logits = torch.randn(32, 27, generator=generator)
+        logits[:, 5] = -1e4
+    labels = torch.randint(0, 27, (32,), generator=generator)
+    labels[:4] = 5  # some rows read the entry whose probability is 0 in float32
+    inputs = (logits, labels) if target == "torch" else (logits.numpy(), labels.numpy())
+    loss = torch.as_tensor(module.forward(*inputs)["loss"])
+    expected = F.cross_entropy(logits, labels)
+    assert torch.isfinite(expected) and torch.isfinite(loss)
+    torch.testing.assert_close(loss.float(), expected, rtol=1e-5, atol=1e-3)

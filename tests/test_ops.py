@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symderive.ops import OPS, op_for
+from symderive.grad import partial
+from symderive.ops import OPS, Piecewise, as_piecewise, op_for
 
 x = sp.Symbol("x")
-FUNCTIONS = [f for f in OPS if f is not sp.Pow]
+FUNCTIONS = [f for f in OPS if f not in (sp.Pow, Piecewise)]  # Piecewise: branch by branch
 # two-argument rows, against a constant away from the sampled points (no tie)
 APPLIED = {sp.Max: lambda a: sp.Max(a, sp.Rational(1, 7)), sp.Min: lambda a: sp.Min(a, sp.Rational(1, 7))}
 
@@ -76,3 +77,64 @@ def test_kinks_follow_torch():
     torch.relu(zero).backward()
     assert zero.grad.item() == 0.0
     assert sp.sign(0) == 0
+
+
+# -- Piecewise: the derivative branch by branch ---------------------------------------------------
+n = sp.Symbol("n", integer=True, positive=True)
+i, k = sp.Idx("i", n), sp.Idx("k", n)
+X = sp.IndexedBase("x")[i]
+PIECEWISE = {  # as a derivation writes them, and their derivative in x[i]
+    "leaky": (sp.Piecewise((X, X > 0), (X / 10, True)), lambda v: 1.0 if v > 0 else 0.1),
+    "hardtanh": (sp.Piecewise((-1, X <= -1), (1, X >= 1), (X, True)),
+                 lambda v: 0.0 if abs(v) >= 1 else 1.0),
+    "huber": (sp.Piecewise((X**2 / 2, sp.Abs(X) <= 1), (sp.Abs(X) - sp.S.Half, True)),
+              lambda v: v if abs(v) <= 1 else math.copysign(1.0, v)),
+    "band": (sp.Piecewise((sp.exp(X), (X > -1) & (X < 1)), (sp.tanh(X), True)),
+             lambda v: math.exp(v) if -1 < v < 1 else 1 - math.tanh(v)**2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PIECEWISE))
+def test_piecewise_rule_matches_finite_differences(name):
+    """Off the boundaries, the branch-by-branch derivative is the derivative; the index delta
+    stands outside the Piecewise, where the rules contract it."""
+    written, expected = PIECEWISE[name]
+    expr = as_piecewise(written)
+    d = partial(expr, "x", (k,))
+    (outer,) = [f for f in d.args if isinstance(f, Piecewise)]
+    assert d == outer * sp.KroneckerDelta(i, k) and not outer.has(sp.KroneckerDelta)
+    v = sp.Symbol("v")
+    f = sp.lambdify(v, written.xreplace({X: v}), "math")
+    for at in np.linspace(-2.5, 2.5, 11) + 1e-3:
+        rule = float(sp.Piecewise(*outer.args).subs(X, sp.Float(at)))
+        assert math.isclose(rule, finite_difference(f, at), rel_tol=1e-6, abs_tol=1e-8), at
+        assert math.isclose(rule, expected(at), rel_tol=1e-12, abs_tol=1e-12), at
+
+
+def test_piecewise_kinks_are_the_selected_branch():
+    """At a boundary the derivative is the branch the conditions select there: relu written as
+    Piecewise((x, x > 0), (0, True)) has torch's 0 at 0; with x >= 0 it would have 1."""
+    strict = as_piecewise(sp.Piecewise((X, X > 0), (0, True)))
+    loose = as_piecewise(sp.Piecewise((X, X >= 0), (0, True)))
+    for expr, at_zero in ((strict, 0), (loose, 1)):
+        (outer,) = [f for f in partial(expr, "x", (i,)).args if isinstance(f, Piecewise)] or [
+            partial(expr, "x", (i,))]
+        assert sp.Piecewise(*outer.args).subs(X, 0) == at_zero
+
+
+def test_piecewise_of_a_sum_differentiates_inside_the_branch():
+    """A read under a Sum inside a branch is differentiated there (no outer delta to pull)."""
+    m = sp.Idx("m", n)
+    s = sp.Sum(sp.IndexedBase("x")[m] ** 2, m)
+    expr = as_piecewise(sp.Piecewise((s, X > 0), (0, True)))
+    d = partial(expr, "x", (k,))
+    assert isinstance(d, Piecewise) and d.args[0].args[0].has(sp.KroneckerDelta)
+
+
+def test_piecewise_is_kept_whole_under_a_sum():
+    """SymPy's Sum folds a sympy Piecewise around its summand; symderive's stays a factor."""
+    p = as_piecewise(sp.Piecewise((1, X > 0), (2, True)))
+    summed = sp.Sum(p * sp.KroneckerDelta(i, k) * X, i)
+    assert isinstance(summed.function, sp.Mul) and p in summed.function.args
+    assert Piecewise((1, X > 0), (1, True)) == 1  # one value: that value
+    assert isinstance(Piecewise((1, X > 0)), Piecewise)  # no value where x <= 0: not collapsed

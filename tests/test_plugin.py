@@ -1,5 +1,7 @@
 """The pytest plugin: ``pytest --symderive`` in a user's project collects each derivation as a
-``generated`` item and a ``check`` item per dtype (run in a subprocess, in a temporary project)."""
+``generated`` item, a ``check`` item per dtype, and ``gradcheck`` and ``gradgradcheck`` items for
+its Function (run in a subprocess, in a temporary project)."""
+import re
 import shutil
 import subprocess
 import sys
@@ -38,11 +40,12 @@ def test_every_derivation_is_collected_and_passes(project):
     result = pytest_in(project, "--symderive", "--collect-only")
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("cross_entropy", "layernorm"):
-        for item in ("generated", "check[float64]", "check[float32]"):
+        for item in ("generated", "check[float64]", "check[float32]", "gradcheck",
+                     "gradgradcheck"):
             assert f"layers/{name}.py::{item}" in result.stdout
     result = pytest_in(project, "--symderive")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout
+    assert "10 passed" in result.stdout
 
 
 def test_without_the_option_nothing_is_collected(project):
@@ -69,7 +72,7 @@ def test_a_check_failure_prints_the_rows_that_differ(project):
     path.write_text(text.replace('/ len(v["logits"])})', '/ len(v["logits"]) * 2})'))
     result = pytest_in(project, "--symderive", "-k", "cross_entropy")
     assert result.returncode == 1, result.stdout
-    assert "2 failed, 1 passed" in result.stdout  # generated files do not depend on it
+    assert "2 failed, 3 passed" in result.stdout  # generated files do not depend on it
     assert "cross_entropy: 2 of 26 rows differ (float64)" in result.stdout
     assert "cross_entropy: 2 of 26 rows differ (float32)" in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith("logits ")]
@@ -90,3 +93,23 @@ def test_default_folders_and_a_bad_derivation(root, tmp_path):
 def test_no_project_is_a_usage_error(tmp_path):
     result = pytest_in(tmp_path, "--symderive")
     assert result.returncode == 4 and "no symderive project" in result.stderr
+
+
+def test_a_hand_edited_backward_fails_naming_the_row(project):
+    """A wrong gradient written into the generated torch backward: the check items name its rows,
+    gradcheck names the gradient; the double backward (derived separately) still passes."""
+    path = project / "out" / "layernorm_torch.py"
+    text = path.read_text()
+    edited = re.sub(r"^( +)(dbeta = .*)$", r"\1\2\n\1dbeta = 2*dbeta", text, count=1,
+                    flags=re.M)
+    assert edited != text
+    path.write_text(edited)
+    result = pytest_in(project, "--symderive", "-k", "layernorm")
+    assert result.returncode == 1, result.stdout
+    assert "4 failed, 1 passed" in result.stdout  # generated, check x2, gradcheck; not gradgrad
+    rows = [line for line in result.stdout.splitlines() if line.startswith("beta ")]
+    assert rows and all("approximate: False" in line and "target: torch" in line
+                        or "target: function" in line for line in rows)
+    assert "layernorm: gradcheck fails: the gradient of y with respect to beta differs" \
+        in result.stdout
+    assert "Traceback" not in result.stdout

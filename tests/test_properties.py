@@ -113,6 +113,7 @@ NAMESPACE = {
     **{name: getattr(sp, name) for name in ("Idx", "IndexedBase", "Rational", "Sum", "symbols")},
     **{name: getattr(symderive, name) for name in ("Builder", "Maximum", "normal", "uniform")},
     **{key.__name__: key for key in ops.OPS},  # exp, log, ..., Pow: whatever the table holds
+    "Piecewise": sp.Piecewise,  # as a user writes it (Builder keeps it as ops.Piecewise)
 }
 
 
@@ -138,7 +139,7 @@ def _values(key, low: float, high: float) -> list[float]:
 
 
 def _unary(key) -> bool:
-    return key is not sp.Pow
+    return key not in (sp.Pow, ops.Piecewise)
 
 
 @functools.cache
@@ -429,6 +430,21 @@ def gather(g: Draft):
                                             f"{a}[i, j]*T[Y[i], j]"])))
 
 
+def piecewise(g: Draft):
+    """The table's Piecewise: a value split at constants into a kink (leaky relu), clipped
+    constant ends (hardtanh) or a band joined by & with a jump at its edges."""
+    a = g.mat()
+    v = f"{a}[i, j]"
+    rhs, flags = g.draw(st.sampled_from([
+        (f"Piecewise(({v}, {v} > 0), (eps*{v}, True))", ("moderate",) if a in g.moderate else ()),
+        (f"Piecewise((-1, {v} <= -1), (1, {v} >= 1), ({v}, True))", ("unit",)),
+        (f"Piecewise(({v}**2/2, ({v} > -1) & ({v} < 1)), (tanh({v}), True))", ("unit",))]))
+    g.define("mat", rhs, *flags)
+
+
+piecewise.__name__ = f"apply_{ops.OPS[ops.Piecewise].name}"
+
+
 def squash(g: Draft) -> str:
     """tanh keeps values moderate for what follows."""
     return g.define("mat", f"tanh({g.mat()}[i, j])", "unit")
@@ -444,9 +460,9 @@ def include(g: Draft):
                   "center": ()}[layer])
 
 
-PRODUCTIONS = [squash, *[function_of(key) for key in ops.OPS if _unary(key)], power, arithmetic,
-               divide, broadcast, reduce_rows, reduce_columns, scalar, centre, gram, contract,
-               gather, include]
+PRODUCTIONS = [squash, *[function_of(key) for key in ops.OPS if _unary(key)], piecewise, power,
+               arithmetic, divide, broadcast, reduce_rows, reduce_columns, scalar, centre, gram,
+               contract, gather, include]
 
 
 def finish(g: Draft):
@@ -581,7 +597,7 @@ def test_every_op_of_the_table_is_in_the_grammar():
     """New rows of ops.OPS are fuzzed without editing this file."""
     names = {production.__name__ for production in PRODUCTIONS}
     for key, op in ops.OPS.items():
-        assert (f"apply_{op.name}" in names) if _unary(key) else "power" in names
+        assert (f"apply_{op.name}" in names) if key is not sp.Pow else "power" in names
         assert math.isfinite(float(key(sp.Float(sum(op.domain) / 2))) if _unary(key) else 1.0)
 
 

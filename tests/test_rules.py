@@ -7,7 +7,20 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from sympy import Idx, IndexedBase, KroneckerDelta, Rational, Sum, symbols
+from sympy import (
+    Abs,
+    Heaviside,
+    Idx,
+    IndexedBase,
+    KroneckerDelta,
+    Max,
+    Min,
+    Rational,
+    Sum,
+    sign,
+    symbols,
+    tanh,
+)
 
 from symderive.check import example_inputs, load_module
 from symderive.derivation import derive_backward, load
@@ -33,6 +46,7 @@ EXAMPLES = [
     ("collect", "batchnorm", Sum(hprebn[i, j], i) - Sum(hprebn[k, j], k), sp.S.Zero),
     ("unfold", "cross_entropy", probs[i, c], counts[i, c] / counts_sum[i]),
     ("fold-power", "batchnorm", (bnvar[j] + eps) ** Rational(-3, 2), bnvar_inv[j] ** 3),
+    ("fold-power", "batchnorm", (bnvar[j] + eps) ** Rational(-1, 4), bnvar_inv[j] ** Rational(1, 2)),
     ("fold-sum", "cross_entropy", Sum(counts[i, c], c), counts_sum[i]),
     ("fold-sum", "batchnorm", Sum(hprebn[i, j], i), n * bnmeani[j]),
     ("reduction-fact", "batchnorm", Sum(bndiff[i, j], i), sp.S.Zero),
@@ -40,6 +54,32 @@ EXAMPLES = [
     ("fold", "cross_entropy", counts[i, c] / counts_sum[i], probs[i, c]),
     ("fold", "batchnorm", bnvar_inv[j] ** 3 * bndiff[i, j] * Sum(bndiff[k, j] * dhpreact[k, j], k),
      bnvar_inv[j] * bnraw[i, j] * Sum(bnraw[k, j] * dhpreact[k, j], k)),
+    ("sign-abs", "batchnorm", hprebn[i, j] ** 3 * sign(hprebn[i, j]),
+     Abs(hprebn[i, j]) * hprebn[i, j] ** 2),
+    ("sign-abs", "batchnorm", Abs(bndiff[i, j]) * sign(bndiff[i, j]) * bnvar_inv[j],
+     bndiff[i, j] * bnvar_inv[j]),
+    ("common-denominator", "batchnorm",
+     1 / (1 + Abs(hprebn[i, j])) - Abs(hprebn[i, j]) / (1 + Abs(hprebn[i, j])) ** 2,
+     (1 + Abs(hprebn[i, j])) ** -2),
+    ("odd-sign", "batchnorm", -sign(bnmeani[j] - hprebn[i, j]) - tanh(bnmeani[j] - hprebn[i, j]),
+     sign(hprebn[i, j] - bnmeani[j]) + tanh(hprebn[i, j] - bnmeani[j])),
+    ("simpler-step", "batchnorm",
+     Heaviside(1 - Max(-1, hprebn[i, j]), 0) * Heaviside(hprebn[i, j] / 6 + Rational(1, 2), 0),
+     Heaviside(1 - hprebn[i, j], 0) * Heaviside(hprebn[i, j] + 3, 0)),
+    ("simpler-step", "batchnorm",
+     Heaviside(Min(6, hprebn[i, j] + 3) - 2, 0) * sign(Max(0, hprebn[i, j]) - 1),
+     Heaviside(hprebn[i, j] + 1, 0) * sign(hprebn[i, j] - 1)),
+]
+
+# Where a rule's side condition fails it leaves the expression alone: a clip that can flip the
+# step's sign, a sum that cancels nothing, an odd function's argument that would grow.
+UNCHANGED = [
+    ("simpler-step", Heaviside(1 - Max(2, hprebn[i, j]), 0)),
+    ("simpler-step", Heaviside(Min(0, hprebn[i, j]) - 1, 0) * Heaviside(Max(0, hprebn[i, j]), 0)),
+    ("common-denominator", 1 / (1 + Abs(hprebn[i, j])) + hprebn[i, j] / (1 + Abs(hprebn[i, j])) ** 2),
+    ("odd-sign", -tanh(hprebn[i, j])),
+    ("sign-abs", hprebn[i, j] * sign(bndiff[i, j])),
+    ("simpler-step", sign(Max(2, hprebn[i, j]) - 1)),
 ]
 
 
@@ -93,6 +133,13 @@ def test_rule_fires_on_its_example_and_is_sound(rule_name, program_name, before,
                                numeric(before, program, values), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("rule_name, before", UNCHANGED, ids=[e[0] for e in UNCHANGED])
+def test_rule_leaves_alone_what_its_condition_excludes(rule_name, before, programs):
+    rule = next(r for r in RULES if r.name == rule_name)
+    terms = collect(expand(before))
+    assert to_expr(rule.apply(terms, Context(programs["batchnorm"]))) == to_expr(terms)
+
+
 def test_every_rule_has_an_example_and_a_docstring():
     assert {r.name for r in RULES} <= {e[0] for e in EXAMPLES}
     for rule in RULES:
@@ -108,9 +155,63 @@ def test_factor_pulls_out_what_all_terms_share(programs):
 
 def test_derived_facts_come_from_the_program(programs):
     facts = Context(programs["batchnorm"]).definitions.facts
-    assert [(f.name, str(f.index)) for f in facts if not f.terms] == [("bndiff", "i")]
+    assert [(f.name, f.indices) for f in facts if not f.terms] == [("bndiff", (i,))]
     ln_facts = Context(programs["layernorm"]).definitions.facts
-    assert [(f.name, str(f.index)) for f in ln_facts if not f.terms] == [("xc", "j")]
+    assert [(f.name, f.indices) for f in ln_facts if not f.terms] == [("xc", (jf,))]
     ce = Context(programs["cross_entropy"]).definitions
     assert [p.name for p in ce.monomials] == ["counts_sum_inv", "probs"]
     assert [p.name for p in ce.sums] == ["counts_sum"]
+
+
+def test_a_mean_over_several_axes_gives_a_joint_fact_and_folds_jointly(root):
+    """GroupNorm's ``mu[i, g] = Sum(x[i, g, h, l], h, l)/(Cg*L)`` makes ``Sum_{h, l} xc = 0``, a
+    fact over two axes at once derived as the single-axis ones are; no single-axis fact holds."""
+    program = load(root / "examples" / "layers" / "groupnorm.py")
+    context = Context(program)
+    i_, g_, h_, l_ = (program.body[1].lhs.indices)
+    facts = [(f.name, f.indices) for f in context.definitions.facts if not f.terms]
+    assert facts == [("xc", (h_, l_))]
+    xg, mu_, xc_ = IndexedBase("x"), IndexedBase("mu"), IndexedBase("xc")
+    fold_sum = next(r for r in RULES if r.name == "fold-sum")
+    cg, L = (idx.upper + 1 for idx in (h_, l_))
+    folded = to_expr(fold_sum.apply(expand(Sum(xg[i_, g_, h_, l_], h_, l_)), context))
+    assert folded == cg * L * mu_[i_, g_]
+    fact = next(r for r in RULES if r.name == "reduction-fact")
+    assert fact.apply(expand(Sum(xc_[i_, g_, h_, l_], h_, l_) * xg[i_, g_, 0, 0]), context) == []
+    # one axis alone is no fact, nor a product under the sum
+    for kept in (Sum(xc_[i_, g_, h_, l_], h_), Sum(xc_[i_, g_, h_, l_] * xg[i_, g_, h_, l_], h_, l_)):
+        terms = expand(kept)
+        assert fact.apply(terms, context) == terms
+
+
+def test_a_fact_is_not_applied_to_a_diagonal(programs):
+    """``Sum_i bndiff[i, j] = 0`` says nothing of ``Sum_i bndiff[i, i]``: a match that binds the
+    fact's other axis to the summed index is refused (and so is the same sum-fold)."""
+    context = Context(programs["batchnorm"])
+    for name in ("reduction-fact", "fold-sum"):
+        rule = next(r for r in RULES if r.name == name)
+        for expr in (Sum(bndiff[i, i], i), Sum(hprebn[i, i], i)):
+            terms = expand(expr)
+            assert rule.apply(terms, context) == terms, (name, expr)
+
+
+def test_a_fractional_power_is_folded_only_over_a_non_negative_base():
+    """``p = (x + 1)**(-1/2)``: ``1/(x + 1)`` is not ``p**2``, which is undefined where ``x < -1``;
+    over ``q = (x**2 + 1)**(-1/2)``, established non-negative, ``1/(x**2 + 1) -> q**2`` and
+    ``(x**2 + 1)**(-1/4) -> q**(1/2)``."""
+    from symderive import Builder
+
+    x, p_, q_, y = symbols("x p q y", cls=IndexedBase)
+    b = Builder("powers", sizes={n: 3})
+    b.input(x[i])
+    b[p_[i]] = (x[i] + 1) ** Rational(-1, 2)
+    b[q_[i]] = (x[i] ** 2 + 1) ** Rational(-1, 2)
+    b[y[i]] = p_[i] + q_[i]
+    b.output(y)
+    context = Context(b.build())
+    fold_power = next(r for r in RULES if r.name == "fold-power")
+    terms = expand(1 / (x[i] + 1))
+    assert fold_power.apply(terms, context) == terms
+    assert to_expr(fold_power.apply(expand(1 / (x[i] ** 2 + 1)), context)) == q_[i] ** 2
+    assert to_expr(fold_power.apply(expand((x[i] ** 2 + 1) ** Rational(-1, 4)), context)) \
+        == sp.sqrt(q_[i])

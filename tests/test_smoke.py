@@ -49,3 +49,11 @@ def test_generated_code_cannot_print_into_the_caller(root, capfd):
     chatty = module.source.replace('"""Every forward value', 'print("hello")\n    """')
     verify([Module(module.program, "numpy", chatty)])
     assert "hello" not in capfd.readouterr().out
+
+
+def test_a_broken_double_backward_is_reported(root):
+    module = next(m for m in modules(root, "batchnorm") if m.target == "torch")
+    broken = module.source.replace("grads = double_backward(", "grads = double_backward(None, ")
+    assert broken != module.source
+    with pytest.raises(EmissionError, match="the double backward fails"):
+        verify([Module(module.program, "torch", broken)])

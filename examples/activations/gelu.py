@@ -3,7 +3,7 @@
 Example values are random normal, which almost surely miss the kinks (subgradients there
 follow torch, see symderive/ops.py)."""
 import torch.nn.functional as F
-from sympy import Idx, IndexedBase, erf, sqrt, symbols
+from sympy import Idx, IndexedBase, erf, exp, pi, sqrt, symbols
 
 from symderive import Builder, normal
 
@@ -19,5 +19,7 @@ b.output(y)
 b.reference("F.gelu", lambda x: F.gelu(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "(1 + erf(X/sqrt(2)))/2 + X*exp(-X**2/2)/sqrt(2*pi)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = ((1 + erf(x[i, j]/sqrt(2)))/2 + x[i, j]*exp(-x[i, j]**2/2)/sqrt(2*pi))*dy[i, j]

@@ -20,5 +20,9 @@ b.output(y)
 b.reference("F.gelu tanh", lambda x: F.gelu(x, approximate='tanh'))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "(1 + tanh(sqrt(2/pi)*(X + c*X**3)))/2 + X/2*(1 - tanh(sqrt(2/pi)*(X + c*X**3))**2)*sqrt(2/pi)*(1 + 3*c*X**2)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = ((1 + tanh(sqrt(2/pi)*(x[i, j] + c*x[i, j]**3)))/2
+            + x[i, j]*(1 - tanh(sqrt(2/pi)*(x[i, j] + c*x[i, j]**3))**2)*sqrt(2/pi)
+            * (1 + 3*c*x[i, j]**2)/2)*dy[i, j]

@@ -3,7 +3,7 @@
 Example values are random normal, which almost surely miss the kinks (subgradients there
 follow torch, see symderive/ops.py)."""
 import torch.nn.functional as F
-from sympy import Idx, IndexedBase, Max, Min, Rational, symbols
+from sympy import Idx, IndexedBase, Max, Min, Piecewise, Rational, symbols
 
 from symderive import Builder, normal
 
@@ -19,5 +19,7 @@ b.output(y)
 b.reference("F.hardsigmoid", lambda x: F.hardsigmoid(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "Heaviside(X + 3)*Heaviside(3 - X)/6"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = Piecewise((Rational(1, 6), (x[i, j] > -3) & (x[i, j] < 3)), (0, True))*dy[i, j]

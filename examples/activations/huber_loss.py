@@ -1,6 +1,6 @@
 """huber loss (delta): with m = min(|r|, delta), m**2/2 + delta*(|r| - m), the mean."""
 import torch.nn.functional as F
-from sympy import Abs, Idx, IndexedBase, Min, Sum, symbols
+from sympy import Abs, Idx, IndexedBase, Max, Min, Sum, symbols
 
 from symderive import Builder, normal
 
@@ -20,4 +20,6 @@ b.loss(loss)
 b.reference("F.huber_loss", lambda x, t: F.huber_loss(x, t, delta=1.0))
 program = b.build()
 
-TEXTBOOK = "Max(Min(X - T, delta), -delta)/(n*d)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+TEXTBOOK = Max(Min(r[i, j], delta), -delta)/(n*d)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from sympy import Idx, IndexedBase, symbols
 
 from symderive import Builder, normal
-from symderive.ops import log_sigmoid
+from symderive.ops import log_sigmoid, sigmoid
 
 n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)
@@ -20,5 +20,7 @@ b.output(y)
 b.reference("F.logsigmoid", lambda x: F.logsigmoid(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "1 - 1/(1 + exp(-X))"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = (1 - sigmoid(x[i, j]))*dy[i, j]

@@ -3,7 +3,7 @@
 Example values are random normal, which almost surely miss the kinks (subgradients there
 follow torch, see symderive/ops.py)."""
 import torch.nn.functional as F
-from sympy import Idx, IndexedBase, Max, Min, symbols
+from sympy import Idx, IndexedBase, Max, Min, Piecewise, symbols
 
 from symderive import Builder, normal
 
@@ -19,5 +19,7 @@ b.output(y)
 b.reference("F.relu6", lambda x: F.relu6(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "Heaviside(X)*Heaviside(6 - X)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = Piecewise((1, (x[i, j] > 0) & (x[i, j] < 6)), (0, True))*dy[i, j]

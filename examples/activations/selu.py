@@ -3,7 +3,7 @@
 Example values are random normal, which almost surely miss the kinks (subgradients there
 follow torch, see symderive/ops.py)."""
 import torch.nn.functional as F
-from sympy import Idx, IndexedBase, Max, Min, exp, symbols
+from sympy import Idx, IndexedBase, Max, Min, Piecewise, exp, symbols
 
 from symderive import Builder, normal
 
@@ -20,5 +20,7 @@ b.output(y)
 b.reference("F.selu", lambda x: F.selu(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "scale*(Heaviside(X) + alpha*exp(X)*Heaviside(-X))"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = scale*Piecewise((1, x[i, j] > 0), (alpha*exp(x[i, j]), True))*dy[i, j]

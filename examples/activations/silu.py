@@ -20,5 +20,7 @@ b.output(y)
 b.reference("F.silu", lambda x: F.silu(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "1/(1 + exp(-X)) + X*exp(-X)/(1 + exp(-X))**2"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = sigmoid(x[i, j])*(1 + x[i, j]*(1 - sigmoid(x[i, j])))*dy[i, j]

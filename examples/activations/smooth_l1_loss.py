@@ -1,6 +1,6 @@
 """smooth l1 loss (beta): huber's form divided by beta, the mean."""
 import torch.nn.functional as F
-from sympy import Abs, Idx, IndexedBase, Min, Sum, symbols
+from sympy import Abs, Idx, IndexedBase, Max, Min, Sum, symbols
 
 from symderive import Builder, normal
 
@@ -20,4 +20,6 @@ b.loss(loss)
 b.reference("F.smooth_l1_loss", lambda x, t: F.smooth_l1_loss(x, t, beta=0.5))
 program = b.build()
 
-TEXTBOOK = "Max(Min((X - T)/beta, 1), -1)/(n*d)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+TEXTBOOK = Max(Min(r[i, j]/beta, 1), -1)/(n*d)

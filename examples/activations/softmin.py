@@ -19,5 +19,8 @@ b.output(y)
 b.reference("F.softmin", lambda x: F.softmin(x, dim=1))
 program = b.build()
 
-# the textbook gradient dx = -y*(dy - sum_j dy*y) (DY is the upstream adjoint)
-TEXTBOOK = "-Y*(DY - S)"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+k = Idx("k", d)
+TEXTBOOK = -y[i, j]*(dy[i, j] - Sum(dy[i, k]*y[i, k], k))

@@ -19,5 +19,7 @@ b.output(y)
 b.reference("F.softsign", lambda x: F.softsign(x))
 program = b.build()
 
-# the textbook derivative dy/dx (for the README's table; X is x[i, j])
-TEXTBOOK = "1/(1 + Abs(X))**2"
+# the textbook gradient dL/dx as a plain expression (dy: the upstream adjoint), for the
+# README's table, which counts its ops as it counts the derived gradient's
+dy = IndexedBase("dy")
+TEXTBOOK = dy[i, j]/(1 + Abs(x[i, j]))**2

@@ -1,34 +1,45 @@
-"""Prints the README's table of activations and losses: the derived gradient's ``ops`` (from
-``symderive derive --json``) beside the ops of the textbook derivative each file states (TEXTBOOK,
-counted with ``sympy.count_ops``). Run: .venv/bin/python examples/activations/table.py"""
-import json
+"""Prints the README's table of activations and losses: each file's derived gradient with respect
+to ``x`` (what ``symderive derive --json`` reports) beside the textbook gradient the file states as
+a plain SymPy expression (``TEXTBOOK``, with the upstream ``dy`` for a layer), both counted by the
+same ``ops`` counter (``sympy.count_ops``, as ``derive`` counts). ``tests/test_activations.py``
+checks that every ``TEXTBOOK`` equals the derived gradient at random points, so the column compares
+like with like. Run: .venv/bin/python examples/activations/table.py"""
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import sympy as sp
 
-from symderive.ops import log_sigmoid, sigmoid, softplus
+from symderive.ops import as_piecewise
+from symderive.simplify import compact_gradients
 
 FOLDER = Path(__file__).parent
-NAMES = {name: sp.Symbol(name) for name in ("X", "T", "Y", "DY", "S", "n", "d", "alpha", "scale",
-                                            "slope", "c", "delta", "beta")}
-NAMES |= {"sigmoid": sigmoid, "softplus": softplus, "log_sigmoid": log_sigmoid}
+
+
+def paths() -> list[Path]:
+    return sorted(p for p in FOLDER.glob("*.py") if p.stem != "table")
+
+
+def row(path: Path) -> dict:
+    """The derived and textbook gradients of one file, with their ops."""
+    namespace = runpy.run_path(str(path), run_name=f"derivation_{path.stem}")
+    program = namespace["program"]
+    (gradient,) = [g for g in compact_gradients(program) if g.name == "x"]
+    textbook = as_piecewise(namespace["TEXTBOOK"])
+    return {"name": path.stem, "program": program, "gradient": gradient.expr,
+            "ops": gradient.summary(program)["ops"], "textbook": textbook,
+            "textbook_ops": int(sp.count_ops(textbook)),
+            "reference": ", ".join(label for _, label, _ in program.references)}
 
 
 def main() -> None:
-    print("| file | gradient (derived) | ops | textbook ops |")
-    print("|---|---|---|---|")
-    for path in sorted(FOLDER.glob("*.py")):
-        if path.stem == "table":
-            continue
-        textbook = runpy.run_path(str(path))["TEXTBOOK"]
-        out = subprocess.run([sys.executable, "-m", "symderive", "derive", str(path), "--json"],
-                             capture_output=True, text=True, check=True).stdout
-        (gradient, *_) = [g for g in json.loads(out)["gradients"] if g["wrt"] == "x"]
-        ops = sp.count_ops(sp.sympify(textbook, locals=NAMES))
-        print(f"| `{path.stem}` | `{gradient['expr']}` | {gradient['ops']} | {ops} |")
+    print("| file | checked against | gradient (derived) | ops | textbook gradient "
+          "| textbook ops |")
+    print("|---|---|---|---|---|---|")
+    for path in paths():
+        r = row(path)
+        cells = [f"`{r['name']}`", f"`{r['reference']}`", f"`{r['gradient']}`", str(r["ops"]),
+                 f"`{r['textbook']}`", str(r["textbook_ops"])]
+        print("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
 
 
 if __name__ == "__main__":

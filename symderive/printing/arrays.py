@@ -13,7 +13,7 @@ from ..ops import OPS, op_for
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
-                    "Full", "Abs", "Sliced", "Pad")
+                    "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped")
 
 
 class ArrayPrinterMixin:
@@ -163,6 +163,29 @@ class ArrayPrinterMixin:
         x, shape = expr.args
         return f"{self.postfix(x)}.reshape{self.shape(shape)}"
 
+    def spell_where(self, expr: sp.Piecewise) -> str:
+        """A lowered Piecewise as nested ``where`` calls, first branch outermost:
+        ``np.where(x > 0, x, np.where(x > -1, 0.5*x, -1.0))``. Where no branch is an array, the
+        last one becomes an array of the working dtype, so Python floats cannot widen the result
+        (NumPy) or give it torch's default dtype."""
+        *pairs, (otherwise, _) = expr.args
+        text = self._print(otherwise)
+        if not any(value.has(ArrayRef) for value, _ in expr.args):
+            text = f"{self.module}.asarray({text}, dtype=dtype{self.placed})"
+        for value, condition in reversed(pairs):
+            text = f"{self.module}.where({self.condition(condition)}, {self._print(value)}, {text})"
+        return text
+
+    def condition(self, condition) -> str:
+        """A comparison ``(x > 0)``; And and Or of several joined by ``&`` and ``|``."""
+        if isinstance(condition, (sp.And, sp.Or)):
+            joined = (" & " if isinstance(condition, sp.And) else " | ").join(
+                self.condition(c) for c in condition.args)
+            return f"({joined})"
+        lhs, rhs = (self.parenthesize(side, PRECEDENCE["Relational"] + 1, strict=False)
+                    for side in condition.args)
+        return f"({lhs} {condition.rel_op} {rhs})"
+
     def statement(self, name: str, code, accumulate: bool) -> list[str]:
         """The lines that assign ``code`` to ``name``. Nothing is modified in place unless this
         statement made it: accumulating is ``name = name + code``, and a bare name is copied,
@@ -183,9 +206,40 @@ class ArrayPrinterMixin:
                 "Zeros", "Full")  # made here; anything else may be a view: copy before updating
             start = self._print(base) if copied else f"{self.postfix(base)}.{self.copy_method}()"
             return [f"{name} = {start}", f"{name}[{where}] {update}"]
+        if type(code).__name__ == "InPlace":
+            return self.in_place(name, code)
         if accumulate:
             return [f"{name} = {name} + {_unwrapped(self._print(code))}"]
         return [f"{name} = {_unwrapped(self.fresh(code))}"]
+
+    # -- fused statements (``symderive.fuse``) ---------------------------------------------------
+    def _print_Grouped(self, expr):
+        inner = expr.args[0]
+        if isinstance(inner, sp.Symbol) or inner.is_Number and not inner.is_negative:
+            return self._print(inner)
+        return f"({_unwrapped(self._print(inner))})"
+
+    def _print_SumOfProduct(self, expr):
+        a, b, axes, ndim = expr.args
+        return self._print(type_of("SumAxes")(a * b, axes, ndim))
+
+    def product(self, x, scale) -> str:
+        """``x*scale`` with the factors of ``scale`` multiplied first."""
+        if isinstance(scale, (sp.Mul, sp.Add)) or scale.is_Rational and not scale.is_Integer:
+            grouped = type_of("scalars_grouped")(sp.Mul.make_args(scale))
+            return self._print(sp.Mul(x, type_of("Grouped")(grouped)))
+        return self._print(sp.Mul(x, scale))
+
+    def in_place(self, name: str, code) -> list[str]:
+        """The lines of an ``InPlace``: its fresh start, then one in-place update a step."""
+        start, steps = code.args
+        lines = self.spell_start(name, start)
+        for kind, *operands in steps:
+            lines.append(getattr(self, f"spell_{kind}")(name, *operands))
+        return lines
+
+    def spell_start(self, name: str, start) -> list[str]:
+        return [f"{name} = {_unwrapped(self._print(start))}"]
 
     def fresh(self, code) -> str:
         """``code`` printed so that a bare name is copied: two names (two returned gradients) never
@@ -193,6 +247,13 @@ class ArrayPrinterMixin:
         if isinstance(code, sp.Symbol):
             return f"{self._print(code)}.{self.copy_method}()"
         return self._print(code)
+
+
+def type_of(name: str):
+    """An array operation of ``symderive.fuse`` by name (imported late: fuse imports lower)."""
+    from .. import fuse, lower
+
+    return getattr(fuse, name, None) or getattr(lower, name)
 
 
 def _unwrapped(text: str) -> str:

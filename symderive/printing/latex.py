@@ -16,7 +16,7 @@ from sympy.concrete.expr_with_limits import ExprWithLimits
 from sympy.printing.latex import LatexPrinter, greek_letters_set
 
 from ..ir import free_indices
-from ..ops import OPS, ArgMax, Maximum, op_for
+from ..ops import OPS, ArgMax, Maximum, Piecewise, op_for
 
 _ABBREVIATIONS = {"eps": r"\epsilon", "lamda": r"\lambda"}
 _ACCENTS = ("hat", "bar", "tilde", "dot", "vec")
@@ -275,11 +275,26 @@ class IndexLatexPrinter(LatexPrinter):
         return rf"{sign}\frac{{{abs(expr.p)}}}{{{expr.q}}}"
 
     # -- functions -------------------------------------------------------------------------------
+    # printmethod is our own, so SymPy's _latex hooks of the number symbols are not used
+    def _print_Pi(self, expr):
+        return r"\pi"
+
+    def _print_Exp1(self, expr):
+        return "e"
+
+    def _print_Piecewise(self, expr):
+        r"""``\begin{cases} x_{i} & \text{if } x_{i} > 0 \\ 0 & \text{otherwise} \end{cases}``"""
+        rows = [f"{self._print(value)} & "
+                + (r"\text{otherwise}" if condition is sp.true
+                   else rf"\text{{if }} {self._print(condition)}")
+                for value, condition in expr.args]
+        return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
+
     def _print_op(self, expr, exp=None):
         op = op_for(expr)
         # a Heaviside's second argument is its value at 0, which the step's name does not show
         shown = expr.args[:1] if isinstance(expr, sp.Heaviside) else expr.args
-        if "{" in op.latex:  # a template: |x|
+        if "{0}" in op.latex:  # a template: |x| (not \operatorname{sign}, whose braces are LaTeX)
             text = op.latex.format(*(self._print(a) for a in shown))
         else:
             text = f"{op.latex}{self._wrap(', '.join(self._print(a) for a in shown))}"
@@ -288,5 +303,5 @@ class IndexLatexPrinter(LatexPrinter):
 
 # The op table's functions print through the table's ``latex`` column.
 for _function in OPS:
-    if _function is not sp.Pow:  # functions, Max and Min
+    if _function not in (sp.Pow, Piecewise):  # functions, Max and Min (not cases)
         setattr(IndexLatexPrinter, f"_print_{_function.__name__}", IndexLatexPrinter._print_op)

@@ -1,8 +1,10 @@
 """NumPy spelling of lowered array code: a subclass of SymPy's ``NumPyPrinter``."""
 from __future__ import annotations
 
+import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
+from ..lower import MatMul
 from .arrays import ArrayPrinterMixin
 
 
@@ -42,3 +44,44 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         widths = ["(0, 0)"] * int(ndim)
         widths[int(axis)] = f"({self._print(before)}, {self._print(after)})"
         return f"np.pad({self._print(x)}, ({', '.join(widths)}{',' if int(ndim) == 1 else ''}))"
+
+    def _print_Piecewise(self, expr):
+        return self.spell_where(expr)
+
+    # -- fused statements: one fresh array, updated in place (``symderive.fuse``) ----------------
+    def _print_AddCMul(self, expr):
+        a, x, scale = expr.args
+        return f"{self._print(a)} + {self.product(x, scale)}"
+
+    def spell_start(self, name: str, start) -> list[str]:
+        if type(start).__name__ == "AddCMul":  # the product is the fresh array; add into it
+            a, x, scale = start.args
+            return [f"{name} = {self.product(x, scale)}", self.spell_add(name, a)]
+        return super().spell_start(name, start)
+
+    def spell_add(self, name: str, term) -> str:
+        if term.could_extract_minus_sign():
+            return f"{name} -= {self._print(-term)}"
+        return f"{name} += {self._print(term)}"
+
+    def spell_mul(self, name: str, scale) -> str:
+        return f"{name} *= {self._print(scale)}"
+
+    def spell_addcmul(self, name: str, x, scale) -> str:
+        if scale.could_extract_minus_sign():
+            return f"{name} -= {self.product(x, -scale)}"
+        return f"{name} += {self.product(x, scale)}"
+
+    def _print_AddMatMul(self, expr):
+        c, a, b = expr.args
+        return self._print(sp.Add(c, MatMul(a, b)))  # NumPy has no addmm: the sum as written
+
+    def _print_SumOfProduct(self, expr):
+        a, b, axes, ndim = expr.args
+        letters = "ijklmnopqrstuvwxyz"[:int(ndim)]
+        kept = "".join(c for k, c in enumerate(letters) if k not in {int(x) for x in axes})
+        return f'np.einsum("{letters},{letters}->{kept}", {self._print(a)}, {self._print(b)})'
+
+    def _print_MaxValues(self, expr):
+        x, axis = expr.args
+        return f"{self.postfix(x)}.max({int(axis)})"

@@ -60,3 +60,39 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         widths = ["0, 0"] * (int(ndim) - 1 - int(axis))  # F.pad lists the last axis first
         widths.append(f"{self._print(before)}, {self._print(after)}")
         return f"F.pad({self._print(x)}, ({', '.join(widths)}))"
+
+    def _print_Piecewise(self, expr):
+        return self.spell_where(expr)
+
+    # -- fused statements: one fresh tensor, updated in place (``symderive.fuse``) ---------------
+    def _print_AddCMul(self, expr):
+        a, x, scale = expr.args
+        if not scale.has(ArrayRef):  # a Python number: torch.addcmul takes tensors only
+            return f"torch.add({self._print(a)}, {self._print(x)}, alpha={self._print(scale)})"
+        if scale.could_extract_minus_sign():
+            return f"torch.addcmul({self._print(a)}, {self._print(x)}, {self._print(-scale)}, " \
+                "value=-1)"
+        return f"torch.addcmul({self._print(a)}, {self._print(x)}, {self._print(scale)})"
+
+    def spell_add(self, name: str, term) -> str:
+        if term.could_extract_minus_sign():
+            return f"{name}.sub_({self._print(-term)})"
+        return f"{name}.add_({self._print(term)})"
+
+    def spell_mul(self, name: str, scale) -> str:
+        return f"{name}.mul_({self._print(scale)})"
+
+    def spell_addcmul(self, name: str, x, scale) -> str:
+        if not scale.has(ArrayRef):
+            return f"{name}.add_({self._print(x)}, alpha={self._print(scale)})"
+        if scale.could_extract_minus_sign():
+            return f"{name}.addcmul_({self._print(x)}, {self._print(-scale)}, value=-1)"
+        return f"{name}.addcmul_({self._print(x)}, {self._print(scale)})"
+
+    def _print_AddMatMul(self, expr):
+        c, a, b = expr.args
+        return f"torch.addmm({self._print(c)}, {self._print(a)}, {self._print(b)})"
+
+    def _print_MaxValues(self, expr):
+        x, axis = expr.args
+        return f"{self.postfix(x)}.amax({int(axis)})"

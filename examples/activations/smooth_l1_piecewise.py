@@ -1,0 +1,25 @@
+"""smooth l1 loss (beta) written with Piecewise: r**2/(2*beta) inside |r| < beta, |r| - beta/2
+outside, the mean (torch puts |r| = beta in the linear branch)."""
+import torch.nn.functional as F
+from sympy import Abs, Idx, IndexedBase, Max, Min, Piecewise, Sum, symbols
+
+from symderive import Builder, normal
+
+n, d = symbols("n d", integer=True, positive=True)
+i, j = Idx("i", n), Idx("j", d)
+x, t, r, e = symbols("x t r e", cls=IndexedBase)
+loss, beta = symbols("loss beta")
+
+b = Builder("smooth_l1_piecewise", sizes={n: 8, d: 16}, constants={beta: 0.5})
+b.input(x[i, j], normal(1.0))
+b.input(t[i, j], normal(1.0))
+b[r[i, j]] = x[i, j] - t[i, j]
+b[e[i, j]] = Piecewise((r[i, j]**2 / (2*beta), Abs(r[i, j]) < beta), (Abs(r[i, j]) - beta/2, True))
+b[loss] = Sum(Sum(e[i, j], i), j) / (n*d)
+b.loss(loss)
+b.reference("F.smooth_l1_loss", lambda x, t: F.smooth_l1_loss(x, t, beta=0.5))
+program = b.build()
+
+# the textbook gradient dL/dx as a plain expression, for the README's table, which counts its ops
+# as it counts the derived gradient's
+TEXTBOOK = Max(Min(r[i, j]/beta, 1), -1)/(n*d)

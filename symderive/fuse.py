@@ -1,0 +1,343 @@
+"""Fusion: lowered statements rewritten so that each costs the fewest full-size passes, as an expert
+writes them by hand. Two general rewrites over elementwise array code, both decided by the extent
+(the shape, right-aligned for broadcasting) of every operand: scalar and row factors of a product
+are multiplied together before they meet a full-size array (``x*(g/(n - 1))``, not ``x*g/(n - 1)``,
+which makes two full-size passes), and a statement whose value is a sum of full-size terms, or
+such a sum times small factors, becomes one fresh temporary updated in place (``InPlace``: a
+``torch.addcmul`` start, then ``add_``/``sub_``/``addcmul_``/``mul_``, or NumPy's ``+=``/``*=``), so
+no term allocates an array of its own. Only a temporary the statement itself just made is ever
+updated in place, so no other name, view or saved value can change.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
+
+from .ir import Program
+from .lower import (
+    ArrayOp,
+    ArrayRef,
+    ArrayStatement,
+    BroadcastTo,
+    Full,
+    MatMul,
+    MaxAxis,
+    NewAxes,
+    SumAxes,
+    Transpose,
+    Zeros,
+)
+from .ops import ArgMax
+
+
+class Grouped(ArrayOp):
+    """``Grouped(g/(n - 1))`` -> ``(g/(n - 1))``: small factors multiplied before the product
+    meets a larger array (Python evaluates ``x*g/(n - 1)`` left to right)."""
+
+    precedence = PRECEDENCE["Atom"]
+
+
+class AddCMul(ArrayOp):
+    """``AddCMul(a, x, s)`` -> ``a + x*s`` in one pass (``torch.addcmul``), a fresh array."""
+
+
+class AddMatMul(ArrayOp):
+    """``AddMatMul(c, a, b)`` -> ``c + a @ b`` in one call (``torch.addmm``, as ``nn.Linear``)."""
+
+
+class SumOfProduct(ArrayOp):
+    """``SumOfProduct(a, b, axes, ndim)`` -> ``(a*b).sum(axes)`` for two arrays of one extent,
+    summed over leading axes only; NumPy spells it ``np.einsum("ij,ij->j", a, b)``, which makes
+    no full-size temporary and adds the rows in the same order as ``.sum(0)`` does."""
+
+
+class MaxValues(ArrayOp):
+    """``MaxValues(x, 1)`` -> ``x.amax(1)``: the maxima alone, several times faster in torch than
+    ``x.max(1).values``, which finds the indices too. Its autograd splits the gradient between
+    tied maxima, so it is used only where the derived backward never asks which element is the
+    maximum (no ``ArgMax``: the maximum's adjoint cancelled, as the cross-entropy shift's does)."""
+
+
+class InPlace(ArrayOp):
+    """``InPlace(start, ((kind, operand...), ...))``: a fresh array ``start`` updated in place by
+    each step in turn: ``("add", t)`` adds ``t``, ``("mul", s)`` multiplies by ``s`` and
+    ``("addcmul", x, s)`` adds ``x*s``."""
+
+
+Extent = tuple  # sizes right-aligned for broadcasting; 1 for an axis an operand lacks
+
+
+def _broadcast(extents: list[Extent | None]) -> Extent | None:
+    if any(e is None for e in extents):
+        return None
+    width = max((len(e) for e in extents), default=0)
+    result = []
+    for axis in range(width):
+        sizes = {e[len(e) - width + axis] for e in extents if len(e) - width + axis >= 0}
+        sizes.discard(sp.S.One)
+        if len(sizes) > 1:
+            return None  # sizes that only the example values could show equal: do not guess
+        result.append(sizes.pop() if sizes else sp.S.One)
+    return tuple(result)
+
+
+class Extents:
+    """The extent of lowered code, from the shapes of the arrays the programs name; None where
+    the code holds an operation whose result shape is not worked out here."""
+
+    def __init__(self, programs: tuple[Program, ...]):
+        self.programs = programs
+        self.known: dict[str, Extent] = {}
+
+    def named(self, name: str) -> Extent | None:
+        if name not in self.known:
+            for program in self.programs:
+                if name in program.names:
+                    lhs = program.lhs(name)
+                    self.known[name] = tuple(program.shape(name)) if isinstance(
+                        lhs, sp.Indexed) else ()
+                    break
+            else:
+                return None
+        return self.known[name]
+
+    def __call__(self, code: sp.Expr) -> Extent | None:
+        if isinstance(code, ArrayRef):
+            return self.named(code.name)
+        if not code.has(ArrayRef):
+            return ()  # numbers, sizes and constants
+        if isinstance(code, (Grouped,)):
+            return self(code.args[0])
+        if isinstance(code, (sp.Add, sp.Mul, sp.Pow)) or isinstance(
+                code, (sp.Function, sp.Max, sp.Min)) and not isinstance(code, ArrayOp):
+            return _broadcast([self(a) for a in code.args])
+        if isinstance(code, NewAxes):
+            inner, pattern = self(code.args[0]), code.args[1]
+            if inner is None:
+                return None
+            kept = len([p for p in pattern if p == 0])
+            head, tail = inner[:len(inner) - kept], list(inner[len(inner) - kept:])
+            return tuple(head) + tuple(sp.S.One if p else tail.pop(0) for p in pattern)
+        if isinstance(code, Transpose):
+            inner = self(code.args[0])
+            return None if inner is None else tuple(inner[int(p)] for p in code.args[1])
+        if isinstance(code, SumAxes):
+            inner, axes = self(code.args[0]), {int(a) for a in code.args[1]}
+            return None if inner is None else tuple(
+                s for k, s in enumerate(inner) if k not in axes)
+        if isinstance(code, MaxAxis):
+            inner = self(code.args[0])
+            return None if inner is None else tuple(
+                s for k, s in enumerate(inner) if k != int(code.args[1]))
+        if isinstance(code, MatMul):
+            a, b = (self(x) for x in code.args)
+            if a is None or b is None or not a or not b:
+                return None
+            if len(b) == 1:
+                return a[:-1]
+            if len(a) == 1:
+                return b[:-2] + b[-1:]
+            batch = _broadcast([a[:-2], b[:-2]])
+            return None if batch is None else batch + (a[-2], b[-1])
+        if isinstance(code, (BroadcastTo, Zeros)):
+            return tuple(code.args[1] if isinstance(code, BroadcastTo) else code.args[0])
+        if isinstance(code, Full):
+            return tuple(code.args[0])
+        return None
+
+
+def _rank(extent: Extent | None) -> int | None:
+    """How many axes of an extent have a size other than 1 (None: unknown, so large)."""
+    return None if extent is None else len([s for s in extent if s != 1])
+
+
+def _split(factors, rank: int, extents: Extents) -> tuple[list, list]:
+    """Factors of a product as (full: of the product's rank or unknown, small: the rest)."""
+    full, small = [], []
+    for f in factors:
+        r = _rank(extents(f))
+        (full if r is None or r >= rank else small).append(f)
+    return full, small
+
+
+def folded(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """``code`` with the small factors of every product grouped, so they meet each other before
+    a larger array: ``-bnraw*dbngain/(n - 1)`` -> ``bnraw*Grouped(-dbngain/(n - 1))``.
+
+    Grouping only reassociates an elementwise product, which broadcasting keeps exact in shape
+    and value up to rounding; no factor is dropped or added."""
+    if not isinstance(code, sp.Basic) or not code.args or not code.has(ArrayRef):
+        return code
+    if isinstance(code, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
+        args = [folded(a, extents) for a in code.args]
+        if isinstance(code, sp.Mul):
+            return _grouped_product(args, extents)
+        if isinstance(code, (sp.Function, sp.Max, sp.Min)) and not isinstance(code, sp.Pow):
+            return code.func(*args, evaluate=False) if not isinstance(code, ArrayOp) else \
+                code.func(*args)
+        return code.func(*args)
+    return code
+
+
+def summed_products(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """Every ``SumAxes`` of a product of two same-extent arrays over axes other than the last
+    as ``SumOfProduct`` (the last axis is left to ``.sum``, whose pairwise summation is more
+    accurate than einsum's running sum along it)."""
+    def rewrite(node):
+        x, axes, ndim = node.args
+        factors = sp.Mul.make_args(x)
+        if len(factors) != 2 or int(ndim) - 1 in {int(a) for a in axes}:
+            return node
+        a, b = factors
+        extent = extents(a)
+        if extent is None or len(extent) != int(ndim) or extents(b) != extent \
+                or 1 in extent:
+            return node
+        return SumOfProduct(a, b, axes, ndim)
+    return code.replace(lambda e: isinstance(e, SumAxes), rewrite)
+
+
+def _grouped_product(factors: list, extents: Extents) -> sp.Expr:
+    rank = _rank(extents(sp.Mul(*factors)))
+    if rank is None or rank == 0:
+        return sp.Mul(*factors)
+    full, small = _split(factors, rank, extents)
+    number = sp.Mul(*[f for f in small if f.is_Number])
+    if not full or len(small) < 2 and not (small and number != 1 and number != -1):
+        return sp.Mul(*factors)
+    if len(small) == 1 and number == -1:  # -x: one pass, nothing to group
+        return sp.Mul(*factors)
+    return sp.Mul(*full) * Grouped(scalars_grouped(small))
+
+
+def scalars_grouped(factors) -> sp.Expr:
+    """The product of ``factors`` with its Python scalars (numbers, sizes, constants) multiplied
+    first: ``g*(-1/(n - 1))`` is one pass over ``g`` where ``-g/(n - 1)`` is two."""
+    scalars = [f for f in factors if not f.has(ArrayRef)]
+    arrays = [f for f in factors if f.has(ArrayRef)]
+    if len(scalars) < 2 or not arrays:
+        return sp.Mul(*factors)
+    return sp.Mul(*arrays) * Grouped(sp.Mul(*scalars))
+
+
+def _term_parts(term: sp.Expr, rank: int, extents: Extents):
+    """A full-size term as (array, small factor): ``x*s`` with one full factor ``x``; None for
+    any other term."""
+    factors = sp.Mul.make_args(_ungrouped(term))
+    full, small = _split(factors, rank, extents)
+    if len(full) != 1 or isinstance(full[0], sp.Add) or not small:
+        return None
+    return full[0], sp.Mul(*small)
+
+
+def _fresh(code: sp.Expr) -> bool:
+    """Whether evaluating ``code`` makes a new array that autograd keeps no reference to: a sum
+    or product, not a name or a view of one (a transpose, slice, reshape or read-only
+    broadcast), nor a function such as ``exp`` whose derivative reads its own output."""
+    return isinstance(code, (sp.Add, sp.Mul))
+
+
+def _ungrouped(code: sp.Expr) -> sp.Expr:
+    """``code`` without ``Grouped`` marks (an in-place step groups its operands itself)."""
+    while code.has(Grouped):
+        code = code.xreplace({g: g.args[0] for g in code.atoms(Grouped)})
+    return code
+
+
+def in_place(code: sp.Expr, extents: Extents) -> sp.Expr | None:
+    """An ``InPlace`` computing ``code`` with one fresh full-size array, or None where that
+    saves nothing (a single term, an unknown extent) or cannot be done safely.
+
+    ``g*r*(dout - x*a/(n - 1) - b/n)`` (``g, r, a, b`` rows) becomes ``t = addcmul(dout, x,
+    -a/(n - 1)); t -= b/n; t *= g*r``: three full-size writes where the plain expression makes
+    five and allocates each."""
+    extent = extents(code)
+    rank = _rank(extent)
+    if not rank:
+        return None
+    steps: list[tuple] = []
+    body = code
+    if isinstance(code, sp.Mul):
+        full, small = _split(sp.Mul.make_args(_ungrouped(code)), rank, extents)
+        if len(full) == 1 and isinstance(full[0], sp.Add) and small:
+            body, outer = full[0], sp.Mul(*small)
+    if not isinstance(body, sp.Add):
+        return None
+    terms = list(body.args)
+    whole = [t for t in terms if extents(t) == extent]
+    if any(extents(t) is None for t in terms) or not whole:
+        return None
+    products = {t: _term_parts(t, rank, extents) for t in whole}
+    plain = [t for t in whole if products[t] is None]
+    multiplied = [t for t in whole if products[t] is not None]
+    if plain and multiplied:
+        start, used = AddCMul(plain[0], *products[multiplied[0]]), plain[:1] + multiplied[:1]
+    elif len(plain) > 1:
+        start, used = plain[0] + plain[1], plain[:2]
+    elif multiplied:  # x*s makes a fresh array that the other terms update
+        x, small = products[multiplied[0]]
+        start, used = x * (Grouped(small) if isinstance(small, sp.Mul) else small), multiplied[:1]
+    elif body is not code and _fresh(plain[0]):
+        start, used = plain[0], plain[:1]  # computed here, so a fresh array, then scaled
+    else:
+        return None
+    rest = [t for t in terms if t not in used]
+    for term in rest:
+        if _rank(extents(term)) < rank:  # a small term is added whole: its grouping is moot
+            term = _ungrouped(term)
+        parts = products.get(term) or (_term_parts(term, rank, extents)
+                                       if extents(term) == extent else None)
+        steps.append(("addcmul", *parts) if parts else ("add", term))
+    if body is not code:
+        steps.append(("mul", outer))
+    if not steps:
+        return None
+    return InPlace(start, sp.Tuple(*[sp.Tuple(sp.Symbol(kind), *args) for kind, *args in steps]))
+
+
+def one_call(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """A sum of two terms that one library call computes without a temporary: ``b1 + x @ W1``
+    as ``AddMatMul`` (matrices only) and ``beta + gamma*xhat`` as ``AddCMul``; else ``code``."""
+    if not isinstance(code, sp.Add) or len(code.args) != 2:
+        return code
+    extent = extents(code)
+    rank = _rank(extent)
+    if not rank:
+        return code
+    for term, other in (code.args, code.args[::-1]):
+        if isinstance(term, MatMul) and all(
+                len(extents(a) or ()) == 2 for a in term.args) and extents(other) is not None \
+                and other.has(ArrayRef):  # torch.addmm and addcmul take tensors, not numbers
+            return AddMatMul(other, *term.args)
+    for term, other in (code.args, code.args[::-1]):
+        parts = _term_parts(term, rank, extents) if extents(term) == extent else None
+        if parts is not None and parts[1].has(ArrayRef) and extents(other) is not None \
+                and other.has(ArrayRef):
+            return AddCMul(other, *parts)
+    return code
+
+
+def fused(statements: list[ArrayStatement], programs: tuple[Program, ...],
+          update: bool = True, backward: Program | None = None) -> list[ArrayStatement]:
+    """``statements`` with small factors grouped and, where ``update``, sums of full-size
+    terms computed in place in one fresh array (``in_place``). Accumulating statements are left
+    as they are: the array they add to may be a view of another. Given the ``backward`` of a
+    forward whose gradients read no ``ArgMax``, maxima are computed without their indices."""
+    extents = Extents(programs)
+    if backward is not None and not any(s.rhs.has(ArgMax) for s in backward.body):
+        statements = [ArrayStatement(s.name, s.code.replace(
+            lambda e: isinstance(e, MaxAxis), lambda e: MaxValues(*e.args)), s.accumulate)
+            for s in statements]
+    result = []
+    for s in statements:
+        code = summed_products(folded(s.code, extents), extents)
+        # a statement reading its own name (an upstream adjoint added to) would read the new
+        # array after the first line rebinds the name: computed as one expression instead
+        if update and not s.accumulate and ArrayRef(s.name) not in code.atoms(ArrayRef):
+            code = in_place(code, extents) or code
+        code = one_call(code, extents)
+        result.append(ArrayStatement(s.name, code, s.accumulate))
+    return result
+
+
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "MaxValues", "folded", "fused", "in_place", "one_call", "scalars_grouped", "summed_products"]

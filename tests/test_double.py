@@ -1,0 +1,96 @@
+"""The double backward: a derivation's gradients as a program of its inputs and upstream adjoints,
+differentiated again by the same machinery, checked against the independent oracle; and the
+refusals that keep a Function once differentiable instead of guessing."""
+from dataclasses import replace
+
+import sympy as sp
+from sympy import Idx, IndexedBase, Rational, Sum, symbols
+
+from symderive import Builder, normal
+from symderive.check import run_check
+from symderive.derivation import derive_backward, load
+from symderive.double import derive_double, gradient_program
+
+
+def small(program, size=4):
+    return replace(program, sizes=tuple((s, min(v, size)) for s, v in program.sizes))
+
+
+def test_the_gradient_program_of_batchnorm(root):
+    program = load(root / "derivations" / "batchnorm.py")
+    gradients, upstream = gradient_program(program, derive_backward(program))
+    assert upstream == {"dhpreact": "grad_hpreact"}
+    assert [x.name for x in gradients.inputs] == ["hprebn", "bngain", "bnbias", "grad_hpreact"]
+    assert gradients.outputs == ("grad_bngain", "grad_bnbias", "grad_hprebn")
+    names = [s.name for s in gradients.body]
+    assert "hpreact" not in names  # the layer's output is not read by its gradients
+    assert names[-3:] == ["grad_bngain", "grad_bnbias", "grad_hprebn"]
+
+
+def test_a_loss_gradient_program_drops_the_loss_and_reads_no_upstream(root):
+    program = load(root / "derivations" / "cross_entropy.py")
+    gradients, upstream = gradient_program(program, derive_backward(program))
+    assert upstream == {} and gradients.outputs == ("grad_logits",)
+    assert not {"loss", "logprobs"} & {s.name for s in gradients.body}
+    assert [x.name for x in gradients.inputs] == ["logits", "Y"]  # labels stay non-differentiable
+
+
+def test_an_index_the_forward_uses_for_another_range_is_renamed(root):
+    """The batchnorm backward binds k over n; the MLP's k ranges over B*E: one program must not
+    hold two indices that print alike, so the backward's is renamed."""
+    program = load(root / "derivations" / "makemore_mlp_layers.py")
+    gradients, _ = gradient_program(program, derive_backward(program))
+    indices = {str(k): k.upper - k.lower + 1 for s in gradients.body
+               for k in s.lhs.atoms(sp.Idx) | s.rhs.atoms(sp.Idx)}
+    assert "k2" in indices and indices["k2"] != indices["k"]
+
+
+def test_the_derived_double_backward_of_batchnorm_passes_check(root):
+    """The gradient program's compact backward against autograd through the oracle, which shares
+    nothing with the simplifier, and against finite differences."""
+    program = load(root / "derivations" / "batchnorm.py")
+    double = derive_double(program, derive_backward(program))
+    assert not isinstance(double, str), double
+    report = run_check(small(double.program), "float64")
+    assert report.ok, report.table()
+
+
+def test_double_backward_through_a_normalised_square_sum():
+    """A reduction over the batch axis of a normalised value times an upstream: the shape of
+    batchnorm's gradient that a sound simplifier must get right (a pinned regression)."""
+    n, H = symbols("n H", integer=True, positive=True)
+    eps = symbols("eps", positive=True)
+    i, j, k = Idx("i", n), Idx("j", H), Idx("k", n)
+    x, gy, mu, d, d2, v, r, raw, out = symbols("x gy mu d d2 v r raw out", cls=IndexedBase)
+    b = Builder("normalised", sizes={n: 4, H: 3}, constants={eps: 1e-5})
+    b.input(x[i, j], normal(1.0))
+    b.input(gy[i, j], normal(1.0))
+    b[mu[j]] = Sum(x[i, j], i) / n
+    b[d[i, j]] = x[i, j] - mu[j]
+    b[d2[i, j]] = d[i, j] ** 2
+    b[v[j]] = Sum(d2[i, j], i) / (n - 1)
+    b[r[j]] = (v[j] + eps) ** Rational(-1, 2)
+    b[raw[i, j]] = d[i, j] * r[j]
+    b[out[i, j]] = raw[i, j] * Sum(raw[k, j] * gy[k, j], k)
+    b.output(out)
+    report = run_check(b.build(), "float64")
+    assert report.ok, report.table()
+
+
+def test_adjoints_all_is_refused_with_a_reason(makemore):
+    reason = derive_double(makemore, derive_backward(makemore))
+    assert isinstance(reason, str) and "adjoints='all'" in reason
+
+
+def test_a_forward_name_like_a_first_order_adjoint_is_refused():
+    n = symbols("n", integer=True, positive=True)
+    i = Idx("i", n)
+    x, grad_x, y = symbols("x grad_x y", cls=IndexedBase)
+    b = Builder("clash", sizes={n: 3})
+    b.input(x[i], normal(1.0))
+    b[grad_x[i]] = 2 * x[i]
+    b[y[i]] = grad_x[i] * x[i]
+    b.output(y)
+    program = b.build()
+    reason = derive_double(program, derive_backward(program))
+    assert isinstance(reason, str) and "grad_x" in reason

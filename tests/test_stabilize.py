@@ -1,0 +1,68 @@
+"""Stabilising rewrites: the log of exp folded through the names that carry it, a label read taken
+through an elementwise map; each recorded as a step, each refused without its side condition."""
+import sympy as sp
+from sympy import Idx, IndexedBase, Sum, exp, log, symbols
+
+from symderive import Builder, normal
+from symderive.derivation import load
+from symderive.stabilize import stabilized
+
+n, V = symbols("n V", integer=True, positive=True)
+i, c = Idx("i", n), Idx("c", V)
+x, y, s, out = symbols("x y s out", cls=IndexedBase)
+
+
+def test_cross_entropy_loss_reads_the_label_entries_of_a_folded_log(root):
+    program = load(root / "derivations" / "cross_entropy.py")
+    rewritten, steps = stabilized(program)
+    rules = [(name, step.rule) for name, step in steps]
+    assert ("logprobs", "log of exp") in rules
+    assert ("loss", "read through map") in rules and ("loss", "log of exp") in rules
+    loss = next(st for st in rewritten.body if st.name == "loss").rhs
+    assert not loss.has(sp.exp) and not any(
+        str(r.base.label) in ("probs", "logprobs") for r in loss.atoms(sp.Indexed))
+    norm_logits, counts_sum_inv, Y = (IndexedBase(k) for k in ("norm_logits", "counts_sum_inv",
+                                                                "Y"))
+    assert loss.has(norm_logits[i, Y[i]]) and loss.has(log(counts_sum_inv[i]))
+
+
+def program_with(rhs, x_domain=None):
+    b = Builder("p", sizes={n: 3, V: 4})
+    b.input(x[i, c], normal(1.0))
+    b.input(y[i, c], normal(1.0))
+    b[s[i]] = Sum(exp(x[i, c]), c)
+    b[out[i, c]] = rhs
+    b.output(out)
+    return b.build()
+
+
+def test_log_of_exp_over_a_positive_sum():
+    program, steps = stabilized(program_with(log(exp(x[i, c]) / s[i])))
+    assert [step.rule for _, step in steps] == ["log of exp"]
+    assert program.body[-1].rhs == x[i, c] - log(s[i])
+
+
+def test_log_of_exp_is_refused_when_a_factor_may_be_negative():
+    """log(y*exp(x)) is not log(y) + x for a y of unknown sign: no rewrite at all."""
+    original = program_with(log(y[i, c] * exp(x[i, c])))
+    program, steps = stabilized(original)
+    assert steps == () and program is original
+
+
+def test_a_log_with_no_exp_under_it_is_left_alone():
+    original = program_with(log(s[i]) + x[i, c])
+    assert stabilized(original)[1] == ()
+
+
+def test_a_definition_reading_a_name_updated_later_is_not_unfolded():
+    """``t = log(exp(x))`` read at a label after ``x`` was added to: the read keeps ``t``."""
+    from symderive.ir import Assign
+
+    program = program_with(log(exp(x[i, c]) / s[i]))
+    Y = IndexedBase("Y")
+    loss = symbols("loss")
+    body = program.body + (Assign(x[i, c], y[i, c], accumulate=True),
+                           Assign(loss, Sum(out[i, Y[i]], i)))
+    rewritten, steps = stabilized(type(program)(**{**program.__dict__, "body": body}))
+    assert all(name != "loss" for name, _ in steps)
+    assert rewritten.body[-1].rhs == Sum(out[i, Y[i]], i)
