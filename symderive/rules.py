@@ -401,7 +401,7 @@ def sign_abs(terms: list[Term], context: Context) -> list[Term]:
                         and factors[atom].is_integer and factors[partner].is_integer:
                     factors[atom] -= 1
                     factors[partner] -= 1
-                    factors[canonical_atom(becomes)] = factors.get(canonical_atom(becomes), 0) + 1
+                    factors[canonical_atom(becomes)] = factors.get(canonical_atom(becomes), sp.S.Zero) + 1
         result.append(Term(term.coeff, term.bound,
                            tuple((a, e) for a, e in factors.items() if e != 0)))
     return result

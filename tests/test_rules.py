@@ -133,6 +133,16 @@ def test_rule_fires_on_its_example_and_is_sound(rule_name, program_name, before,
                                numeric(before, program, values), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("rule_name, program_name, before, expected", EXAMPLES,
+                         ids=[f"{e[0]}-{e[1]}" for e in EXAMPLES])
+def test_a_rule_leaves_sympy_exponents(rule_name, program_name, before, expected, programs):
+    """Exponents stay SymPy numbers (``sign-abs`` once wrote a Python 1, which later rules
+    could not ask ``is_number``: an internal error the double-backward fuzzer found)."""
+    rule = next(r for r in RULES if r.name == rule_name)
+    for term in rule.apply(expand(before), Context(programs[program_name])):
+        assert all(isinstance(e, sp.Basic) for _, e in term.factors), term
+
+
 @pytest.mark.parametrize("rule_name, before", UNCHANGED, ids=[e[0] for e in UNCHANGED])
 def test_rule_leaves_alone_what_its_condition_excludes(rule_name, before, programs):
     rule = next(r for r in RULES if r.name == rule_name)
