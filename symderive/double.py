@@ -80,10 +80,22 @@ def gradient_program(forward: Program, backward: Program) -> tuple[Program, dict
         raise ProgramError(f"{forward.name}: the gradient program names the first-order adjoint "
                            f"{clash[0]}, which the forward already uses")
     indices = _distinct_indices(forward, backward.body)
-    statements = [Assign(_renamed(s.lhs, names, indices), _renamed(s.rhs, names, indices),
-                         s.accumulate) for s in backward.body]
+    statements, reads = [], dict(names)
+    given = {x.name for x in upstream}
+    for s in backward.body:
+        rhs = _renamed(s.rhs, reads, indices)
+        if s.name in given:  # an output read later: its upstream adjoint gains terms. The input
+            # keeps its name; the sum is a new name, read from here on
+            fresh = next(f"{names[s.name]}_{n}" for n in itertools.count(2)
+                         if f"{names[s.name]}_{n}" not in taken | set(reads.values()))
+            lhs = _renamed(s.lhs, reads, indices)
+            rhs = lhs + rhs if s.accumulate else rhs  # += reads the value before the update
+            reads[s.name] = fresh
+            statements.append(Assign(_renamed(s.lhs, reads, indices), rhs, False))
+            continue
+        statements.append(Assign(_renamed(s.lhs, reads, indices), rhs, s.accumulate))
     floats = {x.name for x in forward.inputs if not x.integer}
-    outputs = [names[adjoint] for adjoint in backward.outputs if adjoint[1:] in floats]
+    outputs = [reads[adjoint] for adjoint in backward.outputs if adjoint[1:] in floats]
     live, body = set(outputs), []
     for statement in reversed(list(forward.body) + statements):
         if statement.name in live:

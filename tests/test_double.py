@@ -149,3 +149,37 @@ def test_random_programs_are_twice_differentiable_or_say_why(draft):
             continue
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9 * float(
             expected.abs().max().clamp(min=1)))
+
+
+def test_an_output_read_later_gets_a_double_backward():
+    """``a1`` is an output and feeds ``a2``: its upstream adjoint gains a term in the backward
+    (``da1 = ... + da1``). The gradient program keeps the upstream as an input and names the sum
+    anew, so the double backward is derived (it was refused) and equals the oracle's."""
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j, m = Idx("i", n), Idx("j", d), Idx("m", d)
+    x, M, a0, a1, a2, a3, a4 = symbols("x M a0 a1 a2 a3 a4", cls=IndexedBase)
+    b = Builder("reread", sizes={n: 4, d: 3})
+    b.input(x[i, j], normal(1.0))
+    b.input(M[m, j], normal(0.5))
+    b[a0[i, j]] = x[i, j] ** 2
+    b[a1[i, j]] = sp.tanh(a0[i, j])
+    b[a2[i, j]] = sp.tanh(2 * sp.tanh(a1[i, j]))
+    b[a3[i, j]] = sp.exp(2 * sp.tanh(a2[i, j]))
+    b[a4[i, j]] = Sum(a3[i, m] * M[m, j], m)
+    b.output(a4, a1, a2)  # a1 and a2 are outputs read later
+    program = b.build()
+    gradients, _ = gradient_program(program, derive_backward(program))
+    assert "grad_a1" in [x.name for x in gradients.inputs] and "grad_a1_2" in gradients.names
+    module = load_module(module_source(program, derive_backward(program), "torch"), "reread")
+    assert hasattr(module, "double_backward")
+    inputs = example_inputs(program, torch.float64, seed=0)
+    leaves = [x.clone().requires_grad_() for x in inputs.values()]
+    assert torch.autograd.gradgradcheck(module.reread, leaves)
+
+    def through_the_oracle(*values):
+        computed = oracle.evaluate(program, dict(zip(inputs, values)))
+        return tuple(computed[name] for name in program.outputs)
+
+    for got, expected in zip(_second_derivatives(module.reread, leaves),
+                             _second_derivatives(through_the_oracle, leaves)):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
