@@ -2,13 +2,14 @@
 negative values and values near zero (not only the derivation's example values), never changes a
 value where the expression before it is defined; and the programs that unsound rewrites, a wrong
 lowering or a bad constant broadcast once got wrong now pass ``check``."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sympy as sp
 import torch
 from hypothesis import HealthCheck, given, note, settings
-from sympy import Idx, IndexedBase, KroneckerDelta, Rational, Sum, exp, symbols
+from sympy import Idx, IndexedBase, KroneckerDelta, Rational, Sum, exp, log, symbols
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from symderive import Builder, normal
@@ -17,6 +18,7 @@ from symderive.derivation import load
 from symderive.ir import free_indices
 from symderive.oracle import evaluate, evaluate_expression
 from symderive.simplify import compact_gradients
+from symderive.stabilize import forward_rewrites
 
 from .test_properties import programs
 
@@ -123,6 +125,57 @@ def test_every_step_of_the_examples_holds_at_random_points(root, name):
         point, upstream = random_point(program, generator), upstream_at(program, generator)
         for gradient in gradients:
             assert replay(program, gradient, point, upstream) == [], gradient.name
+
+
+def replay_forward(program, point: dict) -> list[str]:
+    """The forward rewrites (stable functions recognised at build time, stabilising rewrites
+    before lowering) that change a defined value at ``point``. The oracle evaluates the program
+    as built, after recognition, so only this replay compares a recognition with what was
+    written."""
+    arrays = evaluate(program, point)
+    scalars = dict(program.sizes) | dict(program.constants)
+    wrong = []
+    for name, rule, before, after, _ in forward_rewrites(program):
+        lhs = program.lhs(name)
+        axes = list(lhs.indices) if isinstance(lhs, sp.Indexed) else []
+        old = evaluate_expression(before, axes, arrays, scalars)
+        new = evaluate_expression(after, axes, arrays, scalars)
+        defined = old.isfinite()
+        scale = old[defined].abs().max().item() if defined.any() else 0.0
+        if not bool((((new - old).abs() <= 1e-9 * (1 + scale)) | ~defined).all()):
+            wrong.append(f"{rule}: {before} -> {after}")
+    return wrong
+
+
+def _written_out():
+    """Sigmoid, its ratio form, softplus and log-sigmoid written by hand, of a shifted input."""
+    n = symbols("n", integer=True, positive=True)
+    i = Idx("i", n)
+    x, y = IndexedBase("x"), IndexedBase("y")
+    layer = Builder("written_out", sizes={n: 6})
+    layer.input(x[i], normal(3.0))
+    u = 2 * x[i] - 1
+    layer[y[i]] = u / (1 + exp(-u)) + exp(u) / (1 + exp(u)) + log(1 + exp(u)) - log(1 + exp(-u))
+    layer.output(y)
+    return layer.build()
+
+
+@pytest.mark.parametrize("source", ["cross_entropy", "makemore_mlp_layers", "written out"])
+def test_every_forward_rewrite_holds_at_random_points(root, source):
+    program = _written_out() if source == "written out" else \
+        load(root / "derivations" / f"{source}.py")
+    assert forward_rewrites(program), "nothing to replay"
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        assert replay_forward(program, random_point(program, generator)) == []
+
+
+def test_forward_replay_catches_an_unsound_rewrite():
+    program = _written_out()
+    (first, *_) = program.rewrites
+    bad = replace(program, rewrites=(replace(first, after=2 * first.after),))
+    generator = torch.Generator().manual_seed(0)
+    assert replay_forward(bad, random_point(bad, generator))
 
 
 def test_replay_catches_an_unsound_rewrite(root):
