@@ -105,11 +105,13 @@ def compiled_variant(module, x, gain, bias, dy, want, baselines, repeat) -> list
             wanted, "the generated module has no compiled() entry point"), None, repeat)
     # The benchmark reruns one graph's backward (retain_graph), which a compiled backward allows
     # only without donated buffers (the kernels are the same); the backward may be compiled
-    # lazily, at its first call, so the setting covers the timing too.
+    # lazily, at its first call, so the setting covers the timing too. Static shapes, as the
+    # compiled baseline has: every shape's module is loaded from one file, and torch.compile
+    # would otherwise take the second shape it sees for a reason to compile shape-generic code.
     with torch._functorch.config.patch(donated_buffer=False):
         try:
             leaves = [t.clone().requires_grad_() for t in (x, gain, bias)]
-            out = module.compiled()(*leaves)
+            out = module.compiled(dynamic=False)(*leaves)
             out = out[0] if isinstance(out, tuple) else out
 
             def generated():

@@ -27,8 +27,15 @@ def check_shapes(hprebn, bngain, bnbias):
             raise ValueError(f"batchnorm_biased: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_constants(eps):
+    """Raise a one-line ValueError when a constant breaks what the derivation assumed of it."""
+    if not eps > 0:
+        raise ValueError(f"batchnorm_biased: constant eps must be > 0 (declared so; the derivation relies on it), got {eps!r}")
+
+
 def forward(hprebn, bngain, bnbias, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_constants(eps)
     check_shapes(hprebn, bngain, bnbias)
     n = hprebn.shape[0]
     bnmeani = hprebn.sum(0)/n
@@ -46,6 +53,7 @@ def forward(hprebn, bngain, bnbias, *, eps=eps):
 
 def backward(values, dhpreact, *, eps=eps, wanted=GRADIENTS):
     """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dhpreact."""
+    check_constants(eps)
     bngain = values["bngain"]
     bnvar_inv = values["bnvar_inv"]
     bnraw = values["bnraw"]

@@ -33,7 +33,7 @@ def forward(logits, Y):
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
-    loss = -(norm_logits[np.arange(n), Y] + np.log(counts_sum_inv)).sum()/n
+    loss = -(logits[np.arange(n), Y] + np.log(counts_sum_inv) - logit_maxes).sum()/n
     return {
         "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
         "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
@@ -41,11 +41,11 @@ def forward(logits, Y):
     }
 
 
-def backward(values, *, wanted=GRADIENTS):
-    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
+def backward(values, dloss=1.0, *, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dloss."""
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]
-    dlogits = probs/n
-    dlogits[np.arange(n), Y] -= 1/n
+    dlogits = probs*(dloss/n)
+    dlogits[np.arange(n), Y] -= dloss/n
     return {"logits": dlogits}

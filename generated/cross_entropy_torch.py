@@ -41,7 +41,7 @@ def forward(logits, Y):
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = norm_logits + torch.log(counts_sum_inv)[:, None]
-    loss = -(norm_logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv)).sum()/n
+    loss = -(logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv) - logit_maxes).sum()/n
     return {
         "logits": logits, "Y": Y, "logit_maxes": logit_maxes, "norm_logits": norm_logits,
         "counts": counts, "counts_sum": counts_sum, "counts_sum_inv": counts_sum_inv, "probs": probs,
@@ -49,14 +49,14 @@ def forward(logits, Y):
     }
 
 
-def backward(values, *, wanted=GRADIENTS):
-    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
+def backward(values, dloss=1.0, *, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dloss."""
     Y = values["Y"]
     probs = values["probs"]
     n = Y.shape[0]
     device = probs.device
-    dlogits = probs/n
-    dlogits[torch.arange(n, device=device), Y] -= 1/n
+    dlogits = probs*(dloss/n)
+    dlogits[torch.arange(n, device=device), Y] -= dloss/n
     return {"logits": dlogits}
 
 
@@ -66,12 +66,9 @@ def lean_forward(logits, Y):
     n = logits.shape[0]
     device = logits.device
     logit_maxes = logits.amax(1)
-    norm_logits = logits - logit_maxes[:, None]
-    counts = torch.exp(norm_logits)
-    counts_sum = counts.sum(1)
-    counts_sum_inv = counts_sum**-1
-    probs = counts*counts_sum_inv[:, None]
-    loss = -(norm_logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv)).sum()/n
+    probs = torch.softmax(logits, 1)
+    counts_sum_inv = probs.amax(1)
+    loss = -(logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv) - logit_maxes).sum()/n
     return {"loss": loss, "probs": probs}
 
 
@@ -130,10 +127,11 @@ class CrossEntropyFunction(torch.autograd.Function):
             grads = CrossEntropyBackward.apply(
                 *(values[name] for name in INPUTS), *ctx.constants)
             grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) else (grads,)))
+            grads = {name: dloss * grad for name, grad in grads.items() if grad is not None}
         else:
-            grads = backward(values, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
+            grads = backward(values, dloss, **dict(zip(CONSTANTS, ctx.constants)), wanted=[
                 name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])
-        return tuple(dloss * grads[name] if need and grads.get(name) is not None else None
+        return tuple(grads[name] if need and grads.get(name) is not None else None
                      for name, need in zip(INPUTS, ctx.needs_input_grad)) + (None,) * len(ctx.constants)
 
 

@@ -25,8 +25,15 @@ def check_shapes(x, gamma, beta):
             raise ValueError(f"layernorm: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_constants(eps):
+    """Raise a one-line ValueError when a constant breaks what the derivation assumed of it."""
+    if not eps > 0:
+        raise ValueError(f"layernorm: constant eps must be > 0 (declared so; the derivation relies on it), got {eps!r}")
+
+
 def forward(x, gamma, beta, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_constants(eps)
     check_shapes(x, gamma, beta)
     d = x.shape[1]
     mu = x.sum(1)/d
@@ -44,6 +51,7 @@ def forward(x, gamma, beta, *, eps=eps):
 
 def backward(values, dy, *, eps=eps, wanted=GRADIENTS):
     """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dy."""
+    check_constants(eps)
     gamma = values["gamma"]
     rstd = values["rstd"]
     xhat = values["xhat"]

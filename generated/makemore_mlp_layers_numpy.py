@@ -35,8 +35,15 @@ def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
             raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_constants(eps):
+    """Raise a one-line ValueError when a constant breaks what the derivation assumed of it."""
+    if not eps > 0:
+        raise ValueError(f"makemore_mlp_layers: constant eps must be > 0 (declared so; the derivation relies on it), got {eps!r}")
+
+
 def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
+    check_constants(eps)
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
@@ -59,7 +66,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
-    loss = -(norm_logits[np.arange(n), Yb] + np.log(counts_sum_inv)).sum()/n
+    loss = -(logits[np.arange(n), Yb] + np.log(counts_sum_inv) - logit_maxes).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -70,8 +77,9 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     }
 
 
-def backward(values, *, eps=eps, wanted=GRADIENTS):
-    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
+def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dloss."""
+    check_constants(eps)
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -88,8 +96,8 @@ def backward(values, *, eps=eps, wanted=GRADIENTS):
     E = C.shape[1]
     dtype = W1.dtype
     wanted = set(wanted)
-    dlogits = probs/n
-    dlogits[np.arange(n), Yb] -= 1/n
+    dlogits = probs*(dloss/n)
+    dlogits[np.arange(n), Yb] -= dloss/n
     if wanted - {"logits", "W2", "b2"}:
         dh = dlogits @ W2.T
     if wanted & {"W2"}:

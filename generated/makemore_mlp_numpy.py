@@ -63,7 +63,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     counts_sum_inv = counts_sum**-1
     probs = counts*counts_sum_inv[:, None]
     logprobs = norm_logits + np.log(counts_sum_inv)[:, None]
-    loss = -(norm_logits[np.arange(n), Yb] + np.log(counts_sum_inv)).sum()/n
+    loss = -(logits[np.arange(n), Yb] + np.log(counts_sum_inv) - logit_maxes).sum()/n
     return {
         "Xb": Xb, "Yb": Yb, "C": C, "W1": W1, "b1": b1, "bngain": bngain, "bnbias": bnbias, "W2": W2,
         "b2": b2, "emb": emb, "embcat": embcat, "hprebn": hprebn, "bnmeani": bnmeani, "bndiff": bndiff,
@@ -74,8 +74,8 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     }
 
 
-def backward(values, *, eps=eps, wanted=GRADIENTS):
-    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values."""
+def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
+    """The adjoints of GRADIENTS (those in ``wanted``), from the forward values and dloss."""
     Xb = values["Xb"]
     Yb = values["Yb"]
     W1 = values["W1"]
@@ -100,7 +100,7 @@ def backward(values, *, eps=eps, wanted=GRADIENTS):
     dtype = W1.dtype
     wanted = set(wanted)
     dlogprobs = np.zeros((n, V), dtype=dtype)
-    dlogprobs[np.arange(n), Yb] -= 1/n
+    dlogprobs[np.arange(n), Yb] -= dloss/n
     if wanted - {"logprobs"}:
         dprobs = dlogprobs/probs
     if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum"}:

@@ -276,14 +276,19 @@ def term_magnitudes(program: Program, values: dict, upstream: list) -> dict:
 
 
 def reference_gradients(forward, program: Program, inputs: dict, upstream: list):
-    """Outputs and input gradients of an independent torch forward, by autograd."""
-    leaves = {name: value.clone().requires_grad_(value.is_floating_point())
-              for name, value in inputs.items()}
+    """Outputs and input gradients of an independent torch forward, by autograd, computed in
+    float64 from the same (already rounded) inputs and rounded to their dtype at the end, as the
+    oracle's are: a float32 check then measures the emitted code's rounding, not the reference's
+    own (torch's tanhshrink backward computes ``1 - (1 - tanh(x)**2)``, which loses the digits of
+    small values)."""
+    working = next((v.dtype for v in inputs.values() if v.is_floating_point()), torch.float64)
+    leaves = {name: (value.double() if value.is_floating_point() else value.clone())
+              .requires_grad_(value.is_floating_point()) for name, value in inputs.items()}
     outputs = forward(*leaves.values())
     outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-    torch.autograd.backward(outputs, upstream or None)
-    grads = {name: leaf.grad for name, leaf in leaves.items() if leaf.grad is not None}
-    return dict(zip(program.outputs, (o.detach() for o in outputs))), grads
+    torch.autograd.backward(outputs, [g.double() for g in upstream] or None)
+    grads = {name: leaf.grad.to(working) for name, leaf in leaves.items() if leaf.grad is not None}
+    return dict(zip(program.outputs, (o.detach().to(working) for o in outputs))), grads
 
 
 def function_rows(module, program: Program, inputs: dict, upstream: list, exact: dict,

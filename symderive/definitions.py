@@ -18,7 +18,7 @@ from functools import cached_property
 
 import sympy as sp
 
-from .ir import Program, free_indices, indices_of, name_of
+from .ir import Program, array_names, free_indices, indices_of, name_of
 from .terms import Term, expand
 
 
@@ -85,7 +85,7 @@ class Definitions:
             reads = patterns[position].reads
             table.setdefault(min(reads) if reads else None, []).append(position)
         seen[0] = len(patterns)
-        names = {name_of(x) for expr in exprs for x in expr.atoms(sp.Indexed)}
+        names = set().union(*map(array_names, exprs))
         found = set(table.get(None, ()))
         for name in names:
             found.update(table.get(name, ()))

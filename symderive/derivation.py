@@ -97,4 +97,4 @@ def derive_backward(program: Program) -> Program:
         return backward(program)
     from .simplify import compact_backward
 
-    return compact_backward(program)[0]
+    return compact_backward(program, inline_steps=False)[0]  # the program only: no steps shown

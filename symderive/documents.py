@@ -141,7 +141,12 @@ def _forward_rewrites_latex(program: Program, printer: IndexLatexPrinter) -> str
     found = forward_rewrites(program)
     if not found:
         return ""
-    rows = [(printer.doprint(before), "=", after, rule) for _, rule, before, after, _ in found]
+    rows, previous = [], None
+    for name, rule, before, after, _ in found:
+        # a rewrite of what the previous one wrote continues its chain (``&= after``)
+        lhs = "" if previous == (name, before) else printer.doprint(before)
+        rows.append((lhs, "=", after, rule))
+        previous = (name, after)
     conditions = dict((rule, condition) for _, rule, _, _, condition in found)
     items = [rf"\item[{_text(rule)}] {_text(condition)}" for rule, condition in conditions.items()]
     return "\n".join([r"\subsubsection*{Rewrites of the forward}",

@@ -123,7 +123,7 @@ def derive_double(forward: Program, backward: Program) -> Double | str:
         program, upstream = gradient_program(forward, backward)
         if not program.outputs:
             return f"{forward.name} has no float input to differentiate twice"
-        second = compact_backward(program)[0]
+        second = compact_backward(program, inline_steps=False)[0]
     except ProgramError as error:
         return f"the backward of {forward.name}'s backward cannot be derived: {error}"
     except Exception as error:  # noqa: BLE001 - a gap of the machinery: refuse, never guess

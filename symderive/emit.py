@@ -1,7 +1,8 @@
 """Emission: a forward program and its backward as one standalone, readable module per target.
 ``forward(*inputs, **constants)`` checks the input shapes and returns every forward value by name;
 ``backward(values, *upstream, **constants, wanted=...)`` returns the adjoints it computes, keyed by
-forward name, skipping statements only unwanted gradients need. The torch module also holds a
+forward name, skipping statements only unwanted gradients need; a loss's backward takes the
+loss's adjoint (``dloss``, default 1), folded into its small factors. The torch module holds a
 new-style ``torch.autograd.Function`` (``setup_context``, so ``torch.func`` works), its derived
 double backward as a second Function where it can be derived (``double.py``), an entry point named
 after the program and ``compiled()``. Files are written atomically (temp file + rename).
@@ -17,7 +18,7 @@ from pathlib import Path
 import sympy as sp
 
 from .double import PREFIX
-from .fuse import fused
+from .fuse import fused, helpers
 from .grad import adjoint_name
 from .ir import Program, ProgramError
 from .lower import ArrayRef, ArrayStatement, lower
@@ -169,6 +170,7 @@ class _Pair:
     upstream: list[str]
     gradients: list[str]
     lean: list[str] = ()  # ``lean_forward``, where the Function needs fewer statements than forward
+    seed: str = ""  # the loss's adjoint, where the backward takes it (``symderive.specialize``)
 
 
 def _keywords(program: Program) -> list[str]:
@@ -255,11 +257,48 @@ def _check_shapes(program: Program, inputs: list[str]) -> list[str]:
     return lines
 
 
+# What a constant's SymPy assumptions promise, as the comparison the emitted code checks: the
+# rules may rely on them (``eps > 0`` folds ``(v + eps)**(-1/2)``; ``delta > 0`` orders the
+# breakpoints of a case split), so a call that breaks one must fail, not return a wrong value.
+_PROMISES = (("is_positive", "> 0"), ("is_nonnegative", ">= 0"), ("is_negative", "< 0"),
+             ("is_nonpositive", "<= 0"))
+
+
+def _constant_promises(program: Program) -> list[tuple[str, str]]:
+    found = []
+    for symbol, _ in program.constants:
+        test = next((text for attribute, text in _PROMISES if getattr(symbol, attribute)), None)
+        if test:
+            found.append((str(symbol), test))
+    return found
+
+
+def _check_constants(program: Program) -> list[str]:
+    """``check_constants``: a one-line ValueError when a constant breaks its declared sign."""
+    promises = _constant_promises(program)
+    if not promises:
+        return []
+    lines = _signature("check_constants", [name for name, _ in promises], [])
+    lines.append('    """Raise a one-line ValueError when a constant breaks what the derivation '
+                 'assumed of it."""')
+    for name, test in promises:
+        lines += [f"    if not {name} {test}:",
+                  f'        raise ValueError(f"{program.name}: constant {name} must be {test} '
+                  f'(declared so; the derivation relies on it), got {{{name}!r}}")']
+    return lines
+
+
+def _constants_call(program: Program) -> list[str]:
+    promises = _constant_promises(program)
+    return [f"check_constants({', '.join(name for name, _ in promises)})"] if promises else []
+
 def _pair(forward: Program, backward: Program, printer, names=("forward", "backward"),
           check: bool = False) -> _Pair:
     # fewest full-size passes (symderive.fuse); only the backward updates arrays in place
     forward_code = fused(lower(forward), (forward,), update=False, backward=backward)
-    backward_code = fused(reuse_earlier(lower(backward)), (backward, forward))
+    backward_lowered, seed = _seeded(forward, lower(backward), names)
+    backward_code = fused(reuse_earlier(backward_lowered), (backward, forward),
+                          distribute=printer.target == "torch")  # addcmul broadcasts
     inputs = [x.name for x in forward.inputs]
     floats = [x.name for x in forward.inputs if not x.integer]
     upstream_names = {adjoint_name(x) for x in forward.outputs} if not forward.loss else set()
@@ -272,20 +311,23 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     forward_body = sizes + _placement(forward_body, floats[0]) + forward_body
     if check:
         forward_body.insert(0, f"check_shapes({', '.join(inputs)})")
+    forward_body = _constants_call(forward) + forward_body
     forward_body += _wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
         inputs + [s.name for s in forward.body])], "}")
 
     backward_body, guarded = _guarded_body(printer, backward_code, gradients)
+    backward_names = _names_in(backward_code)  # once: the double backward has ~600 inputs
     saved = [x.name for x in backward.inputs if x.name not in upstream
-             and x.name in _names_in(backward_code)]
-    sizes, extra = _size_lines((backward, forward), saved + upstream, _names_in(backward_code),
+             and x.name in backward_names]
+    sizes, extra = _size_lines((backward, forward), saved + upstream, backward_names,
                                floats)
     saved += extra
     source = next((x for x in saved + upstream if not forward.integer(x)), floats[0])
     placement = _placement(backward_body, source)
     if placement and source not in saved + upstream:
         saved.append(source)
-    backward_body = [f'{x} = values["{x}"]' for x in saved] + sizes + placement + backward_body
+    backward_body = _constants_call(forward) + [f'{x} = values["{x}"]' for x in saved] + sizes \
+        + placement + backward_body
     backward_body += _wrapped("return {", [
         f'"{x}": d{x} if "{x}" in wanted else None' if x in guarded else f'"{x}": d{x}'
         for x in gradients], "}")
@@ -298,12 +340,28 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
                 '    """The first-order gradients (grad_<name>) and every value they read, by name."""')
     first = head + ["    " + line for line in forward_body]
     table = "GRADIENTS" if names[1] == "backward" else "DOUBLE_GRADIENTS"
-    second = _signature(names[1], ["values", *upstream], keywords + [f"wanted={table}"])
+    second = _signature(names[1], ["values", *upstream] + ([f"{seed}=1.0"] if seed else []),
+                        keywords + [f"wanted={table}"])
     given = "" if forward.loss else " and " + ", ".join(upstream)
+    given = f" and {seed}" if seed else given
     second.append(f'    """The adjoints of {table} (those in ``wanted``), from the forward values'
                   f'{given}."""')
     second += ["    " + line for line in backward_body]
-    return _Pair(first, second, saved, upstream, gradients, lean)
+    return _Pair(first, second, saved, upstream, gradients, lean, seed)
+
+
+def _seeded(forward: Program, statements: list[ArrayStatement], names) -> tuple[
+        list[ArrayStatement], str]:
+    """A loss's first-order backward taking the loss's adjoint (``dloss``, default 1) and folding
+    it into its small factors (``symderive.specialize.seeded``), and that parameter's name; the
+    statements as they are and "" where it does not apply or the fold is refused."""
+    from .specialize import seeded
+
+    if not forward.loss or names[0] != "forward":
+        return statements, ""
+    seed = adjoint_name(forward.outputs[0])
+    found = seeded(statements, forward.names, sp.Symbol(seed))
+    return (statements, "") if found is None else (found, seed)
 
 
 def _needed(statements: list[ArrayStatement], names: list[str]) -> list[ArrayStatement]:
@@ -317,13 +375,28 @@ def _needed(statements: list[ArrayStatement], names: list[str]) -> list[ArraySta
     return kept[::-1]
 
 
+def _specialized_needed(code: list[ArrayStatement], wanted: list[str], forward: Program,
+                        printer) -> list[ArrayStatement]:
+    """What ``wanted`` needs of ``code``, with the fused library kernels the printer spells
+    (``symderive.specialize``) where they leave fewer statements needed and add none."""
+    from .fuse import Extents
+    from .specialize import specialized
+
+    kept = _needed(code, wanted)
+    if not hasattr(printer, "_print_Softmax"):
+        return kept
+    fewer = _needed(specialized(code, Extents((forward,))), wanted)
+    names, fewer_names = {s.name for s in kept}, {s.name for s in fewer}
+    return fewer if fewer_names < names else kept
+
+
 def _lean_forward(forward: Program, code: list[ArrayStatement], printer, inputs: list[str],
                   keywords: list[str], saved: list[str]) -> list[str]:
     """``lean_forward``: the forward cut to the outputs and the values the backward reads, which
     is all the Function needs (``forward`` returns every value, for checks and users); empty
     where nothing would be cut."""
     wanted = [x for x in dict.fromkeys(list(forward.outputs) + saved) if x not in inputs]
-    kept = _needed(code, wanted)
+    kept = _specialized_needed(code, wanted, forward, printer)
     if len(kept) == len(code):
         return []
     floats = [x.name for x in forward.inputs if not x.integer]
@@ -332,7 +405,8 @@ def _lean_forward(forward: Program, code: list[ArrayStatement], printer, inputs:
     lines = _signature("lean_forward", inputs, keywords)
     lines.append('    """The outputs and the values the backward reads, and nothing else (what '
                  'the Function runs)."""')
-    body = [f"check_shapes({', '.join(inputs)})"] + sizes + _placement(body, floats[0]) + body
+    body = [f"check_shapes({', '.join(inputs)})"] + _constants_call(forward) + sizes \
+        + _placement(body, floats[0]) + body
     body += _wrapped("return {", [f'"{x}": {x}' for x in wanted], "}")
     return lines + ["    " + line for line in body]
 
@@ -370,6 +444,8 @@ def module_source(forward: Program, backward: Program, target: str,
         lines += _tuple("DOUBLE_SAVED", double[1].saved)
         lines += _tuple("DOUBLE_GRADIENTS", double[1].gradients)
     lines += ["", ""] + _check_shapes(forward, inputs) + ["", ""]
+    if _check_constants(forward):
+        lines += _check_constants(forward) + ["", ""]
     lines += pair.forward + ["", ""] + pair.backward
     if target == "torch" and pair.lean:
         lines += ["", ""] + pair.lean
@@ -378,6 +454,9 @@ def module_source(forward: Program, backward: Program, target: str,
             lines += ["", ""] + double[1].forward + ["", ""] + double[1].backward
         lines += ["", ""] + _autograd_functions(forward, pair, double)
     text = "\n".join(lines) + "\n"
+    # module-level helpers the fused code calls (symderive.fuse.helpers), after the imports
+    for helper in helpers(text, target):
+        text = text.replace("IMPORTS\n", "IMPORTS\n\n\n" + helper + "\n\n", 1)
     imports = [line for line in printer.imports if line.split()[-1] + "." in text]
     if "warnings." in text:
         imports.append("import warnings")
@@ -463,7 +542,9 @@ def _autograd_functions(forward: Program, pair: _Pair, double) -> list[str]:
     name = _function_name(forward.name)
     grads_in = ["dloss"] if forward.loss else pair.upstream
     given = "".join(f", {x}" for x in pair.upstream)
-    plain = [f"grads = backward(values{given}, **dict(zip(CONSTANTS, ctx.constants)), wanted=[",
+    seed = ", dloss" if pair.seed else ""  # the backward folds it into its small factors
+    plain = [f"grads = backward(values{given}{seed}, **dict(zip(CONSTANTS, ctx.constants)), "
+             "wanted=[",
              "    name for name, need in zip(INPUTS, ctx.needs_input_grad) if need])"]
     if isinstance(double, tuple):
         found, second = double
@@ -473,12 +554,14 @@ def _autograd_functions(forward: Program, pair: _Pair, double) -> list[str]:
                 f"    grads = {name[:-len('Function')]}Backward.apply(",
                 f"        *(values[name] for name in INPUTS){given}, *ctx.constants)",
                 "    grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) "
-                "else (grads,)))",
-                "else:"] + ["    " + line for line in plain]
+                "else (grads,)))"] + ([
+                "    grads = {name: dloss * grad for name, grad in grads.items() "
+                "if grad is not None}"]
+                if pair.seed else []) + ["else:"] + ["    " + line for line in plain]
     else:
         saved_table, once = "SAVED", f"refused: {double}"
         body = ["values = dict(zip(SAVED, ctx.saved_tensors))"] + plain
-    scale = "dloss * " if forward.loss else ""
+    scale = "dloss * " if forward.loss and not pair.seed else ""
     body += [f"return tuple({scale}grads[name] if need and grads.get(name) is not None else None",
              "             for name, need in zip(INPUTS, ctx.needs_input_grad)"
              ") + (None,) * len(ctx.constants)"]

@@ -6,13 +6,26 @@ re-exported here, so ``from symderive.ir import Builder, ProgramError`` keeps wo
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
+from sympy.core.cache import CACHE
 
 from .ops import ArgMax
+
+
+def remembered(maxsize: int):
+    """``functools.lru_cache`` for functions of immutable SymPy expressions, registered with
+    SymPy's cache so that ``sympy.core.cache.clear_cache()`` empties it too: a derivation timed
+    cold (the benchmark clears SymPy's cache first) is then cold here as well."""
+    def wrap(function):
+        cached = functools.lru_cache(maxsize=maxsize, typed=True)(function)
+        CACHE.append(cached)
+        return cached
+    return wrap
 
 
 class ProgramError(ValueError):
@@ -287,7 +300,13 @@ def fits_axis(index: sp.Expr, size: sp.Expr) -> bool:
 
 
 def idx_size(index: sp.Idx) -> sp.Expr:
-    return sp.expand(index.upper - index.lower + 1)
+    return _range_size(index.lower, index.upper)
+
+
+@remembered(maxsize=1 << 12)
+def _range_size(lower: sp.Expr, upper: sp.Expr) -> sp.Expr:
+    # remembered: asked of every bound index at every step, and an expand is not cheap
+    return sp.expand(upper - lower + 1)
 
 
 def index_size(index: sp.Expr, program: Program) -> sp.Expr:
@@ -308,19 +327,32 @@ def index_size(index: sp.Expr, program: Program) -> sp.Expr:
                        "index like E*t + e")
 
 
+@remembered(maxsize=1 << 15)
+def array_names(expr: sp.Expr) -> frozenset[str]:
+    """The names of the arrays ``expr`` reads, remembered (rules ask it of every term's factors
+    at every fixpoint round)."""
+    return frozenset(name_of(x) for x in expr.atoms(sp.Indexed))
+
+
 def free_indices(expr: sp.Expr) -> list[sp.Idx]:
     """The Idx objects free in ``expr`` (not bound by a Sum, Maximum or ArgMax), in order."""
+    return list(_free_indices(expr))
+
+
+@remembered(maxsize=1 << 16)
+def _free_indices(expr: sp.Expr) -> tuple[sp.Idx, ...]:
+    # remembered: the rules ask this of the same atoms over and over, and subtrees are shared
     if isinstance(expr, sp.Idx):
-        return [expr]
+        return (expr,)
     if isinstance(expr, ExprWithLimits):
         bound = {limit[0] for limit in expr.limits}
-        return [k for k in free_indices(expr.function) if k not in bound]
+        return tuple(k for k in _free_indices(expr.function) if k not in bound)
     result: list[sp.Idx] = []
     for arg in expr.args:
-        for k in free_indices(arg):
+        for k in _free_indices(arg):
             if k not in result:
                 result.append(k)
-    return result
+    return tuple(result)
 
 
 def lhs_index_set(lhs: sp.Expr) -> list[sp.Idx]:

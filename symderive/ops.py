@@ -9,11 +9,17 @@ A spelling is a function name (``np.exp``, called with the arguments) or a templ
 ``{1}`` (the printed arguments) and ``{p0}`` (argument 0 parenthesised unless it is a name or a
 call), for stable forms that are not one call (``np.logaddexp(0, {0})``).
 
-Subgradients at kinks follow torch: ``relu'(0) = 0`` (``Max`` against a constant is strict),
+Subgradients at kinks: ``Max`` and ``Min`` against a constant take the derivative from the left
+in their argument (the slope just below the kink), so ``relu'(0) = 0`` as torch, and a function
+written as a sum of them keeps that: ``Max(x, 0) + slope*Min(x, 0)`` has torch's leaky_relu slope
+at 0, and ELU, SELU and CELU written so have torch's values there (the derivative of a sum is the
+sum of the one-sided derivatives; strict steps on both sides would give 0, no subgradient at all).
+Where torch itself takes another side (hardtanh, relu6 and hardsigmoid are 0 at their upper kink,
+hardswish takes the inner branch at -3), write the function as a ``Piecewise`` to choose.
 ``torch.maximum``/``torch.minimum`` split a tie between two arrays 0.5/0.5, ``abs'(0) = sign(0) =
 0``, and ``sign`` and ``Heaviside`` have derivative 0 everywhere (torch's ``sign`` backward is 0;
-``Heaviside``'s second argument is its value at 0: SymPy's default 1/2, ``Heaviside(x, 0)`` for the
-strict step the rules emit).
+``Heaviside``'s second argument is its value at 0: SymPy's default 1/2, ``Heaviside(x, 0)`` or
+``Heaviside(x, 1)`` for the steps the rules emit).
 
 ``Piecewise((v1, c1), (v2, c2), ..., (vk, True))`` takes the first branch whose condition holds;
 each condition compares a value with a constant (``<``, ``<=``, ``>``, ``>=``, joined by ``&``
@@ -115,11 +121,12 @@ class log_sigmoid(sp.Function):
         return self.args[0].is_extended_real
 
 
-def _step(a: sp.Expr, b: sp.Expr) -> sp.Expr:
-    """The indicator of ``a > b`` as a ``Max``/``Min`` partial: strict (0 at a tie) when either
-    side is free of arrays, as relu's ``Max(x, 0)`` is in torch; 1/2 at a tie between two arrays,
-    as ``torch.maximum`` and ``torch.minimum`` split it."""
-    tie = sp.S.Half if a.has(sp.Indexed) and b.has(sp.Indexed) else sp.S.Zero
+def _step(a: sp.Expr, b: sp.Expr, at_tie: sp.Expr) -> sp.Expr:
+    """The indicator of ``a > b`` as a ``Max``/``Min`` partial, ``at_tie`` where they are equal
+    and one side is free of arrays (the left derivative: 0 for ``Max(x, c)``, as relu's in torch,
+    1 for ``Min(x, c)``); 1/2 at a tie between two arrays, as ``torch.maximum`` and
+    ``torch.minimum`` split it."""
+    tie = sp.S.Half if a.has(sp.Indexed) and b.has(sp.Indexed) else at_tie
     return sp.Heaviside(a - b, tie)
 
 
@@ -265,13 +272,14 @@ OPS: dict[type, Op] = {
     # Written with the base, not the output, so (v + eps)**(-1/2) differentiates to the notebook's
     # -1/2 * (v + eps)**(-3/2); the simplifier folds that power back into the forward name.
     sp.Pow: Op("pow", lambda y, b, p: (p * b ** (p - 1), y * sp.log(b)), "**", "**", "^", (0.3, 3.0)),
-    # elementwise max/min of two values (arrays, or an array and a constant). Kinks as torch:
-    # relu = Max(x, 0) has derivative 0 at 0; a tie between two arrays splits 0.5/0.5. torch prints
-    # torch.clamp(x, min=c) against a constant (torch.maximum takes tensors only).
-    sp.Max: Op("max", lambda y, a, b: (_step(a, b), _step(b, a)), "np.maximum", "torch.maximum",
-               r"\max", (-2.0, 2.0)),
-    sp.Min: Op("min", lambda y, a, b: (_step(b, a), _step(a, b)), "np.minimum", "torch.minimum",
-               r"\min", (-2.0, 2.0)),
+    # elementwise max/min of two values (arrays, or an array and a constant). Kinks against a
+    # constant: the left derivative (relu = Max(x, 0) has 0 at 0, Min(x, 0) has 1); a tie between
+    # two arrays splits 0.5/0.5. torch prints torch.clamp(x, min=c) against a constant
+    # (torch.maximum takes tensors only).
+    sp.Max: Op("max", lambda y, a, b: (_step(a, b, sp.S.Zero), _step(b, a, sp.S.Zero)),
+               "np.maximum", "torch.maximum", r"\max", (-2.0, 2.0)),
+    sp.Min: Op("min", lambda y, a, b: (_step(b, a, sp.S.One), _step(a, b, sp.S.One)),
+               "np.minimum", "torch.minimum", r"\min", (-2.0, 2.0)),
     # |x|' = sign(x), 0 at 0 as torch.abs
     sp.Abs: Op("abs", lambda y, x: (sp.sign(x),), "np.abs", "torch.abs", r"\left|{0}\right|",
                (-2.0, 2.0)),

@@ -6,13 +6,24 @@ None of them knows about a particular layer: the facts they use are read off the
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
 
+from . import cases as case_split
+from .cost import operation_count, printed
 from .definitions import Definitions, Fact, Pattern, collect_definitions
-from .ir import Program, ProgramError, free_indices, idx_size, index_size, indices_of
+from .ir import (
+    Program,
+    ProgramError,
+    free_indices,
+    idx_size,
+    index_size,
+    indices_of,
+    remembered,
+)
 from .signs import nonnegative, program_signs
 from .terms import (
     Term,
@@ -491,6 +502,105 @@ def simpler_step(terms: list[Term], context: Context) -> list[Term]:
     return result
 
 
+def _kink_definitions(program: Program) -> dict:
+    """The program's elementwise names defined through a kink (``m[i, j] = Min(Abs(r[i, j]),
+    delta)``): label -> (the definition's indices, its right-hand side)."""
+    found = {}
+    for statement in program.body:
+        lhs, rhs = statement.lhs, statement.rhs
+        if isinstance(lhs, sp.Indexed) and not statement.accumulate and rhs.has(*case_split.KINKS) \
+                and not rhs.has(sp.Sum, sp.Product) and all(isinstance(k, sp.Idx) for k in lhs.indices) \
+                and len(set(lhs.indices)) == len(lhs.indices):
+            found[lhs.base.label] = (lhs.indices, rhs)
+    return found
+
+
+def _inline_kinks(expr: sp.Expr, definitions: dict) -> sp.Expr:
+    """``expr`` with reads of kink-defined names replaced by their definitions, so the kinks
+    they hide can be split on (a read under other indices renames the definition's)."""
+    for _ in range(3):  # a kink-defined name may read another
+        reads = {r for r in expr.atoms(sp.Indexed) if r.base.label in definitions}
+        if not reads:
+            break
+        mapping = {}
+        for read in reads:
+            indices, rhs = definitions[read.base.label]
+            mapping[read] = rhs.xreplace(dict(zip(indices, read.indices)))
+        expr = expr.xreplace(mapping)
+    return expr
+
+
+def _common_factor(values: list[sp.Expr]) -> sp.Expr:
+    """The product of the factors every non-zero value has, each to the integer power of one
+    sign nearest zero among them, read off each value's ``factor_terms`` form (so dividing by it
+    cancels powers structurally)."""
+    common = None
+    for value in values:
+        if value == 0:
+            continue
+        dictionary = {}
+        for factor in sp.Mul.make_args(sp.factor_terms(value)):
+            base, e = factor.as_base_exp()
+            if not factor.is_Number and e.is_Integer:
+                dictionary[base] = dictionary.get(base, 0) + e
+        if common is None:
+            common = dictionary
+        else:
+            common = {b: (min if e > 0 else max)(e, dictionary[b]) for b, e in common.items()
+                      if b in dictionary and (e > 0) == (dictionary[b] > 0)}
+    return sp.Mul(*[b**e for b, e in (common or {}).items() if e != 0])
+
+
+def _case_forms(expr: sp.Expr, a: sp.Expr, kept: set) -> list[sp.Expr]:
+    """The case forms of ``expr`` split on ``a`` whose pieces hold no kink but those in ``kept``
+    (the written terms' own): a definition inlined for its kinks must be resolved by the split,
+    or the rules that fold it back into its name would undo this one."""
+    pieces = case_split.split(expr, a)
+    if pieces is None or any(not piece.value.atoms(*case_split.KINKS) <= kept for piece in pieces):
+        return []
+    forms = []
+    values = [piece.value for piece in pieces]
+    numbers = [sp.factor_terms(v).as_coeff_Mul()[0] for v in values if v != 0]
+    common = _common_factor(values)
+    number = sp.gcd(numbers) if numbers and all(q.is_Rational for q in numbers) else sp.S.One
+    # a common factor outside first: of equally cheap forms, the one that reads it once wins;
+    # the numbers' common divisor only where it makes a form cheaper
+    for scale in dict.fromkeys([common, common * number, sp.S.One, number]):
+        scaled = [case_split.Piece(sp.factor_terms(sp.expand(p.value / scale)), p.upper, p.closed)
+                  for p in pieces]
+        forms += [scale * form for form in case_split.as_cases(scaled, a)]
+    return forms
+
+
+def steps_to_cases(terms: list[Term], context: Context) -> list[Term]:
+    """Write the terms that hold steps, signs, magnitudes or clips of one array read as one case
+    split of it, when that costs fewer ops: ``slope*Heaviside(-x[i], 1)*dy[i] + Heaviside(x[i],
+    0)*dy[i] -> Piecewise((slope, x[i] <= 0), (1, True))*dy[i]``, and a clip by constants as
+    ``Max(lo, Min(hi, v))``."""
+    definitions = getattr(context, "_kink_definitions", None)
+    if definitions is None:
+        definitions = context._kink_definitions = _kink_definitions(context.program)
+    involved = [t for t in terms if not t.bound and any(
+        isinstance(atom, case_split.KINKS) or atom.has(*case_split.KINKS)
+        or isinstance(atom, sp.Indexed) and atom.base.label in definitions
+        for atom, _ in t.factors)]
+    if not involved:
+        return terms
+    written = to_expr(involved)
+    inlined = _inline_kinks(written, definitions)
+    best, cost = None, sp.count_ops(written)
+    for a in case_split.variables(inlined):
+        for form in _case_forms(inlined, a, written.atoms(*case_split.KINKS)):
+            # costed as the terms it becomes: a case split times a sum distributes again
+            candidate = collect(expand(form, context.nonnegative))
+            form_cost = sp.count_ops(to_expr(candidate))
+            if form_cost < cost:
+                best, cost = candidate, form_cost
+    if best is None:
+        return terms
+    return [t for t in terms if t not in involved] + best
+
+
 # Wherever a condition says "where the left side is defined": the left side is a value of the
 # backward or of the forward it reads; where it is undefined (0/0, a fractional power of a negative
 # number) there is no value to keep, and the rewrite may only extend the domain, never change a value.
@@ -536,6 +646,15 @@ SIMPLER_STEP = Rule("simpler-step", simpler_step,
                     "argument has one sign for every clipped v, checked on the numbers; a scale "
                     "is dropped only when it is a positive rational")
 
+CASES = Rule("cases", steps_to_cases,
+              "exactly the same function of the array read a: every kink's deciding argument "
+              "is linear in a with a coefficient of known sign and constant offset, the "
+              "breakpoints are ordered by what the assumptions prove (refused otherwise), each "
+              "kink takes one branch on each open interval and at each breakpoint, neighbouring "
+              "pieces merge only when their values expand to the same expression, and a clamp "
+              "Max(lo, Min(hi, v)) is written only for v = k*a + c with k > 0 meeting lo and "
+              "hi at the breakpoints")
+
 # The steps that are not rules on terms, with their side conditions too.
 DISTRIBUTE_CONDITION = ("products distribute over sums exactly; a power of a power becomes one "
                         "power only for an integer outer exponent or a base the program "
@@ -548,8 +667,9 @@ FACTOR_CONDITION = ("none: a factor every term has is pulled out (x**a*u + x**b*
 BASIS_RULES = (UNFOLD, FOLD_ATOM, CANCEL)
 REDUCE_RULES = (CONTRACT_DELTA, SUM_OF_CONSTANT, FOLD_SUM, REDUCTION_FACT, CANCEL, COLLECT)
 OUTPUT_RULES = (FOLD, FOLD_ATOM, SIMPLER_STEP, SIGN_ABS, CANCEL, COLLECT, COMMON_DENOMINATOR,
-                ODD_SIGN)
-RULES = BASIS_RULES + REDUCE_RULES + (FOLD, SIMPLER_STEP, SIGN_ABS, COMMON_DENOMINATOR, ODD_SIGN)
+                ODD_SIGN, CASES)
+RULES = BASIS_RULES + REDUCE_RULES + (FOLD, SIMPLER_STEP, SIGN_ABS, COMMON_DENOMINATOR, ODD_SIGN,
+                                      CASES)
 
 
 def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
@@ -580,12 +700,29 @@ TIDY_RULES = (CANCEL, CONTRACT_DELTA, SUM_OF_CONSTANT, COLLECT)
 
 
 def _split_coefficient(coeff: sp.Expr) -> tuple[sp.Rational, dict]:
+    number, powers = _coefficient_parts(coeff)
+    return number, dict(powers)  # a fresh dict: callers add the term's own factors to it
+
+
+# Imported here, with the section that uses it: the cost of a form and printed sort keys,
+# remembered per subtree (the gather search costs many candidates built from shared parts).
+
+
+
+@remembered(maxsize=1 << 14)
+def _coefficient_parts(coeff: sp.Expr) -> tuple[sp.Expr, tuple]:
+    # remembered: factor and gather split the same few coefficients of every term
     number, rest = sp.factor(coeff).as_coeff_Mul()
     powers: dict = {}
     for factor in sp.Mul.make_args(rest):
         base, e = factor.as_base_exp()
         powers[base] = powers.get(base, 0) + e
-    return number, powers
+    return number, tuple(powers.items())
+
+
+def _positive(number: sp.Expr) -> bool:
+    """``bool(number > 0)``; for a plain number, without building the relation."""
+    return bool(number.is_positive) if number.is_Number else bool(number > 0)
 
 
 def _common(dicts: list[dict]) -> dict:
@@ -593,8 +730,8 @@ def _common(dicts: list[dict]) -> dict:
     common = {}
     for atom, e in dicts[0].items():
         exps = [d.get(atom) for d in dicts]
-        if all(x is not None and x.is_number and (x > 0) == (e > 0) for x in exps):
-            common[atom] = min(exps) if e > 0 else max(exps)
+        if all(x is not None and x.is_number and _positive(x) == _positive(e) for x in exps):
+            common[atom] = min(exps) if _positive(e) else max(exps)
     return common
 
 
@@ -607,7 +744,8 @@ def _common_number(numbers: list[sp.Expr]) -> sp.Expr:
         size = abs(numbers[0])  # floats: only a number they all share, up to sign
         shared = all(abs(x) == size for x in numbers) and size != 1
         return sign * size if shared else sp.Integer(sign)
-    return sign * sp.Rational(sp.gcd([x.p for x in numbers]), sp.lcm([x.q for x in numbers]))
+    # math's gcd and lcm of Python ints: SymPy's list forms go through its polynomial machinery
+    return sign * sp.Rational(math.gcd(*[x.p for x in numbers]), math.lcm(*[x.q for x in numbers]))
 
 
 def factor(terms: list[Term], context: Context) -> sp.Expr:
@@ -641,7 +779,7 @@ def _monomials(terms: list[Term], sums: dict) -> list[Monomial]:
     """Each term as a number times powers of atoms: its factors outside sums, each of its sums
     (one opaque atom, its bound indices and factors kept in ``sums``), the symbols and sizes of
     its coefficient."""
-    result = []
+    result, interned = [], {}
     for term in terms:
         outside, groups = components(term)
         used = {k for bound, _ in groups for k in bound}
@@ -653,13 +791,21 @@ def _monomials(terms: list[Term], sums: dict) -> list[Monomial]:
             atom = sp.Sum(sp.Mul(*[power(a, e) for a, e in factors]), *bound)
             sums[atom] = (bound, tuple(factors))
             powers[atom] = powers.get(atom, 0) + 1
+        # one object per distinct atom: the search compares and looks atoms up constantly, and
+        # the same object compares by identity, an equal copy by walking both trees
+        powers = {interned.setdefault(atom, atom): e for atom, e in powers.items()}
         result.append((number, _sorted(powers)))
     return result
 
 
 def _sorted(powers: dict) -> tuple:
-    return tuple(sorted(((a, sp.sympify(e)) for a, e in powers.items() if e != 0),
-                        key=lambda f: (str(f[0]), str(f[1]))))
+    return tuple(sorted(((a, e if isinstance(e, sp.Basic) else sp.sympify(e))
+                         for a, e in powers.items() if e != 0),
+                        key=lambda f: (printed(f[0]), printed(f[1]))))
+
+
+def _deltas(factors) -> set:
+    return {f for f in factors if f[0].has(sp.KroneckerDelta)}
 
 
 def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]:
@@ -674,8 +820,8 @@ def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]
             sa = [x for x, e in pa.items() if x in sums and e == 1]
             sb = [x for x, e in pb.items() if x in sums and e == 1]
             if len(sa) != 1 or len(sb) != 1 or sums[sa[0]][0] != sums[sb[0]][0] \
-                    or sa[0].has(sp.KroneckerDelta) or sb[0].has(sp.KroneckerDelta):
-                continue  # a delta is a scatter or a slice, lowered best on its own
+                    or _deltas(sums[sa[0]][1]) != _deltas(sums[sb[0]][1]):
+                continue  # a delta is a scatter or a slice: merge only sums with the same one
             (sa,), (sb,) = sa, sb
             if {x: e for x, e in pa.items() if x != sa} != {x: e for x, e in pb.items() if x != sb}:
                 continue
@@ -690,7 +836,8 @@ def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]
             atom = sp.Sum(sp.Mul(*[power(x, e) for x, e in shared]) * inner, *bound)
             others = {x: e for x, e in pa.items() if x != sa}
             candidate = (sp.Integer(1), _sorted({**others, atom: 1}))
-            if sp.count_ops(_product(*candidate)) >= sp.count_ops(_product(*a) + _product(*b)):
+            if operation_count(_product(*candidate)) >= \
+                    operation_count(_product(*a) + _product(*b)):
                 continue
             sums[atom] = (bound, tuple(shared) + ((inner, sp.Integer(1)),))
             monomials = [m for m in monomials if m is not a and m is not b] + [candidate]
@@ -706,7 +853,7 @@ def _product(number: sp.Expr, powers) -> sp.Expr:
 def _divide(monomial: Monomial, number: sp.Expr, powers: dict) -> Monomial:
     left = dict(monomial[1])
     for atom, e in powers.items():
-        left[atom] = sp.sympify(left[atom] - e)
+        left[atom] = left[atom] - e
     return (monomial[0] / number, _sorted(left))
 
 
@@ -714,7 +861,7 @@ def _proportion(q: list[Monomial], r: list[Monomial]) -> sp.Expr | None:
     """The number ``lam`` with ``q == lam*r`` term by term, if there is one."""
     if len(q) != len(r):
         return None
-    q, r = sorted(q, key=lambda m: str(m[1])), sorted(r, key=lambda m: str(m[1]))
+    q, r = sorted(q, key=lambda m: printed(m[1])), sorted(r, key=lambda m: printed(m[1]))
     if any(a[1] != b[1] for a, b in zip(q, r)):
         return None
     ratios = {a[0] / b[0] for a, b in zip(q, r)}
@@ -727,8 +874,9 @@ def _proportion(q: list[Monomial], r: list[Monomial]) -> sp.Expr | None:
 def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
     if monomials in memo:
         return memo[monomials]
-    if len(monomials) == 1:
-        return _product(*monomials[0])
+    if len(monomials) == 1:  # remembered too: each term's product recurs in many candidates
+        result = memo[monomials] = _product(*monomials[0])
+        return result
     powers = [dict(m[1]) for m in monomials]
     common = _common(powers)
     number = _common_number([m[0] for m in monomials])
@@ -737,20 +885,23 @@ def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
         if inner != monomials:  # (a float 1.0 divides nothing out)
             result = memo[monomials] = _product(number, common.items()) * _gather(inner, memo)
             return result
-    candidates = [sp.Add(*[_product(*m) for m in monomials])]
+    candidates = [sp.Add(*[_gather((m,), memo) for m in monomials])]
     counts: dict = {}
     for p in powers:
         for atom, e in p.items():
             if e.is_number:
-                key = (atom, e > 0)
+                key = (atom, _positive(e))
                 counts[key] = counts.get(key, 0) + 1
     shared = sorted((key for key, count in counts.items() if count > 1),
-                    key=lambda key: (-counts[key], str(key)))
+                    key=lambda key: (-counts[key], printed(key)))
     for atom, positive in shared[:4]:  # the most shared atoms; enough for an elementwise chain
-        having = [m for m, p in zip(monomials, powers)
-                  if atom in p and p[atom].is_number and (p[atom] > 0) == positive]
-        rest = tuple(m for m in monomials if m not in having)
-        exps = [dict(m[1])[atom] for m in having]
+        having, exps = [], []
+        for m, p in zip(monomials, powers):
+            if atom in p and p[atom].is_number and _positive(p[atom]) == positive:
+                having.append(m)
+                exps.append(p[atom])
+        chosen = {id(m) for m in having}  # (equal monomials are all chosen or none)
+        rest = tuple(m for m in monomials if id(m) not in chosen)
         pulled = {atom: min(exps) if positive else max(exps)}
         inside = [_divide(m, 1, pulled) for m in having]
         ratio = _proportion(inside, list(rest)) if rest else None
@@ -759,7 +910,7 @@ def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
         else:
             candidates.append(power(atom, pulled[atom]) * _gather(tuple(inside), memo)
                               + (_gather(rest, memo) if rest else 0))
-    result = memo[monomials] = min(candidates, key=sp.count_ops)
+    result = memo[monomials] = min(candidates, key=operation_count)
     return result
 
 

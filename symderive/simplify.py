@@ -6,11 +6,11 @@ are the derivation. ``sp.simplify`` is never called.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .cost import operation_count
 from .grad import (
     ReversePass,
     adjoint_lhs,
@@ -109,11 +109,10 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
     return cheapest(start, steps)
 
 
-@functools.lru_cache(maxsize=4096)
 def operations(expr: sp.Expr) -> int:
-    """``sympy.count_ops``, remembered: each form is costed when chosen among and again when the
-    derivation's cheapest form is extracted."""
-    return int(sp.count_ops(expr))
+    """``sympy.count_ops``, remembered per subtree (``cost.operation_count``): each form is costed
+    when chosen among and again when the derivation's cheapest form is extracted."""
+    return operation_count(expr)
 
 
 def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
@@ -143,8 +142,11 @@ def materialised(program: Program) -> list[str]:
     return chosen + [x.name for x in program.inputs if not x.integer and x.name not in chosen]
 
 
-def compact_gradients(program: Program) -> list[Gradient]:
-    """Each materialised adjoint, with every other adjoint inlined, simplified.
+def compact_gradients(program: Program, inline_steps: bool = True) -> list[Gradient]:
+    """Each materialised adjoint, with every other adjoint inlined, simplified. With
+    ``inline_steps=False`` the steps start at the inlined expression, without the chain-rule
+    ``inline`` step before it (whose contributions are computed again just to be shown): for
+    callers that keep only the backward program; the expressions are the same.
 
     Inlining stops where it would multiply work (``materialise_instead``): an adjoint whose
     inlined form would put more arrays under one contraction than reading it as a name does is
@@ -183,7 +185,9 @@ def compact_gradients(program: Program) -> list[Gradient]:
             else:
                 prepared[name] = (upstream, parts)
         if name in keep:
-            gradients.append(_simplified(name, inlined[name], chained(name), program, context))
+            gradients.append(_simplified(name, inlined[name],
+                                         chained(name) if inline_steps else None, program,
+                                         context))
 
     for statement, used, active in walk:
         upstream = read = upstream_adjoint(program, statement)
@@ -201,7 +205,8 @@ def compact_gradients(program: Program) -> list[Gradient]:
                 sources.setdefault(name, []).append((part, statement, read, upstream))
         for name in walk.visited(used):
             complete(name)
-    gradients += [_simplified(name, inlined[name], chained(name), program, context)
+    gradients += [_simplified(name, inlined[name], chained(name) if inline_steps else None,
+                              program, context)
                   for name in walk.remaining() if name in keep]
     found = {g.name for g in gradients}
     # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
@@ -280,11 +285,11 @@ def materialise_instead(program: Program, statement: Assign, context: Context,
     return False, parts
 
 
-def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr, program: Program,
+def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr | None, program: Program,
                 context: Context) -> Gradient:
     expr, steps = simplify(inlined, context)
     start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
-    if start != chained:
+    if chained is not None and start != chained:
         steps.insert(0, Step("inline", chained, start))
     return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps), program)
 
@@ -296,9 +301,11 @@ def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:
     return freshen(expr).xreplace(dict(zip(program.axes(statement.name), statement.lhs.indices)))
 
 
-def compact_backward(program: Program) -> tuple[Program, list[Gradient]]:
-    """The backward Program of the compact gradients, and the gradients with their steps."""
-    gradients = compact_gradients(program)
+def compact_backward(program: Program, inline_steps: bool = True
+                     ) -> tuple[Program, list[Gradient]]:
+    """The backward Program of the compact gradients, and the gradients with their steps
+    (``inline_steps``: see ``compact_gradients``)."""
+    gradients = compact_gradients(program, inline_steps)
     body = [Assign(g.lhs, g.expr) for g in gradients]  # a symbolic zero is kept: it is a result
     return backward_program(program, body, [g.name for g in gradients]), gradients
 

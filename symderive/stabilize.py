@@ -124,11 +124,17 @@ def stabilized(program: Program) -> tuple[Program, tuple[tuple[str, Step], ...]]
     body, steps = [], []
     for statement in program.body:
         rhs = statement.rhs
-        for rule, rewrite in RULES:
-            after = rewrite(rhs, known)
-            if after != rhs:
-                steps.append((statement.name, Step(rule, rhs, after)))
-                rhs = after
+        # again while a rule fires: a folded log reads names (``norm_logits[i, Y[i]]``) that a
+        # label read then takes through their maps; each unfolds only earlier definitions
+        for _ in range(4):
+            before = rhs
+            for rule, rewrite in RULES:
+                after = rewrite(rhs, known)
+                if after != rhs:
+                    steps.append((statement.name, Step(rule, rhs, after)))
+                    rhs = after
+            if rhs == before:
+                break
         body.append(replace(statement, rhs=rhs) if rhs is not statement.rhs else statement)
     if not steps:
         return program, ()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
-from .ir import free_indices, idx_size
+from .cost import printed
+from .ir import free_indices, idx_size, remembered
 from .signs import nonnegative as structurally_nonnegative
 
 _fresh_counter = itertools.count()
@@ -37,6 +38,7 @@ def fresh(index: sp.Idx) -> sp.Idx:
     return sp.Idx(sp.Symbol(f"_{next(_fresh_counter)}", integer=True), idx_size(index))
 
 
+@remembered(maxsize=1 << 16)  # asked of every node expand visits, again at every step
 def is_scalar(expr: sp.Expr) -> bool:
     """True for coefficients: numbers, sizes and named constants, no arrays or indices."""
     return not expr.has(sp.Indexed, sp.Idx, sp.KroneckerDelta, ExprWithLimits)
@@ -174,14 +176,16 @@ def _placeholder(position: int, like: sp.Idx) -> sp.Idx:
     return sp.Idx(sp.Symbol(f"_b{position}", integer=True), idx_size(like))
 
 
+@remembered(maxsize=1 << 15)  # collect canonicalises the same terms at every fixpoint round
 def canonical(term: Term) -> Term:
     """Rename bound indices to ``_b0, _b1, ...`` in the order that sorts the factors smallest, and
     sort the factors, so two alpha-equivalent terms become identical."""
     def rendered(order):
         mapping = {k: _placeholder(m, k) for m, k in enumerate(order)}
         factors = tuple(sorted(((a.xreplace(mapping), e) for a, e in term.factors),
-                               key=lambda f: (str(f[0]), str(f[1]))))
-        key = (tuple(str(idx_size(k)) for k in order), tuple((str(a), str(e)) for a, e in factors))
+                               key=lambda f: (printed(f[0]), printed(f[1]))))
+        key = (tuple(printed(idx_size(k)) for k in order),
+               tuple((printed(a), printed(e)) for a, e in factors))
         return key, Term(term.coeff, tuple(mapping.values()), factors)
 
     orders = itertools.permutations(term.bound) if len(term.bound) <= 5 else [term.bound]
@@ -230,6 +234,7 @@ def power(atom: sp.Expr, e: sp.Expr) -> sp.Expr:
     return atom if e == 1 else sp.Pow(atom, e)
 
 
+@remembered(maxsize=1 << 15)  # most terms of a derivation's next form are those of the last
 def term_expr(term: Term) -> sp.Expr:
     outside, groups = components(term)
     used = {k for bound, _ in groups for k in bound}
@@ -263,8 +268,25 @@ def readable(expr: sp.Expr, names_for, taken: set[str] = frozenset()) -> sp.Expr
                 mapping[k] = sp.Idx(name, idx_size(k))
             body = visit(node.function.xreplace(mapping), used)
             return node.func(body, *[mapping.get(limit[0], limit[0]) for limit in node.limits])
-        if not node.args or isinstance(node, sp.Idx):
-            return node
+        if not _binds(node):  # nothing to name below: the rebuild depends on the node alone
+            return _rebuilt(node)
         return node.func(*[visit(a, taken) for a in node.args])
 
     return visit(expr, taken)
+
+
+@remembered(maxsize=1 << 16)
+def _binds(node: sp.Basic) -> bool:
+    """Whether ``node`` holds a Sum or another binder (whose indices ``readable`` names)."""
+    return isinstance(node, ExprWithLimits) or any(_binds(a) for a in node.args)
+
+
+@remembered(maxsize=1 << 16)
+def _rebuilt(node: sp.Basic) -> sp.Basic:
+    """``node`` rebuilt from its rebuilt args, as ``readable`` rebuilds every node (which
+    evaluates any unevaluated part); remembered, since the forms of one derivation share most of
+    their subtrees. An array read at plain indices rebuilds to itself."""
+    if not node.args or isinstance(node, sp.Idx) or isinstance(node, sp.Indexed) and all(
+            not x.args or isinstance(x, (sp.Idx, sp.IndexedBase)) for x in node.args):
+        return node
+    return node.func(*[_rebuilt(a) for a in node.args])

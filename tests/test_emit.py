@@ -38,15 +38,18 @@ def test_backward_has_no_python_loop(root, module):
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     name, target = module[:-3].rsplit("_", 1)
     expected = {"check_shapes", "forward", "backward"}
+    expected |= {"check_constants"} & set(functions)  # where a constant has a declared sign
     if target == "torch":
         expected |= {name, "compiled"}
         if "double_backward" in functions:
             expected |= {"gradients", "double_backward"}
         if "lean_forward" in functions:  # the forward cut to what the Function needs
             expected |= {"lean_forward"}
+        expected |= {"leading_sums"} & set(functions)  # symderive.fuse.helpers, where called
     assert set(functions) == expected
     loops = (ast.For, ast.While, ast.comprehension)
-    for function in ("forward", "lean_forward", "backward", "gradients", "double_backward"):
+    for function in ("forward", "lean_forward", "backward", "gradients", "double_backward",
+                     "leading_sums", "check_constants"):
         if function in functions:  # check_shapes loops over the inputs, never over data
             assert not any(isinstance(node, loops) for node in ast.walk(functions[function]))
 
@@ -169,3 +172,28 @@ def test_the_function_runs_only_what_its_outputs_and_backward_need(root):
                 if isinstance(target, ast.Name)}
     assert "logprobs" not in assigned and {"probs", "loss"} <= assigned
     assert "values = lean_forward(logits, Y)" in source
+
+
+@pytest.mark.parametrize("target", ["torch", "numpy"])
+def test_a_constant_that_breaks_its_declared_sign_is_refused(root, target):
+    """eps is declared positive (the rules fold (v + eps)**(-1/2) on it): every entry that takes
+    it refuses eps = -1 with one line naming the constant, rather than computing from a broken
+    assumption; the default and any positive value run."""
+    from symderive.check import load_module
+    from symderive.derivation import derive_backward, load
+    from symderive.emit import module_source
+
+    program = load(root / "derivations" / "batchnorm.py")
+    module = load_module(module_source(program, derive_backward(program), target),
+                         f"batchnorm_constants_{target}")
+    inputs = [x.numpy() if target == "numpy" else x
+              for x in example_inputs(program, torch.float64, 0).values()]
+    values = module.forward(*inputs, eps=1e-3)
+    module.backward(values, values["hpreact"] * 0 + 1, eps=1e-3)
+    with pytest.raises(ValueError, match="batchnorm: constant eps must be > 0.*got -1.0"):
+        module.forward(*inputs, eps=-1.0)
+    with pytest.raises(ValueError, match="constant eps must be > 0"):
+        module.backward(values, values["hpreact"] * 0 + 1, eps=-1.0)
+    if target == "torch":
+        with pytest.raises(ValueError, match="constant eps must be > 0"):
+            module.batchnorm(*inputs, eps=-1.0)

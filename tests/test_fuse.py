@@ -15,7 +15,8 @@ from symderive.printing import PRINTERS
 def batchnorm_backward(root, target):
     program = load(root / "derivations" / "batchnorm.py")
     backward = derive_backward(program)
-    statements = fused(reuse_earlier(lower(backward)), (backward, program))
+    statements = fused(reuse_earlier(lower(backward)), (backward, program),
+                       distribute=target == "torch")
     printer = PRINTERS[target]()
     return {s.name: (s, printer.statement(s.name, s.code, s.accumulate)) for s in statements}
 
@@ -43,14 +44,94 @@ def test_small_factors_are_grouped_before_the_full_size_array(root):
     assert folded(-bnraw, extents) == -bnraw
 
 
-def test_batchnorm_backward_makes_three_full_size_writes(root):
-    statement, lines = batchnorm_backward(root, "torch")["dhprebn"]
+def test_batchnorm_backward_makes_two_full_size_writes_in_torch(root):
+    """torch: the row factor ``bngain*bnvar_inv`` is named once and distributed over the terms,
+    so ``addcmul`` starts from the small term (broadcast) and the other full-size term is one
+    ``addcmul_``; the Python numbers go to ``value=``. NumPy has no fused multiply-add: there the
+    sum is scaled in place at the end."""
+    statements = batchnorm_backward(root, "torch")
+    statement, lines = statements["dhprebn"]
     assert isinstance(statement.code, InPlace)
-    assert lines == ["dhprebn = torch.addcmul(dhpreact, bnraw, dbngain/(n - 1), value=-1)",
-                     "dhprebn.sub_(dbnbias/n)", "dhprebn.mul_(bngain*bnvar_inv)"]
-    _, lines = batchnorm_backward(root, "numpy")["dhprebn"]
-    assert lines == ["dhprebn = bnraw*(dbngain*(-1/(n - 1)))", "dhprebn += dhpreact",
-                     "dhprebn -= dbnbias/n", "dhprebn *= bngain*bnvar_inv"]
+    assert statements["dhprebn_scale"][1] == ["dhprebn_scale = bngain*bnvar_inv"]
+    assert lines == ["dhprebn = torch.addcmul(dbnbias*dhprebn_scale*(-1/n), bnraw, "
+                     "dbngain*dhprebn_scale, value=-1/(n - 1))",
+                     "dhprebn.addcmul_(dhpreact, dhprebn_scale)"]
+    assert statements["dbnbias"][1] == ["dbnbias = leading_sums(dhpreact)"]
+    assert statements["dbngain"][1] == ["dbngain = leading_sums(bnraw*dhpreact)"]
+    statements = batchnorm_backward(root, "numpy")
+    assert "dhprebn_scale" not in statements
+    assert statements["dhprebn"][1] == [
+        "dhprebn = bnraw*(dbngain*(-1/(n - 1)))", "dhprebn += dhpreact", "dhprebn -= dbnbias/n",
+        "dhprebn *= bngain*bnvar_inv"]
+    assert statements["dbngain"][1] == ['dbngain = np.einsum("ij,ij->j", bnraw, dhpreact)']
+
+
+def test_a_distributed_factor_gets_a_name_no_value_has(root):
+    """The named row factor never shadows a value of the program or another statement."""
+    program = load(root / "derivations" / "batchnorm.py")
+    hprebn, bnraw = ArrayRef("hprebn"), ArrayRef("bnraw")
+    gain, rstd, dbias = ArrayRef("bngain"), ArrayRef("bnvar_inv"), ArrayRef("bnbias")
+    taken = ArrayStatement("out_scale", gain * 2)
+    statement = ArrayStatement("out", (hprebn + bnraw * gain - dbias) * gain * rstd)
+    result = fused([taken, statement], (program,), distribute=True)
+    assert [s.name for s in result] == ["out_scale", "out_scale2", "out"]
+    assert result[1].code == gain * rstd
+    assert isinstance(result[2].code, InPlace)
+    assert ArrayRef("out_scale2") in result[2].code.atoms(ArrayRef)
+
+
+def test_a_column_factor_is_not_distributed_over_row_scaled_terms(root):
+    """layernorm's ``dx = (dy*gamma - ... - xhat*c)*rstd[:, None]``: ``gamma*rstd[:, None]`` would
+    be a full-size array of its own, so the sum is scaled in place at the end instead."""
+    program = load(root / "derivations" / "layernorm.py")
+    backward = derive_backward(program)
+    statements = {s.name: s for s in fused(reuse_earlier(lower(backward)), (backward, program),
+                                           distribute=True)}
+    assert "dx_scale" not in statements
+    lines = PRINTERS["torch"]().statement("dx", statements["dx"].code, False)
+    assert lines[-1] == "dx.mul_(rstd[:, None])"
+
+
+def test_leading_sums_stream_and_stay_as_accurate_as_sum(root, monkeypatch):
+    """The emitted ``leading_sums`` against float64: a large float32 array with a common offset
+    (the hard case for a running sum) and rows that 16 does not divide, eagerly (a BLAS
+    matrix-vector product) and as traced by torch.compile (a reduction over 16 rows); its error
+    is no larger than ``.sum``'s. Small, non-contiguous, integer and half-float arrays take
+    ``.sum``."""
+    program = load(root / "derivations" / "batchnorm.py")
+    module = load_module(module_source(program, derive_backward(program), "torch"), "bn_sums")
+    generator = torch.Generator().manual_seed(0)
+    x = 100 + torch.randn(4100, 256, generator=generator)  # 4100 = 16*256 + 4 rows
+    scale = x.double().abs().sum(0).max()
+
+    def error(got, want):
+        return float((got.double() - want).abs().max() / scale)
+
+    want, plain = x.double().sum(0), x.sum(0)
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+        got = module.leading_sums(x)
+        assert got.shape == (256,) and got.dtype == torch.float32
+        assert error(got, want) <= max(2 * error(plain, want), 1e-7)
+        cube = x.reshape(41, 100, 256)
+        assert error(module.leading_sums(cube, 2), want) <= max(2 * error(plain, want), 1e-7)
+    for other in (x[:8], x.T.contiguous().T, x.to(torch.int64), x.to(torch.bfloat16)):
+        assert torch.equal(module.leading_sums(other), other.sum(0))
+    leaf = x.clone().requires_grad_()
+    module.leading_sums(leaf).backward(torch.ones(256))
+    assert torch.equal(leaf.grad, torch.ones_like(x))
+
+
+def test_the_helper_is_emitted_only_where_called(root):
+    program = load(root / "derivations" / "batchnorm.py")
+    backward = derive_backward(program)
+    torch_text = module_source(program, backward, "torch")
+    assert torch_text.count("def leading_sums(") == 1
+    assert "leading_sums" not in module_source(program, backward, "numpy")
+    program = load(root / "derivations" / "cross_entropy.py")
+    text = module_source(program, derive_backward(program), "torch")
+    assert ("def leading_sums(" in text) == ("leading_sums(" in text.replace(
+        "def leading_sums(", ""))
 
 
 def test_a_name_or_view_is_never_updated_in_place(root):

@@ -25,6 +25,7 @@ from sympy import (
 from symderive.check import example_inputs, load_module
 from symderive.derivation import derive_backward, load
 from symderive.emit import module_source
+from symderive.ops import Piecewise
 from symderive.rules import RULES, Context, factor
 from symderive.terms import collect, expand, to_expr
 
@@ -69,6 +70,13 @@ EXAMPLES = [
     ("simpler-step", "batchnorm",
      Heaviside(Min(6, hprebn[i, j] + 3) - 2, 0) * sign(Max(0, hprebn[i, j]) - 1),
      Heaviside(hprebn[i, j] + 1, 0) * sign(hprebn[i, j] - 1)),
+    ("cases", "batchnorm",
+     Heaviside(-hprebn[i, j], 1) * bnmeani[j] / 10 + Heaviside(hprebn[i, j], 0) * bnmeani[j],
+     Piecewise((Rational(1, 10), hprebn[i, j] <= 0), (1, True)) * bnmeani[j]),
+    ("cases", "batchnorm",
+     Heaviside(Min(1, hprebn[i, j]) + 1, 0) * Heaviside(1 - hprebn[i, j], 1) * hprebn[i, j]
+     + Heaviside(hprebn[i, j] - 1, 0) - Heaviside(-1 - hprebn[i, j], 1),
+     Max(-1, Min(1, hprebn[i, j]))),
 ]
 
 # Where a rule's side condition fails it leaves the expression alone: a clip that can flip the
@@ -80,6 +88,8 @@ UNCHANGED = [
     ("odd-sign", -tanh(hprebn[i, j])),
     ("sign-abs", hprebn[i, j] * sign(bndiff[i, j])),
     ("simpler-step", sign(Max(2, hprebn[i, j]) - 1)),
+    ("cases", Heaviside(hprebn[i, j], 0)),  # already as cheap as a case split
+    ("cases", Heaviside(hprebn[i, j] - bnmeani[j], 0) - Heaviside(bnmeani[j] - hprebn[i, j], 0)),
 ]
 
 

@@ -6,7 +6,7 @@ from sympy import Idx, IndexedBase, KroneckerDelta, Sum, symbols
 
 from symderive.derivation import derive_backward, load
 from symderive.ops import ArgMax
-from symderive.simplify import compact_gradients, derive_gradients
+from symderive.simplify import compact_backward, compact_gradients, derive_gradients
 
 n, V, H, d = symbols("n V H d", integer=True, positive=True)
 
@@ -250,13 +250,16 @@ def test_an_elementwise_chain_is_factored_not_distributed():
 
 
 def test_output_rules_give_the_textbook_forms_of_softsign_and_clipped_steps():
-    from sympy import Abs, Heaviside, Max, Min
+    from sympy import Abs, Max, Min
+
+    from symderive.ops import Piecewise
 
     _, g, x = _elementwise("softsign", lambda x: x / (1 + Abs(x)))
     dy = IndexedBase("dy")[x.indices]
     assert g.expr == dy / (Abs(x) + 1) ** 2
     _, g, x = _elementwise("hardsigmoid", lambda x: Min(1, Max(0, x / 6 + sp.Rational(1, 2))))
-    assert g.expr == Heaviside(3 - x, 0) * Heaviside(x + 3, 0) * dy / 6
+    assert g.expr == Piecewise((0, x <= -3), (dy / 6, x <= 3), (0, True))  # via the cases rule
+    assert "cases" in [s.rule for s in g.steps]
 
 
 def test_contractions_sharing_an_operand_are_merged():
@@ -314,3 +317,15 @@ def test_a_long_elementwise_chain_materialises_rather_than_distributing():
                                            for name, value in adjoint.items()}).xreplace(values)
     expected = sp.Mul(*[1 - values[IndexedBase(f"y{p}")[i]] ** 2 for p in range(1, 13)])
     assert abs(float(adjoint["x"] - expected)) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["batchnorm", "cross_entropy"])
+def test_the_backward_without_inline_steps_is_the_same_program(root, name):
+    """derive_backward and the double backward skip the chain-rule display step; the expressions
+    are those the steps lead to."""
+    program = load(root / "derivations" / f"{name}.py")
+    shown, gradients = compact_backward(program)
+    quiet, quiet_gradients = compact_backward(program, inline_steps=False)
+    assert quiet.body == shown.body
+    assert all(g.steps[1:] == q.steps or g.steps == q.steps
+               for g, q in zip(gradients, quiet_gradients))

@@ -6,7 +6,7 @@ import sympy as sp
 from sympy import Idx, IndexedBase, Rational, Sum, symbols
 
 from symderive.signs import nonnegative
-from symderive.terms import collect, expand, to_expr
+from symderive.terms import collect, expand, readable, to_expr
 
 n = symbols("n", integer=True, positive=True)
 i, k = Idx("i", n), Idx("k", n)
@@ -35,3 +35,16 @@ def test_products_of_sums_distribute_and_collect():
     (term,) = collect(expand(x[i] * (y[i] + Sum(y[k], k)) - x[i] * y[i]))
     (index,) = term.bound
     assert term.coeff == 1 and set(term.factors) == {(x[i], 1), (y[index], 1)}
+
+
+def test_readable_names_bound_indices_and_evaluates_what_it_rebuilds():
+    """A subtree with nothing to name is rebuilt from a cache; it must come back as the plain
+    rebuild does, unevaluated parts evaluated (``(2*x + 3)/6 -> x/3 + 1/2``)."""
+    def names(size):
+        yield from ("k", "m")
+    unevaluated = sp.Mul(Rational(1, 6), 2 * x[i] + 3, evaluate=False)
+    for _ in range(2):  # the second time from the cache
+        assert readable(unevaluated, names) == x[i] / 3 + Rational(1, 2)
+    bound, named = Idx("_b0", n), Idx("k", n)
+    shown = readable(sp.Mul(Sum(x[bound], bound), unevaluated, evaluate=False), names)
+    assert shown == Sum(x[named], named) * (x[i] / 3 + Rational(1, 2))

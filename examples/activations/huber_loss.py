@@ -8,7 +8,7 @@ n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)
 x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
 loss = symbols("loss")
-delta = symbols("delta")
+delta = symbols("delta", positive=True)  # torch requires delta > 0; the case split uses it
 
 b = Builder("huber_loss", sizes={n: 8, d: 16}, constants={delta: 1.0})
 b.input(x[i, j], normal(1.0))

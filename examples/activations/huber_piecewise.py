@@ -8,7 +8,8 @@ from symderive import Builder, normal
 n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)
 x, t, r, e = symbols("x t r e", cls=IndexedBase)
-loss, delta = symbols("loss delta")
+loss = symbols("loss")
+delta = symbols("delta", positive=True)  # torch requires delta > 0; the case split uses it
 
 b = Builder("huber_piecewise", sizes={n: 8, d: 16}, constants={delta: 1.0})
 b.input(x[i, j], normal(1.0))

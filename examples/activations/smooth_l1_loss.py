@@ -8,7 +8,7 @@ n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)
 x, t, y, r, m, e, s = symbols("x t y r m e s", cls=IndexedBase)
 loss = symbols("loss")
-beta = symbols("beta")
+beta = symbols("beta", positive=True)  # the division by beta needs beta > 0
 
 b = Builder("smooth_l1_loss", sizes={n: 8, d: 16}, constants={beta: 0.5})
 b.input(x[i, j], normal(1.0))

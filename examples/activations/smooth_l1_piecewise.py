@@ -8,7 +8,8 @@ from symderive import Builder, normal
 n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)
 x, t, r, e = symbols("x t r e", cls=IndexedBase)
-loss, beta = symbols("loss beta")
+loss = symbols("loss")
+beta = symbols("beta", positive=True)  # the division by beta needs beta > 0
 
 b = Builder("smooth_l1_piecewise", sizes={n: 8, d: 16}, constants={beta: 0.5})
 b.input(x[i, j], normal(1.0))

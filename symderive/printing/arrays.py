@@ -13,7 +13,8 @@ from ..ops import OPS, op_for
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
-                    "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped")
+                    "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
+                    "Softmax")
 
 
 class ArrayPrinterMixin:

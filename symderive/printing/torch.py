@@ -1,6 +1,7 @@
 """torch spelling of lowered array code: a subclass of SymPy's ``TorchPrinter``."""
 from __future__ import annotations
 
+import sympy as sp
 from sympy.printing.pytorch import TorchPrinter
 
 from ..lower import ArrayRef
@@ -69,10 +70,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         a, x, scale = expr.args
         if not scale.has(ArrayRef):  # a Python number: torch.addcmul takes tensors only
             return f"torch.add({self._print(a)}, {self._print(x)}, alpha={self._print(scale)})"
-        if scale.could_extract_minus_sign():
-            return f"torch.addcmul({self._print(a)}, {self._print(x)}, {self._print(-scale)}, " \
-                "value=-1)"
-        return f"torch.addcmul({self._print(a)}, {self._print(x)}, {self._print(scale)})"
+        return f"torch.addcmul({self._print(a)}, {self._print(x)}{self.scaled(scale)})"
 
     def spell_add(self, name: str, term) -> str:
         if term.could_extract_minus_sign():
@@ -85,9 +83,16 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     def spell_addcmul(self, name: str, x, scale) -> str:
         if not scale.has(ArrayRef):
             return f"{name}.add_({self._print(x)}, alpha={self._print(scale)})"
-        if scale.could_extract_minus_sign():
-            return f"{name}.addcmul_({self._print(x)}, {self._print(-scale)}, value=-1)"
-        return f"{name}.addcmul_({self._print(x)}, {self._print(scale)})"
+        return f"{name}.addcmul_({self._print(x)}{self.scaled(scale)})"
+
+    def scaled(self, scale) -> str:
+        """``, tensors[, value=number]`` for an addcmul's ``scale``: its Python-number factors
+        (sign, ``1/(n - 1)``) go to ``value=``, which costs no tensor operation of its own
+        (symderive.fuse)."""
+        factors = sp.Mul.make_args(scale)
+        number = sp.Mul(*[f for f in factors if not f.has(ArrayRef)])
+        tensors = self._print(sp.Mul(*[f for f in factors if f.has(ArrayRef)]))
+        return f", {tensors}" if number == 1 else f", {tensors}, value={self._print(number)}"
 
     def _print_AddMatMul(self, expr):
         c, a, b = expr.args
@@ -96,3 +101,8 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     def _print_MaxValues(self, expr):
         x, axis = expr.args
         return f"{self.postfix(x)}.amax({int(axis)})"
+
+    # -- fused library kernels (``symderive.specialize``) ----------------------------------------
+    def _print_Softmax(self, expr):
+        x, axis = expr.args
+        return f"torch.softmax({self._print(x)}, {int(axis)})"
