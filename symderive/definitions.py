@@ -67,6 +67,7 @@ class Definitions:
     # derived), so a rule asks for the few patterns that can match instead of trying them all.
     _by_name: dict = field(default_factory=dict, repr=False, compare=False)
     _by_read: dict = field(default_factory=dict, repr=False, compare=False)
+    _asked: dict = field(default_factory=dict, repr=False, compare=False)  # answers, remembered
 
     def monomial(self, name: str) -> Pattern | None:
         table, seen = self._by_name.setdefault("monomials", ({}, [0]))
@@ -80,6 +81,9 @@ class Definitions:
         or the factors of a term), in the order they were found: a pattern matches only what
         reads every array it reads (matching binds indices, never arrays)."""
         patterns = getattr(self, kind)
+        asked = self._asked.get((kind, exprs))
+        if asked is not None and asked[0] == len(patterns):  # none found since: the same answer
+            return asked[1]
         table, seen = self._by_read.setdefault(kind, ({}, [0]))
         for position in range(seen[0], len(patterns)):
             reads = patterns[position].reads
@@ -89,7 +93,9 @@ class Definitions:
         found = set(table.get(None, ()))
         for name in names:
             found.update(table.get(name, ()))
-        return [patterns[m] for m in sorted(found) if patterns[m].reads <= names]
+        result = [patterns[m] for m in sorted(found) if patterns[m].reads <= names]
+        self._asked[(kind, exprs)] = (len(patterns), result)
+        return result
 
 
 def _is_name(atom: sp.Expr, program: Program) -> bool:

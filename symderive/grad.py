@@ -20,7 +20,8 @@ from .ir import (
 )
 from .ops import ArgMax, Maximum, Piecewise, maximum_weight, op_for, piecewise_partial
 from .rules import Context, tidy
-from .terms import bound_renamed, fresh
+from .terms import bound_renamed, delta, fresh
+from .terms import renamed as index_renamed
 
 
 def adjoint_name(name: str) -> str:
@@ -54,7 +55,7 @@ def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) 
     if not _reads(expr, name) or isinstance(expr, (sp.Idx, sp.KroneckerDelta, ArgMax)):
         return sp.S.Zero
     if isinstance(expr, sp.Indexed):
-        return sp.Mul(*[sp.KroneckerDelta(a, b) for a, b in zip(at, expr.indices)])
+        return sp.Mul(*[delta(a, b) for a, b in zip(at, expr.indices)])
     if isinstance(expr, sp.Symbol):
         return sp.S.One  # a scalar name
     if isinstance(expr, sp.Add):
@@ -109,11 +110,11 @@ def contribution(program: Program, statement: Assign, name: str, context: Contex
                  upstream: sp.Expr) -> sp.Expr:
     """``Sum_lhs-indices upstream * d(rhs)/d(name[axes])``, tidied; zero when it vanishes."""
     renamed = {k: fresh(k) for k in lhs_index_set(statement.lhs)}
-    rhs = statement.rhs.xreplace(renamed)
+    rhs = index_renamed(statement.rhs, renamed)
     d = partial(rhs, name, program.axes(name), statement.lhs.xreplace(renamed))
     if d == 0:
         return sp.S.Zero
-    body = upstream.xreplace(renamed) * d
+    body = index_renamed(upstream, renamed) * d
     return tidy(sp.Sum(body, *renamed.values()) if renamed else body, context)
 
 

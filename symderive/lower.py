@@ -29,6 +29,20 @@ from .ops import ArgMax, ExprCondPair, Maximum, Piecewise
 from .terms import is_scalar
 
 
+def _terms(expr: sp.Expr) -> list[sp.Expr]:
+    """The terms of ``expr`` with products distributed over sums, and nothing inside a function
+    touched: SymPy's ``expand`` would also split ``exp(a - b)`` into ``exp(a)*exp(-b)``, which
+    overflows where the shifted exponential cannot (a log-sum-exp's gradient at logits of 1000)."""
+    if isinstance(expr, sp.Add):
+        return [t for arg in expr.args for t in _terms(arg)]
+    if isinstance(expr, sp.Mul):
+        products = [sp.S.One]
+        for factor in expr.args:
+            products = [p * t for p in products for t in _terms(factor)]
+        return products
+    return [expr]
+
+
 class ArrayOp(sp.Function):
     """Base of the array operations; never evaluated, only printed. Every array is real: saying
     so keeps SymPy's assumption queries (``sinh(a).is_real`` asks for ``im(a)``) from probing it."""
@@ -251,7 +265,7 @@ class Lowerer:
         if not any(is_pick(d) for d in s.rhs.atoms(sp.KroneckerDelta)):
             return None
         picks, rest = [], []
-        for term in sp.Add.make_args(sp.expand(s.rhs)):
+        for term in _terms(s.rhs):
             factors = sp.Mul.make_args(term)
             deltas = [f for f in factors if isinstance(f, sp.KroneckerDelta) and is_pick(f)]
             scale = sp.Mul(*[f for f in factors if f not in deltas])

@@ -31,6 +31,7 @@ from .terms import (
     collect,
     combine,
     components,
+    delta,
     expand,
     multiply,
     power,
@@ -101,12 +102,17 @@ class Rule:
         return (self.apply.__doc__ or "").strip()
 
 
+@remembered(maxsize=1 << 15)  # asked of every factor at every fixpoint round
+def _reads_arrays(atom: sp.Expr) -> bool:
+    return atom.has(sp.Indexed, sp.Idx)
+
+
 def cancel(terms: list[Term], context: Context) -> list[Term]:
     """Combine powers of the same factor: ``p[i, c] * p[i, c]**-1 -> 1``, ``s**-2 * s -> s**-1``."""
     result = []
     for term in terms:
         term = combine(term)
-        scalars = [(a, e) for a, e in term.factors if not a.has(sp.Indexed, sp.Idx)]
+        scalars = [(a, e) for a, e in term.factors if not _reads_arrays(a)]
         if scalars:
             coeff = term.coeff * sp.Mul(*[a**e for a, e in scalars])
             term = Term(coeff, term.bound, tuple(f for f in term.factors if f not in scalars))
@@ -125,6 +131,15 @@ def _within_range(value: sp.Expr, index: sp.Idx, program: Program) -> bool:
         return False
 
 
+def _replaced(atom: sp.Expr, old: sp.Idx, new: sp.Expr) -> sp.Expr:
+    """``atom.xreplace({old: new})``; a delta of two indices is rebuilt by ``delta``, which
+    skips SymPy's costly evaluation where it cannot decide anything."""
+    if isinstance(atom, sp.KroneckerDelta) and old in atom.args and \
+            all(type(x) is sp.Idx for x in atom.args):
+        return delta(*[new if x == old else x for x in atom.args])
+    return atom.xreplace({old: new})
+
+
 def _contract_once(term: Term, program: Program) -> Term | None:
     for position, (atom, _) in enumerate(term.factors):
         if not isinstance(atom, sp.KroneckerDelta):
@@ -133,9 +148,8 @@ def _contract_once(term: Term, program: Program) -> Term | None:
         for old, new in ((a, b), (b, a)):
             if old in term.bound and isinstance(old, sp.Idx) and old not in free_indices(new) \
                     and _within_range(new, old, program):
-                mapping = {old: new}
-                factors = tuple((f.xreplace(mapping), e) for m, (f, e) in enumerate(term.factors)
-                                if m != position)
+                factors = tuple((_replaced(f, old, new), e)
+                                for m, (f, e) in enumerate(term.factors) if m != position)
                 return Term(term.coeff, tuple(k for k in term.bound if k != old), factors)
     return None
 
@@ -159,6 +173,9 @@ def sum_of_constant(terms: list[Term], context: Context) -> list[Term]:
     for term in terms:
         used = {k for atom, _ in term.factors for k in free_indices(atom)}
         idle = [k for k in term.bound if k not in used]
+        if not idle and isinstance(term.coeff, sp.Basic):
+            result.append(term)  # (the same term that multiplying by 1 would rebuild)
+            continue
         coeff = term.coeff * sp.Mul(*[idx_size(k) for k in idle])
         result.append(Term(coeff, tuple(k for k in term.bound if k in used), term.factors))
     return result
@@ -847,14 +864,21 @@ def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]
 
 
 def _product(number: sp.Expr, powers) -> sp.Expr:
-    return number * sp.Mul(*[power(a, e) for a, e in powers])
+    product = sp.Mul(*[power(a, e) for a, e in powers])
+    return product if number is sp.S.One else number * product  # (1*x is x)
 
 
 def _divide(monomial: Monomial, number: sp.Expr, powers: dict) -> Monomial:
+    return _divided(monomial, number, tuple(powers.items()))
+
+
+@remembered(maxsize=1 << 15)  # the search divides the same monomial by the same atom often
+def _divided(monomial: Monomial, number: sp.Expr, powers: tuple) -> Monomial:
     left = dict(monomial[1])
-    for atom, e in powers.items():
+    for atom, e in powers:
         left[atom] = left[atom] - e
-    return (monomial[0] / number, _sorted(left))
+    unit = number is sp.S.One or type(number) is int and number == 1  # (x/1 is x)
+    return (monomial[0] if unit else monomial[0] / number, _sorted(left))
 
 
 def _proportion(q: list[Monomial], r: list[Monomial]) -> sp.Expr | None:
@@ -871,21 +895,20 @@ def _proportion(q: list[Monomial], r: list[Monomial]) -> sp.Expr | None:
     return sp.Integer(int(ratio)) if ratio.is_Float and ratio == int(ratio) else ratio
 
 
-def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
-    if monomials in memo:
-        return memo[monomials]
+@remembered(maxsize=1 << 16)
+def _gather(monomials: tuple[Monomial, ...]) -> sp.Expr:
+    # remembered across calls, not only within one: a function of the monomials alone, and the
+    # forms of one derivation (and the same adjoint simplified twice) share most sub-sums
     if len(monomials) == 1:  # remembered too: each term's product recurs in many candidates
-        result = memo[monomials] = _product(*monomials[0])
-        return result
+        return _product(*monomials[0])
     powers = [dict(m[1]) for m in monomials]
     common = _common(powers)
     number = _common_number([m[0] for m in monomials])
     if number != 1 or common:
         inner = tuple(_divide(m, number, common) for m in monomials)
         if inner != monomials:  # (a float 1.0 divides nothing out)
-            result = memo[monomials] = _product(number, common.items()) * _gather(inner, memo)
-            return result
-    candidates = [sp.Add(*[_gather((m,), memo) for m in monomials])]
+            return _product(number, common.items()) * _gather(inner)
+    candidates = [sp.Add(*[_gather((m,)) for m in monomials])]
     counts: dict = {}
     for p in powers:
         for atom, e in p.items():
@@ -906,12 +929,11 @@ def _gather(monomials: tuple[Monomial, ...], memo: dict) -> sp.Expr:
         inside = [_divide(m, 1, pulled) for m in having]
         ratio = _proportion(inside, list(rest)) if rest else None
         if ratio is not None:  # a*Q + Q -> (1 + a)*Q: the (1 - y**2) of tanh' and the like
-            candidates.append((1 + ratio * power(atom, pulled[atom])) * _gather(rest, memo))
+            candidates.append((1 + ratio * power(atom, pulled[atom])) * _gather(rest))
         else:
-            candidates.append(power(atom, pulled[atom]) * _gather(tuple(inside), memo)
-                              + (_gather(rest, memo) if rest else 0))
-    result = memo[monomials] = min(candidates, key=operation_count)
-    return result
+            candidates.append(power(atom, pulled[atom]) * _gather(tuple(inside))
+                              + (_gather(rest) if rest else 0))
+    return min(candidates, key=operation_count)
 
 
 def gather(terms: list[Term], context: Context) -> sp.Expr:
@@ -922,7 +944,7 @@ def gather(terms: list[Term], context: Context) -> sp.Expr:
     if len(terms) < 2:
         return to_expr(terms)
     sums: dict = {}
-    return _gather(tuple(_merge_contractions(_monomials(terms, sums), sums)), {})
+    return _gather(tuple(_merge_contractions(_monomials(terms, sums), sums)))
 
 
 GATHER_CONDITION = ("none: distributivity read backwards, a*u + a*v = a*(u + v), and "

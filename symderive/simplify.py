@@ -31,7 +31,7 @@ from .rules import (
     gather,
     run_to_fixpoint,
 )
-from .terms import components, expand, expanded_size, freshen, readable, to_expr
+from .terms import components, expand, expanded_size, freshen, readable, renamed, to_expr
 
 
 @dataclass(frozen=True)
@@ -298,7 +298,7 @@ def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:
     """An inlined adjoint (written over its name's axes) read at the statement's lhs indices."""
     if not isinstance(statement.lhs, sp.Indexed):
         return expr
-    return freshen(expr).xreplace(dict(zip(program.axes(statement.name), statement.lhs.indices)))
+    return renamed(freshen(expr), dict(zip(program.axes(statement.name), statement.lhs.indices)))
 
 
 def compact_backward(program: Program, inline_steps: bool = True

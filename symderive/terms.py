@@ -44,10 +44,41 @@ def is_scalar(expr: sp.Expr) -> bool:
     return not expr.has(sp.Indexed, sp.Idx, sp.KroneckerDelta, ExprWithLimits)
 
 
+def delta(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """``KroneckerDelta(a, b)``, built without SymPy's evaluation when both are distinct ``Idx``:
+    every ``Idx`` has the same assumptions (integer, real, finite, whatever its label or range),
+    so ``(a - b).is_zero`` is undecided and SymPy's ``eval`` only puts the two in its canonical
+    order, which is done here the same way. Asking ``is_zero`` of a fresh index pair is most of
+    what differentiation costs on a long chain; anything else goes to SymPy unchanged."""
+    if type(a) is sp.Idx and type(b) is sp.Idx and a != b:
+        if sp.default_sort_key(b) < sp.default_sort_key(a):
+            a, b = b, a
+        return sp.KroneckerDelta(a, b, evaluate=False)
+    return sp.KroneckerDelta(a, b)
+
+
+def renamed(expr: sp.Expr, mapping: dict) -> sp.Expr:
+    """``expr.xreplace(mapping)`` for a ``mapping`` of indices, the same expression, with each delta
+    between two indices that the renaming touches built by ``delta``: renaming bound indices
+    rebuilds every delta that reads them, and SymPy's evaluation of each is the costly part."""
+    if not mapping:
+        return expr  # (what xreplace returns for an empty mapping)
+    if not expr.has(sp.KroneckerDelta):
+        return expr.xreplace(mapping)
+    deltas = {}
+    for atom in expr.atoms(sp.KroneckerDelta):
+        if len(atom.args) == 2 and all(type(x) is sp.Idx for x in atom.args) and \
+                any(x in mapping for x in atom.args):
+            new = [mapping.get(x, x) for x in atom.args]
+            if all(type(x) is sp.Idx for x in new):
+                deltas[atom] = delta(*new)
+    return expr.xreplace({**mapping, **deltas})
+
+
 def bound_renamed(expr: ExprWithLimits) -> tuple[sp.Expr, tuple[sp.Idx, ...]]:
     """The body of a Sum-like expression with its bound indices replaced by fresh ones."""
     mapping = {limit[0]: fresh(limit[0]) for limit in expr.limits}
-    return expr.function.xreplace(mapping), tuple(mapping.values())
+    return renamed(expr.function, mapping), tuple(mapping.values())
 
 
 def rename_bound(expr: sp.Expr, rename) -> sp.Expr:
@@ -56,12 +87,12 @@ def rename_bound(expr: sp.Expr, rename) -> sp.Expr:
     def visit(node):
         if isinstance(node, ExprWithLimits):
             mapping = {limit[0]: rename(limit[0]) for limit in node.limits}
-            return node.func(visit(node.function.xreplace(mapping)), *mapping.values())
+            return node.func(visit(renamed(node.function, mapping)), *mapping.values())
         if not node.args or isinstance(node, (sp.Idx, sp.Indexed)) and not node.has(ExprWithLimits):
             return node
         return node.func(*[visit(a) for a in node.args])
 
-    return visit(expr) if expr.has(ExprWithLimits) else expr
+    return visit(expr) if _binds(expr) else expr
 
 
 def freshen(expr: sp.Expr) -> sp.Expr:
@@ -82,8 +113,9 @@ def multiply(a: Term, b: Term) -> Term:
     if clash:
         mapping = {k: fresh(k) for k in clash}
         b = Term(b.coeff, tuple(mapping.get(k, k) for k in b.bound),
-                 tuple((atom.xreplace(mapping), e) for atom, e in b.factors))
-    return Term(a.coeff * b.coeff, a.bound + b.bound, a.factors + b.factors)
+                 tuple((renamed(atom, mapping), e) for atom, e in b.factors))
+    coeff = b.coeff if a.coeff is sp.S.One else a.coeff * b.coeff  # (1*x is x)
+    return Term(coeff, a.bound + b.bound, a.factors + b.factors)
 
 
 def expand(expr: sp.Expr, nonnegative: Callable[[sp.Expr], bool] = structurally_nonnegative
@@ -161,7 +193,7 @@ def combine(term: Term) -> Term:
     """Merge repeated atoms by adding exponents and drop the ones that cancel to ``x**0``."""
     merged: dict[sp.Expr, sp.Expr] = {}
     for atom, e in term.factors:
-        merged[atom] = merged.get(atom, 0) + e
+        merged[atom] = merged[atom] + e if atom in merged else e  # (0 + e is e)
     factors = []
     for atom, e in merged.items():
         if e == 0:
@@ -180,16 +212,18 @@ def _placeholder(position: int, like: sp.Idx) -> sp.Idx:
 def canonical(term: Term) -> Term:
     """Rename bound indices to ``_b0, _b1, ...`` in the order that sorts the factors smallest, and
     sort the factors, so two alpha-equivalent terms become identical."""
-    def rendered(order):
+    def rendered(order, keyed=True):
         mapping = {k: _placeholder(m, k) for m, k in enumerate(order)}
-        factors = tuple(sorted(((a.xreplace(mapping), e) for a, e in term.factors),
+        factors = tuple(sorted(((renamed(a, mapping), e) for a, e in term.factors),
                                key=lambda f: (printed(f[0]), printed(f[1]))))
         key = (tuple(printed(idx_size(k)) for k in order),
-               tuple((printed(a), printed(e)) for a, e in factors))
+               tuple((printed(a), printed(e)) for a, e in factors)) if keyed else None
         return key, Term(term.coeff, tuple(mapping.values()), factors)
 
-    orders = itertools.permutations(term.bound) if len(term.bound) <= 5 else [term.bound]
-    return min((rendered(order) for order in orders), key=lambda pair: pair[0])[1]
+    if len(term.bound) <= 1 or len(term.bound) > 5:
+        return rendered(term.bound, keyed=False)[1]  # one order: no keys to compare
+    return min((rendered(order) for order in itertools.permutations(term.bound)),
+               key=lambda pair: pair[0])[1]
 
 
 def collect(terms: list[Term]) -> list[Term]:
@@ -198,13 +232,18 @@ def collect(terms: list[Term]) -> list[Term]:
     for term in terms:
         term = canonical(term)
         key = (term.bound, term.factors)
-        grouped[key] = grouped.get(key, 0) + term.coeff
+        grouped[key] = grouped[key] + term.coeff if key in grouped else term.coeff
     result = []
     for (bound, factors), coeff in grouped.items():
-        coeff = sp.factor_terms(sp.together(coeff))
+        coeff = _collected_coefficient(coeff)
         if coeff != 0:
             result.append(Term(coeff, bound, factors))
     return result
+
+
+@remembered(maxsize=1 << 14)  # a derivation's terms share a few coefficients (1, -1, 1/n, ...)
+def _collected_coefficient(coeff: sp.Expr) -> sp.Expr:
+    return sp.factor_terms(sp.together(coeff))
 
 
 def components(term: Term) -> tuple[list, list[tuple[tuple[sp.Idx, ...], list]]]:
@@ -240,7 +279,13 @@ def term_expr(term: Term) -> sp.Expr:
     used = {k for bound, _ in groups for k in bound}
     scale = sp.Mul(*[idx_size(k) for k in term.bound if k not in used])
     sums = [sp.Sum(sp.Mul(*[power(a, e) for a, e in factors]), *bound) for bound, factors in groups]
-    return term.coeff * scale * sp.Mul(*[power(a, e) for a, e in outside]) * sp.Mul(*sums)
+    product = sp.sympify(term.coeff)
+    # left to right as ``coeff*scale*outside*sums``; a product by 1 returns the other factor
+    # itself, so those are skipped
+    for part in (scale, sp.Mul(*[power(a, e) for a, e in outside]), sp.Mul(*sums)):
+        if part is not sp.S.One:
+            product = product * part
+    return product
 
 
 def to_expr(terms: list[Term]) -> sp.Expr:
@@ -266,7 +311,7 @@ def readable(expr: sp.Expr, names_for, taken: set[str] = frozenset()) -> sp.Expr
                 name = next(x for x in names_for(idx_size(k)) if x not in used | inner_free)
                 used.add(name)
                 mapping[k] = sp.Idx(name, idx_size(k))
-            body = visit(node.function.xreplace(mapping), used)
+            body = visit(renamed(node.function, mapping), used)
             return node.func(body, *[mapping.get(limit[0], limit[0]) for limit in node.limits])
         if not _binds(node):  # nothing to name below: the rebuild depends on the node alone
             return _rebuilt(node)

@@ -89,3 +89,40 @@ def test_cross_entropy_loss_is_finite_where_torchs_is(root, target, case):
     expected = F.cross_entropy(logits, labels)
     assert torch.isfinite(expected) and torch.isfinite(loss)
     torch.testing.assert_close(loss.float(), expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("target", ["torch", "numpy"])
+def test_log_sum_exp_gradient_keeps_the_shift_inside_exp(target):
+    """A cross-entropy written with a max-shifted log-sum-exp over a computed value: its gradient
+    ``exp(z - zmax)/Sum(exp(z - zmax))`` must stay one shifted exponential in the emitted code
+    (lowering once distributed it into ``exp(-zmax)*exp(z)``, which overflows to NaN at logits
+    of 100 in float32 and 1000 in float64)."""
+    import numpy as np
+    from sympy import Idx, IndexedBase, Sum, exp, log, symbols
+
+    from symderive import Builder, Maximum, normal
+
+    n, d = symbols("n d", integer=True, positive=True)
+    i, m = Idx("i", n), Idx("m", d)
+    x, z, L, zmax, lse = symbols("x z L zmax lse", cls=IndexedBase)
+    nll = symbols("nll")
+    b = Builder("lse_xent", sizes={n: 4, d: 5})
+    b.input(x[i, m], normal(1.0))
+    b.labels(L[i], d)
+    b[z[i, m]] = 2 * x[i, m]
+    b[zmax[i]] = Maximum(z[i, m], m)
+    b[lse[i]] = log(Sum(exp(z[i, m] - zmax[i]), m)) + zmax[i]
+    b[nll] = -Sum(z[i, L[i]] - lse[i], i) / n
+    b.loss(nll)
+    program = b.build()
+    module = load_module(module_source(program, derive_backward(program), target), "lse_xent")
+    logits = torch.tensor([[60.0, -60.0, 3.0, 0.0, 1.0]] * 4)  # 2x: 120 overflows float32 exp
+    labels = torch.tensor([0, 1, 2, 3])
+    x_in = logits if target == "torch" else logits.numpy()
+    y_in = labels if target == "torch" else labels.numpy()
+    values = module.forward(x_in, y_in)
+    gradient = torch.as_tensor(np.asarray(module.backward(values)["x"]))
+    leaf = logits.double().requires_grad_()
+    F.cross_entropy(2 * leaf, labels).backward()
+    assert torch.isfinite(gradient).all()
+    assert torch.allclose(gradient.double(), leaf.grad, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ import sympy as sp
 from sympy import Idx, IndexedBase, Rational, Sum, symbols
 
 from symderive.signs import nonnegative
-from symderive.terms import collect, expand, readable, to_expr
+from symderive.terms import collect, delta, expand, readable, renamed, to_expr
 
 n = symbols("n", integer=True, positive=True)
 i, k = Idx("i", n), Idx("k", n)
@@ -48,3 +48,20 @@ def test_readable_names_bound_indices_and_evaluates_what_it_rebuilds():
     bound, named = Idx("_b0", n), Idx("k", n)
     shown = readable(sp.Mul(Sum(x[bound], bound), unevaluated, evaluate=False), names)
     assert shown == Sum(x[named], named) * (x[i] / 3 + Rational(1, 2))
+
+
+def test_delta_and_renamed_build_what_sympy_builds():
+    """The fast delta skips SymPy's evaluation only where it decides nothing: the same object,
+    in SymPy's canonical order, for any pair of indices; and renaming rebuilds deltas alike."""
+    m = symbols("m", integer=True, positive=True)
+    j, b, a, c = Idx("j", n), Idx("_b", n), Idx("_10", n), Idx("_9", m)
+    Y = IndexedBase("Y")
+    pairs = [(i, k), (k, i), (i, i), (a, c), (c, a), (b, i), (i, Y[k]), (i, k + 1), (j, 2)]
+    for first, second in pairs:
+        ours = delta(first, second)
+        assert ours == sp.KroneckerDelta(first, second)
+        assert ours.args == sp.KroneckerDelta(first, second).args
+    expr = Sum(x[k] * sp.KroneckerDelta(i, k) * sp.KroneckerDelta(k, j) * y[j], k) \
+        + sp.KroneckerDelta(j, a)
+    for mapping in ({k: c}, {k: i}, {j: a}, {k: Y[i], j: b}, {}):
+        assert renamed(expr, mapping) == expr.xreplace(mapping)
