@@ -130,7 +130,10 @@ def stabilized(program: Program) -> tuple[Program, tuple[tuple[str, Step], ...]]
             before = rhs
             for rule, rewrite in RULES:
                 after = rewrite(rhs, known)
-                if after != rhs:
+                # a value SymPy evaluates to a constant once read through (sign(exp(u)) is 1)
+                # would leave the statement with no array to take its shape, dtype and device
+                # from: keep reading the array
+                if after != rhs and (after.has(sp.Indexed) or not rhs.has(sp.Indexed)):
                     steps.append((statement.name, Step(rule, rhs, after)))
                     rhs = after
             if rhs == before:

@@ -68,3 +68,30 @@ def test_a_definition_reading_a_name_updated_later_is_not_unfolded():
     rewritten, steps = stabilized(type(program)(**{**program.__dict__, "body": body}))
     assert all(name != "loss" for name, _ in steps)
     assert rewritten.body[-1].rhs == Sum(out[i, Y[i]], i)
+
+
+def test_a_read_through_that_sympy_evaluates_to_a_constant_is_not_taken():
+    """``sign(2*tanh(exp(u)))`` is 1 for every ``u``: read through its maps, the label read of
+    such a value would become the number 1 and the loss a Python int with no shape, dtype or
+    device (found by the long fuzz); the read stays an array read and the check passes."""
+    from sympy import Heaviside, Idx, IndexedBase, Sum, exp, sign, symbols, tanh
+
+    from symderive import Builder, normal
+    from symderive.check import run_check
+
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j = Idx("i", n), Idx("j", d)
+    x, Z, a0, a1, a2 = symbols("x Z a0 a1 a2", cls=IndexedBase)
+    loss = symbols("loss")
+    b = Builder("constant_read", sizes={n: 4, d: 3})
+    b.input(x[i, j], normal(1.0))
+    b.labels(Z[i], d)
+    b[a0[i, j]] = Heaviside(2 * tanh(x[i, j]))
+    b[a1[i, j]] = exp(2 * tanh(a0[i, j]))
+    b[a2[i, j]] = sign(2 * tanh(a1[i, j]))
+    b[loss] = -Sum(a2[i, Z[i]], i) / n
+    b.loss(loss)
+    program = b.build()
+    (stabilized_loss,) = [s for s in stabilized(program)[0].body if s.name == "loss"]
+    assert stabilized_loss.rhs.has(sp.Indexed), stabilized_loss.rhs
+    assert run_check(program, "float64").ok
