@@ -583,8 +583,10 @@ def _case_forms(expr: sp.Expr, a: sp.Expr, kept: set) -> list[sp.Expr]:
     # a common factor outside first: of equally cheap forms, the one that reads it once wins;
     # the numbers' common divisor only where it makes a form cheaper
     for scale in dict.fromkeys([common, common * number, sp.S.One, number]):
-        scaled = [case_split.Piece(sp.factor_terms(sp.expand(p.value / scale)), p.upper, p.closed)
-                  for p in pieces]
+        # distributed, but exp(a - b) kept whole: split, it overflows where it need not
+        scaled = [case_split.Piece(sp.factor_terms(sp.expand(
+            p.value / scale, power_exp=False, power_base=False, log=False)), p.upper, p.closed)
+            for p in pieces]
         forms += [scale * form for form in case_split.as_cases(scaled, a)]
     return forms
 
