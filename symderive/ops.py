@@ -148,6 +148,14 @@ class Piecewise(sp.Function):
     def eval(cls, *pairs):
         if not all(isinstance(pair, ExprCondPair) for pair in pairs):  # Piecewise((x, x > 0), ...)
             return cls(*[ExprCondPair(*pair) for pair in pairs])
+        # conditions a substitution decided (a read through a map, a case split): a branch that
+        # never holds goes, and the first that always holds is the last one read
+        kept = [pair for pair in pairs if pair.args[1] is not sp.false]
+        always = next((k for k, pair in enumerate(kept) if pair.args[1] is sp.true), None)
+        if always is not None:
+            kept = kept[:always + 1]
+        if kept and len(kept) != len(pairs):
+            return cls(*kept)
         values = {pair.args[0] for pair in pairs}
         if len(values) == 1 and pairs[-1].args[1] is sp.true:  # else it has no value somewhere
             return values.pop()

@@ -138,3 +138,14 @@ def test_piecewise_is_kept_whole_under_a_sum():
     assert isinstance(summed.function, sp.Mul) and p in summed.function.args
     assert Piecewise((1, X > 0), (1, True)) == 1  # one value: that value
     assert isinstance(Piecewise((1, X > 0)), Piecewise)  # no value where x <= 0: not collapsed
+
+
+def test_a_piecewise_drops_decided_branches():
+    """A substitution can decide a condition (a read through a map turned ``a <= -1`` into
+    ``2*Abs(t) <= -1``, False): a branch that never holds goes and the first that always holds
+    ends the Piecewise, so every condition left compares a value (found by the long fuzz: the
+    printer met a bare False)."""
+    decided = Piecewise((-1, sp.false), (1, X >= 1), (X, True))
+    assert decided == Piecewise((1, X >= 1), (X, True))
+    assert Piecewise((2, X > 0), (3, sp.true), (4, True)) == Piecewise((2, X > 0), (3, True))
+    assert Piecewise((5, sp.false), (6, sp.true)) == 6
