@@ -548,24 +548,18 @@ def _inline_kinks(expr: sp.Expr, definitions: dict) -> sp.Expr:
 
 
 def _common_factor(values: list[sp.Expr]) -> sp.Expr:
-    """The product of the factors every non-zero value has, each to the integer power of one
-    sign nearest zero among them, read off each value's ``factor_terms`` form (so dividing by it
-    cancels powers structurally)."""
-    common = None
+    """The product of the factors every non-zero value has (``_common``), read off each value's
+    ``factor_terms`` form with integer powers only, so dividing by it cancels structurally."""
+    dicts = []
     for value in values:
-        if value == 0:
-            continue
-        dictionary = {}
-        for factor in sp.Mul.make_args(sp.factor_terms(value)):
-            base, e = factor.as_base_exp()
-            if not factor.is_Number and e.is_Integer:
-                dictionary[base] = dictionary.get(base, 0) + e
-        if common is None:
-            common = dictionary
-        else:
-            common = {b: (min if e > 0 else max)(e, dictionary[b]) for b, e in common.items()
-                      if b in dictionary and (e > 0) == (dictionary[b] > 0)}
-    return sp.Mul(*[b**e for b, e in (common or {}).items() if e != 0])
+        if value != 0:
+            powers = {}
+            for factor in sp.Mul.make_args(sp.factor_terms(value)):
+                base, e = factor.as_base_exp()
+                if not factor.is_Number and e.is_Integer:
+                    powers[base] = powers.get(base, 0) + e
+            dicts.append(powers)
+    return sp.Mul(*[b**e for b, e in _common(dicts).items() if e != 0]) if dicts else sp.S.One
 
 
 def _case_forms(expr: sp.Expr, a: sp.Expr, kept: set) -> list[sp.Expr]:
@@ -579,7 +573,7 @@ def _case_forms(expr: sp.Expr, a: sp.Expr, kept: set) -> list[sp.Expr]:
     values = [piece.value for piece in pieces]
     numbers = [sp.factor_terms(v).as_coeff_Mul()[0] for v in values if v != 0]
     common = _common_factor(values)
-    number = sp.gcd(numbers) if numbers and all(q.is_Rational for q in numbers) else sp.S.One
+    number = _common_number(numbers) if numbers else sp.S.One
     # a common factor outside first: of equally cheap forms, the one that reads it once wins;
     # the numbers' common divisor only where it makes a form cheaper
     for scale in dict.fromkeys([common, common * number, sp.S.One, number]):
