@@ -97,6 +97,15 @@ class Definitions:
         self._asked[(kind, exprs)] = (len(patterns), result)
         return result
 
+    def facts_about(self, names) -> list[Fact]:
+        """The facts about the arrays ``names``, in the order they were found: a fact sums its
+        target array, so it matches only a factor that reads that array."""
+        table, seen = self._by_name.setdefault("facts", ({}, [0]))
+        for position in range(seen[0], len(self.facts)):
+            table.setdefault(name_of(self.facts[position].target), []).append(position)
+        seen[0] = len(self.facts)
+        return [self.facts[m] for m in sorted(m for name in names for m in table.get(name, ()))]
+
 
 def _is_name(atom: sp.Expr, program: Program) -> bool:
     return isinstance(atom, sp.Indexed) and name_of(atom) in program.names \

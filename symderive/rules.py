@@ -18,10 +18,12 @@ from .definitions import Definitions, Fact, Pattern, collect_definitions
 from .ir import (
     Program,
     ProgramError,
+    array_names,
     free_indices,
     idx_size,
     index_size,
     indices_of,
+    name_of,
     remembered,
 )
 from .signs import nonnegative, program_signs
@@ -342,7 +344,8 @@ def reduction_fact(terms: list[Term], context: Context) -> list[Term]:
     result, pending = [], list(terms)
     while pending:
         term = pending.pop(0)
-        for fact in context.definitions.facts:
+        names = {name_of(a) for a, _ in term.factors if isinstance(a, sp.Indexed)}
+        for fact in context.definitions.facts_about(names):
             found = None
             for chosen, group in _groups(term, len(fact.indices)):
                 if len(group) != 1 or group[0][1] != 1:
@@ -407,11 +410,19 @@ def fold(terms: list[Term], context: Context) -> list[Term]:
     result = []
     for term in terms:
         term = combine(term)
+        names = _names_read(term)
         for pattern in patterns:
+            if not pattern.reads <= names:  # matching binds indices, never arrays
+                continue
             while (folded := _fold_once(term, pattern)) is not None:
                 term = combine(folded)
+                names = _names_read(term)
         result.append(term)
     return result
+
+
+def _names_read(term: Term) -> frozenset[str]:
+    return frozenset().union(*(array_names(a) for a, _ in term.factors))
 
 
 # -- rules for the output form: fewer ops, the same values ---------------------------------
