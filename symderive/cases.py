@@ -59,6 +59,8 @@ def _sign(expr: sp.Expr) -> int:
 
 def _linear(u: sp.Expr, a: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     """``(k, c)`` with ``u = k*a + c`` identically, ``k`` and ``c`` free of arrays."""
+    if u.has(*KINKS) or u.atoms(sp.Indexed) - {a}:  # another read or a kink: not that (and
+        raise _Refused(f"{u} is not linear in {a} with constant coefficients")  # no diff of it)
     k = sp.diff(u, a)
     c = sp.expand(u - k * a)
     if k.has(a) or c.has(a) or not (_is_constant(k) and _is_constant(c)) \

@@ -206,3 +206,35 @@ def test_random_case_splits_take_the_same_values_everywhere():
                 got = value_at(form.xreplace({delta: constants[delta]}), env)
                 assert want == got, (seed, expr, form, at)
     assert checked > 40  # the property is exercised, not refused away
+
+
+def test_a_middle_piece_holding_another_case_is_split_without_a_clamp():
+    """A middle piece whose value holds a case of another array is not linear with constant
+    coefficients: no clamp, and no attempt to differentiate the inner Piecewise (SymPy cannot;
+    the long fuzz found the crash). The Piecewise written instead keeps every value."""
+    other = as_piecewise(sp.Piecewise((1, T > 0), (delta, True)))
+    expr = as_piecewise(sp.Piecewise((-1, X <= -1), (1, X >= 1), (X * other, True)))
+    (form,) = forms(expr)
+    for x_value, t_value in itertools.product((-2, -1, sp.Rational(-1, 3), 0, 1, 3), (-1, 2)):
+        at = {X: x_value, T: t_value, delta: sp.Rational(1, 2)}
+        assert value_at(form, at) == value_at(expr, at)
+
+
+def test_a_program_whose_gradient_splits_on_one_read_inside_another_checks():
+    """The long fuzz's program: a clip of one value whose pieces hold a case of another."""
+    from symderive import Builder, normal
+    from symderive.check import run_check
+
+    d = sp.Symbol("d", integer=True, positive=True)
+    eps = sp.Symbol("eps", positive=True)
+    k, j = sp.Idx("k", n), sp.Idx("j", d)
+    x, a0, a1, a2, a3 = (sp.IndexedBase(name) for name in ("x", "a0", "a1", "a2", "a3"))
+    f = Builder("fuzz", sizes={n: 4, d: 3}, constants={eps: 0.5})
+    f.input(x[k, j], normal(1.0))
+    f[a0[k, j]] = sp.exp(2 * sp.tanh(x[k, j]))
+    f[a1[k, j]] = sp.exp(2 * sp.tanh(a0[k, j]))
+    f[a2[k, j]] = sp.Piecewise((-1, a1[k, j] <= -1), (1, a1[k, j] >= 1), (a1[k, j], True))
+    f[a3[k, j]] = sp.Piecewise((a0[k, j], a0[k, j] > 0), (eps * a0[k, j], True))
+    f.output(a1, a3, a2)
+    report = run_check(f.build(), "float64")
+    assert report.ok, report
