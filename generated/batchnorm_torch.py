@@ -5,6 +5,33 @@ import torch
 import warnings
 
 
+def leading_dot(a, b, axes=1):
+    """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
+    making the full-size product: a block of rows at a time into one buffer that stays in cache,
+    each block added as ``leading_sums`` adds, so as accurately."""
+    rows = a.shape[:axes].numel()
+    columns = a.numel() // max(rows, 1)
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16)  # rows per block
+    if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \
+            or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \
+            or not (a.is_contiguous() and b.is_contiguous()) \
+            or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return leading_sums(a * b, axes)
+    flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
+    blocks = rows // step
+    buffer, ones = a.new_empty(16, step // 16 * columns), a.new_ones(16)
+    partial = a.new_empty(blocks, step // 16 * columns)
+    for block in range(blocks):
+        chosen = slice(block * step, (block + 1) * step)
+        torch.mul(flat_a[chosen], flat_b[chosen], out=buffer.view(step, columns))
+        torch.mv(buffer.t(), ones, out=partial[block])
+    total = partial.view(-1, columns).sum(0)
+    if blocks * step < rows:
+        total = total + (flat_a[blocks * step:] * flat_b[blocks * step:]).sum(0)
+    return total.view(a.shape[axes:])
+
+
+
 def leading_sums(x, axes=1):
     """``x`` summed over its first ``axes`` axes (``x.sum(0)`` for one). A large contiguous ``x``
     is added 16 rows at a time in one streaming pass, then those sums by ``.sum``: as accurate
@@ -91,7 +118,7 @@ def backward(values, dhpreact, *, eps=eps, wanted=GRADIENTS):
     n = bnraw.shape[0]
     wanted = set(wanted)
     if wanted & {"bngain", "hprebn"}:
-        dbngain = leading_sums(bnraw*dhpreact)
+        dbngain = leading_dot(bnraw, dhpreact)
     if wanted & {"bnbias", "hprebn"}:
         dbnbias = leading_sums(dhpreact)
     if wanted & {"hprebn"}:
@@ -115,9 +142,9 @@ def gradients(hprebn, bngain, bnbias, grad_hpreact, *, eps=eps):
     bnvar = leading_sums(bndiff2)/(n - 1)
     bnvar_inv = (bnvar + eps)**(-1/2)
     bnraw = bndiff*bnvar_inv
-    grad_bngain = leading_sums(bnraw*grad_hpreact)
+    grad_bngain = leading_dot(bnraw, grad_hpreact)
     grad_bnbias = leading_sums(grad_hpreact)
-    grad_hprebn = (bnraw*((-1/(n - 1))*leading_sums(bnraw*grad_hpreact)) + grad_hpreact + (-1/n)*leading_sums(grad_hpreact))*(bngain*bnvar_inv)
+    grad_hprebn = (bnraw*((-1/(n - 1))*leading_dot(bnraw, grad_hpreact)) + grad_hpreact + (-1/n)*leading_sums(grad_hpreact))*(bngain*bnvar_inv)
     return {
         "hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "grad_hpreact": grad_hpreact,
         "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar,
@@ -142,12 +169,12 @@ def double_backward(
     device = bngain.device
     wanted = set(wanted)
     if wanted & {"bngain"}:
-        dbngain = bnvar_inv*(grad_bnbias*(-1/n)*leading_sums(dgrad_hprebn) + (-1/(n - 1))*leading_sums(bnraw*dgrad_hprebn)*leading_sums(bnraw*grad_hpreact) + leading_sums(dgrad_hprebn*grad_hpreact))
+        dbngain = bnvar_inv*(grad_bnbias*(-1/n)*leading_sums(dgrad_hprebn) + (-1/(n - 1))*leading_dot(bnraw, dgrad_hprebn)*leading_dot(bnraw, grad_hpreact) + leading_dot(dgrad_hprebn, grad_hpreact))
     if wanted & {"grad_hpreact"}:
-        dgrad_hpreact = torch.addcmul((bnraw*((-1/(n - 1))*leading_sums(bnraw*dgrad_hprebn)) + dgrad_hprebn + (-1/n)*leading_sums(dgrad_hprebn))*(bngain*bnvar_inv), bnraw, dgrad_bngain)
+        dgrad_hpreact = torch.addcmul((bnraw*((-1/(n - 1))*leading_dot(bnraw, dgrad_hprebn)) + dgrad_hprebn + (-1/n)*leading_sums(dgrad_hprebn))*(bngain*bnvar_inv), bnraw, dgrad_bngain)
         dgrad_hpreact.add_(dgrad_bnbias)
     if wanted & {"bndiff", "hprebn"}:
-        dbndiff = torch.addcmul((bngain*bnvar_inv*(bnraw*(grad_bnbias*leading_sums(dgrad_hprebn)/n - leading_sums(dgrad_hprebn*grad_hpreact)) + (3*bnraw*leading_sums(bnraw*grad_hpreact)/(n - 1) - grad_hpreact)*leading_sums(bnraw*dgrad_hprebn) - dgrad_hprebn*leading_sums(bnraw*grad_hpreact)) - bnraw*dgrad_bngain*leading_sums(bnraw*grad_hpreact))/(n - 1), grad_hpreact, dgrad_bngain)
+        dbndiff = torch.addcmul((bngain*bnvar_inv*(bnraw*(grad_bnbias*leading_sums(dgrad_hprebn)/n - leading_dot(dgrad_hprebn, grad_hpreact)) + (3*bnraw*leading_dot(bnraw, grad_hpreact)/(n - 1) - grad_hpreact)*leading_dot(bnraw, dgrad_hprebn) - dgrad_hprebn*leading_dot(bnraw, grad_hpreact)) - bnraw*dgrad_bngain*leading_dot(bnraw, grad_hpreact))/(n - 1), grad_hpreact, dgrad_bngain)
         dbndiff.mul_(bnvar_inv)
     if wanted & {"hprebn"}:
         dhprebn = dbndiff + (-1/n)*leading_sums(dbndiff)

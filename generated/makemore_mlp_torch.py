@@ -6,6 +6,33 @@ import torch.nn.functional as F
 import warnings
 
 
+def leading_dot(a, b, axes=1):
+    """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
+    making the full-size product: a block of rows at a time into one buffer that stays in cache,
+    each block added as ``leading_sums`` adds, so as accurately."""
+    rows = a.shape[:axes].numel()
+    columns = a.numel() // max(rows, 1)
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16)  # rows per block
+    if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \
+            or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \
+            or not (a.is_contiguous() and b.is_contiguous()) \
+            or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return leading_sums(a * b, axes)
+    flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
+    blocks = rows // step
+    buffer, ones = a.new_empty(16, step // 16 * columns), a.new_ones(16)
+    partial = a.new_empty(blocks, step // 16 * columns)
+    for block in range(blocks):
+        chosen = slice(block * step, (block + 1) * step)
+        torch.mul(flat_a[chosen], flat_b[chosen], out=buffer.view(step, columns))
+        torch.mv(buffer.t(), ones, out=partial[block])
+    total = partial.view(-1, columns).sum(0)
+    if blocks * step < rows:
+        total = total + (flat_a[blocks * step:] * flat_b[blocks * step:]).sum(0)
+    return total.view(a.shape[axes:])
+
+
+
 def leading_sums(x, axes=1):
     """``x`` summed over its first ``axes`` axes (``x.sum(0)`` for one). A large contiguous ``x``
     is added 16 rows at a time in one streaming pass, then those sums by ``.sum``: as accurate
@@ -157,7 +184,7 @@ def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
     if wanted - {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits", "h", "W2", "b2"}:
         dhpreact = dh*(1 - h**2)
     if wanted & {"bngain"}:
-        dbngain = leading_sums(bnraw*dhpreact)
+        dbngain = leading_dot(bnraw, dhpreact)
     if wanted & {"bnbias"}:
         dbnbias = leading_sums(dhpreact)
     if wanted & {"bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
@@ -165,7 +192,7 @@ def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
     if wanted & {"bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
         dbndiff = bnvar_inv*dbnraw
     if wanted & {"bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
-        dbnvar_inv = leading_sums(bndiff*dbnraw)
+        dbnvar_inv = leading_dot(bndiff, dbnraw)
     if wanted & {"bnvar", "bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:
         dbnvar = dbnvar_inv*(-1/2)/(bnvar + eps)**(3/2)
     if wanted & {"bndiff2", "bndiff", "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C"}:

@@ -45,7 +45,7 @@ def test_backward_has_no_python_loop(root, module):
             expected |= {"gradients", "double_backward"}
         if "lean_forward" in functions:  # the forward cut to what the Function needs
             expected |= {"lean_forward"}
-        expected |= {"leading_sums"} & set(functions)  # symderive.fuse.helpers, where called
+        expected |= {"leading_sums", "leading_dot"} & set(functions)  # fuse.helpers, where called
     assert set(functions) == expected
     loops = (ast.For, ast.While, ast.comprehension)
     for function in ("forward", "lean_forward", "backward", "gradients", "double_backward",

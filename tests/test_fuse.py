@@ -57,7 +57,8 @@ def test_batchnorm_backward_makes_two_full_size_writes_in_torch(root):
                      "dbngain*dhprebn_scale, value=-1/(n - 1))",
                      "dhprebn.addcmul_(dhpreact, dhprebn_scale)"]
     assert statements["dbnbias"][1] == ["dbnbias = leading_sums(dhpreact)"]
-    assert statements["dbngain"][1] == ["dbngain = leading_sums(bnraw*dhpreact)"]
+    # the column sum of a product never makes the product whole (``leading_dot``)
+    assert statements["dbngain"][1] == ["dbngain = leading_dot(bnraw, dhpreact)"]
     statements = batchnorm_backward(root, "numpy")
     assert "dhprebn_scale" not in statements
     assert statements["dhprebn"][1] == [
@@ -120,6 +121,40 @@ def test_leading_sums_stream_and_stay_as_accurate_as_sum(root, monkeypatch):
     leaf = x.clone().requires_grad_()
     module.leading_sums(leaf).backward(torch.ones(256))
     assert torch.equal(leaf.grad, torch.ones_like(x))
+
+
+def test_leading_dot_reads_blocks_and_stays_as_accurate_as_the_product_sum(root, monkeypatch):
+    """The emitted ``leading_dot(a, b)`` against float64 ``(a*b).sum(0)``: large float32 arrays
+    with a common offset, rows that the block does not divide and two leading axes; its error is
+    no larger than that of ``(a*b).sum(0)``, eagerly (blocks of rows) and as traced by
+    torch.compile (``leading_sums(a*b)``). Small, non-contiguous, mixed-dtype arrays and arrays
+    autograd must see take ``leading_sums(a*b)``, gradients included."""
+    program = load(root / "derivations" / "batchnorm.py")
+    module = load_module(module_source(program, derive_backward(program), "torch"), "bn_dot")
+    generator = torch.Generator().manual_seed(1)
+    a = 10 + torch.randn(4100, 256, generator=generator)  # 4100 rows: blocks of 512 and a tail
+    b = 10 + torch.randn(4100, 256, generator=generator)
+    want = (a.double() * b.double()).sum(0)
+    scale = (a.double() * b.double()).abs().sum(0).max()
+
+    def error(got):
+        return float((got.double() - want).abs().max() / scale)
+
+    plain = error((a * b).sum(0))
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+        got = module.leading_dot(a, b)
+        assert got.shape == (256,) and got.dtype == torch.float32
+        assert error(got) <= max(2 * plain, 1e-7)
+        assert error(module.leading_dot(a.reshape(41, 100, 256), b.reshape(41, 100, 256), 2)) \
+            <= max(2 * plain, 1e-7)
+    monkeypatch.undo()
+    for x, y in ((a[:8], b[:8]), (a.T.contiguous().T, b), (a, b.double())):
+        assert torch.allclose(module.leading_dot(x, y).double(), (x * y).sum(0).double(),
+                              rtol=1e-5, atol=1e-3)
+    leaf = a.clone().requires_grad_()
+    module.leading_dot(leaf, b).backward(torch.ones(256))
+    assert torch.equal(leaf.grad, b)
 
 
 def test_the_helper_is_emitted_only_where_called(root):
