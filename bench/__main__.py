@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from . import derive, gated_mlp, kernels, makemore
+from . import derive, gated_mlp, kernels, makemore, memory
 from .timing import Row, threads
 
-MODULES = (kernels, makemore, gated_mlp, derive)
+MODULES = (kernels, memory, makemore, gated_mlp, derive)
 
 
 def run(quick: bool, only: str = "", progress=None) -> list[Row]:
@@ -38,12 +38,14 @@ def run(quick: bool, only: str = "", progress=None) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| case | shape | dtype | threads | baseline | ratio | generated | baseline time |",
+    lines = ["| case | shape | dtype | threads | baseline | ratio | generated | baseline |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else "unavailable"
-        ours = _duration(row.generated_s)
-        theirs = _duration(row.baseline_s)
+        if row.generated_bytes is not None:
+            ours, theirs = _size(row.generated_bytes), _size(row.baseline_bytes)
+        else:
+            ours, theirs = _duration(row.generated_s), _duration(row.baseline_s)
         note = f" ({row.note})" if row.note and row.ratio is None else ""
         lines.append(f"| {row.case} | {row.shape} | {row.dtype} | {row.threads} | {row.baseline}"
                      f"{note} | {ratio} | {ours} | {theirs} |")
@@ -58,6 +60,12 @@ def _duration(value: float | None) -> str:
     if value >= 1e-4:
         return f"{value * 1e3:.2f} ms"
     return f"{value * 1e6:.1f} us"
+
+
+def _size(value: int) -> str:
+    if value >= 1 << 20:
+        return f"{value / (1 << 20):.2f} MiB"
+    return f"{value / 1024:.1f} KiB"
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,10 @@ faster. The generated modules are read from `generated/` as they are at run time
 time cold runs (SymPy's cache cleared; derive: the median of three, derive + emit: one) and
 compare with the baseline named in the row: the same program at half the depth or length (linear
 scaling gives 2.0), a time budget, or SymPy's `diff`. The machine is shared with other work, so
-single rows move by tens of percent between runs; compare ratios, not seconds.
+single rows move by tens of percent between runs; compare ratios, not seconds. Rows named `bytes
+allocated` (`bench/memory.py`) count the bytes of every tensor an operator returns in fresh
+storage during one call (autograd's backward included; a kernel's internal scratch is not seen,
+which favours the fused library kernels): exact, and independent of the machine's load.
 """
 
 

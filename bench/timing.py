@@ -16,8 +16,9 @@ GENERATED = ROOT / "generated"
 
 @dataclass(frozen=True)
 class Row:
-    """One measurement: ``ratio`` is generated time / baseline time (lower is better); ``None``
-    with ``available`` false when the baseline (or the case) cannot run here, ``note`` says why."""
+    """One measurement: ``ratio`` is generated time / baseline time, or generated / baseline bytes
+    allocated for a memory row (lower is better); ``None`` with ``available`` false when the
+    baseline (or the case) cannot run here, ``note`` says why."""
 
     case: str
     shape: str
@@ -29,6 +30,8 @@ class Row:
     baseline_s: float | None = None
     available: bool = True
     note: str = ""
+    generated_bytes: int | None = None  # memory rows (bench/memory.py): bytes allocated per call
+    baseline_bytes: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

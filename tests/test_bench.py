@@ -37,7 +37,7 @@ def test_quick_run_covers_the_cases_of_the_issue(rows):
     for expected in ("batchnorm backward (bessel) torch", "batchnorm backward (biased) torch",
                      "batchnorm backward (bessel) numpy", "cross-entropy", "makemore",
                      "gated MLP", "derive+emit tanh+batchnorm MLP", "tanh chain",
-                     "derive derivations/"):
+                     "derive derivations/", "bytes allocated"):
         assert expected in cases, expected
     baselines = {row["baseline"] for row in rows}
     assert {"ATen native_batch_norm_backward", "F.cross_entropy + autograd",
@@ -56,3 +56,19 @@ def test_a_failing_case_becomes_an_unavailable_row(monkeypatch):
     (row,) = runner.run(quick=True)
     assert row.case == "broken case" and row.ratio is None and not row.available
     assert "ZeroDivisionError" in row.note
+
+
+def test_allocations_count_fresh_operator_results_once():
+    """``bench.memory.allocated``: a new tensor counts its bytes; a view, an in-place update and
+    an ``out=`` result count nothing; autograd's backward is seen too."""
+    import torch
+
+    from bench.memory import allocated
+
+    x = torch.ones(1000)
+    buffer = torch.empty(1000)
+    assert allocated(lambda: x * 2) == 4000
+    assert allocated(lambda: (x[:10], x.view(10, 100), buffer.add_(1),
+                              torch.mul(x, 2, out=buffer))) == 0
+    leaf = torch.ones(1000, requires_grad=True)
+    assert allocated(lambda: torch.autograd.grad((leaf * 3).sum(), leaf)) >= 2 * 4000

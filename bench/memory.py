@@ -1,0 +1,121 @@
+"""What one call allocates, the generated code against its baselines: every tensor an operator
+returns in storage it did not receive is counted once, in bytes, through a ``TorchDispatchMode``
+that sees each operator call (autograd's backward included); views, in-place updates and ``out=``
+results add nothing. A kernel's internal scratch (softmax's, ATen's batchnorm's) is invisible to
+the mode, so a fused library call looks as cheap as its outputs: the comparison favours the
+baseline. Bytes do not depend on the machine's load, so these rows are exact where the timed ones
+move between runs; ``ratio`` is generated / baseline bytes and lower is better."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .kernels import (
+    BATCHNORM_SHAPES,
+    CROSS_ENTROPY_SHAPES,
+    EPS,
+    _batchnorm_inputs,
+    _call_function,
+    _hand_forward,
+)
+from .timing import Row, load_generated, threads
+
+
+class _Allocations(TorchDispatchMode):
+    """Adds up the bytes of the storages operators return that none of their inputs had."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        given = {_storage(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        result = func(*args, **kwargs)
+        fresh = {}
+        for t in tree_leaves(result):
+            if isinstance(t, torch.Tensor) and _storage(t) not in given:
+                fresh[_storage(t)] = t.untyped_storage().nbytes()
+        self.bytes += sum(fresh.values())
+        return result
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def allocated(function) -> int:
+    """The bytes ``function()`` allocates for operator results (after one warm-up call)."""
+    function()
+    with _Allocations() as counter:
+        function()
+    return counter.bytes
+
+
+def _rows(case: str, shape: str, generated, baselines: dict) -> list[Row]:
+    ours = allocated(generated)
+    rows = []
+    for name, baseline in baselines.items():
+        theirs = allocated(baseline)
+        rows.append(Row(case, shape, "float32", threads(), name, ours / theirs,
+                        generated_bytes=ours, baseline_bytes=theirs))
+    return rows
+
+
+def batchnorm(n: int, h: int) -> list[Row]:
+    """The generated biased batchnorm backward against ATen's kernel, the hand-written fewer-pass
+    form and autograd through a hand-written forward."""
+    module = load_generated("batchnorm_biased_torch")
+    x, gain, bias, dy = _batchnorm_inputs(n, h)
+    values = module.forward(hprebn=x, bngain=gain, bnbias=bias)
+    mean, rstd = x.mean(0), (x.var(0, unbiased=False) + EPS).rsqrt()
+    xhat = (x - mean) * rstd
+
+    def fewer_passes():
+        dgain, dbias = (dy * xhat).sum(0), dy.sum(0)
+        scale = gain * rstd
+        dx = dy * scale
+        dx.sub_(dbias * (scale / n))
+        dx.addcmul_(xhat, dgain * (scale / n), value=-1)
+        return dx, dgain, dbias
+
+    leaves = [t.clone().requires_grad_() for t in (x, gain, bias)]
+    out = _hand_forward(*leaves, False)
+    return _rows("batchnorm backward (biased) torch, bytes allocated", f"{n}x{h}",
+                 lambda: module.backward(values, dy), {
+                     "ATen native_batch_norm_backward": lambda: torch.ops.aten.
+                     native_batch_norm_backward(dy, x, gain, None, None, mean, rstd, True, EPS,
+                                                [True, True, True]),
+                     "hand-written fewer-pass torch": fewer_passes,
+                     "autograd (hand-written forward)": lambda: torch.autograd.grad(
+                         out, leaves, dy, retain_graph=True)})
+
+
+def cross_entropy(n: int, v: int) -> list[Row]:
+    """Cross-entropy forward + backward through the emitted Function against F.cross_entropy +
+    autograd, each from a fresh leaf."""
+    module = load_generated("cross_entropy_torch")
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(n, v, generator=g), torch.randint(0, v, (n,), generator=g)
+
+    def generated():
+        leaf = logits.detach().requires_grad_()
+        return torch.autograd.grad(_call_function(module, logits=leaf, Y=labels), leaf)
+
+    def reference():
+        leaf = logits.detach().requires_grad_()
+        return torch.autograd.grad(F.cross_entropy(leaf, labels), leaf)
+
+    return _rows("cross-entropy forward+backward Function, bytes allocated", f"{n}x{v}",
+                 generated, {"F.cross_entropy + autograd": reference})
+
+
+def cases(quick: bool, repeat: int) -> list:
+    """The measurements of this module as zero-argument callables returning rows."""
+    bn_shapes = BATCHNORM_SHAPES[:1] if quick else BATCHNORM_SHAPES
+    ce_shapes = CROSS_ENTROPY_SHAPES[:1] if quick else CROSS_ENTROPY_SHAPES
+    return [(f"memory batchnorm {n}x{h}", lambda n=n, h=h: batchnorm(n, h)) for n, h in bn_shapes] \
+        + [(f"memory cross-entropy {n}x{v}", lambda n=n, v=v: cross_entropy(n, v))
+           for n, v in ce_shapes]
