@@ -7,11 +7,11 @@ import warnings
 
 def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
-    making the full-size product: a block of rows at a time into one buffer that stays in cache,
-    each block added as ``leading_sums`` adds, so as accurately."""
+    making the full-size product: each block of rows is multiplied and added into one block-sized
+    accumulator that stays in cache, which is then summed as ``leading_sums`` sums."""
     rows = a.shape[:axes].numel()
     columns = a.numel() // max(rows, 1)
-    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16)  # rows per block
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
     if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \
             or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \
             or not (a.is_contiguous() and b.is_contiguous()) \
@@ -19,13 +19,12 @@ def leading_dot(a, b, axes=1):
         return leading_sums(a * b, axes)
     flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
     blocks = rows // step
-    buffer, ones = a.new_empty(16, step // 16 * columns), a.new_ones(16)
-    partial = a.new_empty(blocks, step // 16 * columns)
-    for block in range(blocks):
+    accumulator = flat_a[:step] * flat_b[:step]
+    for block in range(1, blocks):
         chosen = slice(block * step, (block + 1) * step)
-        torch.mul(flat_a[chosen], flat_b[chosen], out=buffer.view(step, columns))
-        torch.mv(buffer.t(), ones, out=partial[block])
-    total = partial.view(-1, columns).sum(0)
+        accumulator.addcmul_(flat_a[chosen], flat_b[chosen])
+    partial = a.new_ones(16) @ accumulator.view(16, step // 16 * columns)
+    total = partial.view(step // 16, columns).sum(0)
     if blocks * step < rows:
         total = total + (flat_a[blocks * step:] * flat_b[blocks * step:]).sum(0)
     return total.view(a.shape[axes:])

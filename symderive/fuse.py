@@ -120,20 +120,21 @@ LEADING_SUMS = '''def leading_sums(x, axes=1):
 
 # The helper a column sum of a product prints as (``LeadingSums`` of a ``SumOfProduct``). The
 # product of two large arrays, made whole and then summed, is written once and read again: two of
-# the four full-size passes of ``leading_sums(a*b)``. Made a block of rows at a time into one
-# buffer that stays in cache, only ``a`` and ``b`` are read from memory. Each block is added as
-# ``leading_sums`` adds (16 interleaved rows through a matrix-vector product, then ``.sum`` of
-# the partial sums), so the result is as accurate. The loop is over blocks of about 512 KiB (a
-# few dozen at the sizes where it is taken), never over elements; under ``torch.compile``, for
-# small or non-contiguous arrays and where autograd must see the product, it is
-# ``leading_sums(a*b)``.
+# the four full-size passes of ``leading_sums(a*b)``. Instead the products of each block of rows
+# are added into one block-sized accumulator (``addcmul_``) that stays in cache, so only ``a`` and
+# ``b`` are read from memory, and the accumulator is then summed as ``leading_sums`` sums (16
+# interleaved rows through a matrix-vector product, then ``.sum``). Each accumulator element adds
+# at most 64 products in sequence (the block grows for taller arrays), so the result is as
+# accurate as ``(a*b).sum``. The loop is over blocks of about 512 KiB, never over elements; under
+# ``torch.compile``, for small or non-contiguous arrays and where autograd must see the product,
+# it is ``leading_sums(a*b)``.
 LEADING_DOT = '''def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
-    making the full-size product: a block of rows at a time into one buffer that stays in cache,
-    each block added as ``leading_sums`` adds, so as accurately."""
+    making the full-size product: each block of rows is multiplied and added into one block-sized
+    accumulator that stays in cache, which is then summed as ``leading_sums`` sums."""
     rows = a.shape[:axes].numel()
     columns = a.numel() // max(rows, 1)
-    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16)  # rows per block
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
     if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \\
             or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \\
             or not (a.is_contiguous() and b.is_contiguous()) \\
@@ -141,13 +142,12 @@ LEADING_DOT = '''def leading_dot(a, b, axes=1):
         return leading_sums(a * b, axes)
     flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
     blocks = rows // step
-    buffer, ones = a.new_empty(16, step // 16 * columns), a.new_ones(16)
-    partial = a.new_empty(blocks, step // 16 * columns)
-    for block in range(blocks):
+    accumulator = flat_a[:step] * flat_b[:step]
+    for block in range(1, blocks):
         chosen = slice(block * step, (block + 1) * step)
-        torch.mul(flat_a[chosen], flat_b[chosen], out=buffer.view(step, columns))
-        torch.mv(buffer.t(), ones, out=partial[block])
-    total = partial.view(-1, columns).sum(0)
+        accumulator.addcmul_(flat_a[chosen], flat_b[chosen])
+    partial = a.new_ones(16) @ accumulator.view(16, step // 16 * columns)
+    total = partial.view(step // 16, columns).sum(0)
     if blocks * step < rows:
         total = total + (flat_a[blocks * step:] * flat_b[blocks * step:]).sum(0)
     return total.view(a.shape[axes:])'''
