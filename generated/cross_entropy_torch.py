@@ -4,6 +4,26 @@ from torch.autograd.function import once_differentiable
 import torch
 import warnings
 
+
+def log_softmax_at(probs, logits, labels):
+    """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
+    log of the label's probability where that is a normal float with all its digits, and the
+    shifted form ``logits - max + log(probs.amax(1))`` (finite wherever the logits are) for the
+    rows where it underflows, computed only when some row needs it."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    picked = probs[rows, labels]
+    result = torch.log(picked)
+    small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling():
+        try:
+            if not bool(small.any()):
+                return result
+        except RuntimeError:  # under vmap a value cannot decide a branch: compute both
+            pass
+    shifted = logits[rows, labels] - logits.amax(1) + torch.log(probs.amax(1))
+    return torch.where(small, shifted, result)
+
+
 INPUTS = ("logits", "Y")
 CONSTANTS = ()
 OUTPUTS = ("loss",)
@@ -64,11 +84,8 @@ def lean_forward(logits, Y):
     """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
     check_shapes(logits, Y)
     n = logits.shape[0]
-    device = logits.device
-    logit_maxes = logits.amax(1)
     probs = torch.softmax(logits, 1)
-    counts_sum_inv = probs.amax(1)
-    loss = -(logits[torch.arange(n, device=device), Y] + torch.log(counts_sum_inv) - logit_maxes).sum()/n
+    loss = -log_softmax_at(probs, logits, Y).sum()/n
     return {"loss": loss, "probs": probs}
 
 

@@ -5,6 +5,26 @@ import torch
 import warnings
 
 
+def log_softmax_at(probs, logits, labels):
+    """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
+    log of the label's probability where that is a normal float with all its digits, and the
+    shifted form ``logits - max + log(probs.amax(1))`` (finite wherever the logits are) for the
+    rows where it underflows, computed only when some row needs it."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    picked = probs[rows, labels]
+    result = torch.log(picked)
+    small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling():
+        try:
+            if not bool(small.any()):
+                return result
+        except RuntimeError:  # under vmap a value cannot decide a branch: compute both
+            pass
+    shifted = logits[rows, labels] - logits.amax(1) + torch.log(probs.amax(1))
+    return torch.where(small, shifted, result)
+
+
+
 def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
     making the full-size product: each block of rows is multiplied and added into one block-sized
@@ -196,7 +216,6 @@ def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     check_constants(eps)
     n, B = Xb.shape
     E = C.shape[1]
-    device = C.device
     emb = C[Xb]
     embcat = emb.reshape(n, B*E)
     hprebn = torch.addmm(b1, embcat, W1)
@@ -209,10 +228,8 @@ def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     hpreact = torch.addcmul(bnbias, bnraw, bngain)
     h = torch.tanh(hpreact)
     logits = torch.addmm(b2, h, W2)
-    logit_maxes = logits.amax(1)
     probs = torch.softmax(logits, 1)
-    counts_sum_inv = probs.amax(1)
-    loss = -(logits[torch.arange(n, device=device), Yb] + torch.log(counts_sum_inv) - logit_maxes).sum()/n
+    loss = -log_softmax_at(probs, logits, Yb).sum()/n
     return {
         "loss": loss, "embcat": embcat, "bnvar_inv": bnvar_inv, "bnraw": bnraw, "h": h, "probs": probs,
     }

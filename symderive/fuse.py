@@ -155,10 +155,13 @@ LEADING_DOT = '''def leading_dot(a, b, axes=1):
 
 def helpers(text: str, target: str) -> list[str]:
     """The source of the helpers that the emitted module ``text`` calls (torch only)."""
+    from .specialize import LOG_SOFTMAX_AT
+
     if target != "torch":
         return []
     dot = "leading_dot(" in text
-    return [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot
+    return [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \
+        + [LOG_SOFTMAX_AT] * ("log_softmax_at(" in text)
 
 
 class InPlace(ArrayOp):

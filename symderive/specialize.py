@@ -9,7 +9,11 @@ with ``m`` constant along the summed axis is ``p = softmax(u, 1)`` (a row consta
 quotient; the kernel shifts by the row maximum itself, so it is at least as stable). ``normaliser
 read back``: where ``m`` is the row maximum of ``u``, ``exp(u - m)`` is exactly 1 at the maximum
 and at most 1 elsewhere, so ``r = p.amax(1)``: the normaliser costs one read of ``p`` instead of
-an ``exp`` pass and a temporary. ``seed``: a loss's backward is linear in the loss's adjoint,
+an ``exp`` pass and a temporary. ``log-softmax at the labels``: ``u[rows, Y] - m + log(r)`` with ``p = softmax(u, 1)``, ``m`` the
+row maximum of ``u`` and ``r = p.amax(1)`` is ``log(p[rows, Y])`` (``p[i, Y] = exp(u[i, Y] - m)*r``),
+so it is read from ``p`` where that probability is a normal float, as accurately, and the shifted
+form (finite wherever ``u`` is) is computed only for rows where it underflows: the two row maxima
+cost nothing when no row needs them. ``seed``: a loss's backward is linear in the loss's adjoint,
 so every term that reads no other adjoint is multiplied by it (``probs*(dloss/n)``), where the
 scalar meets the small factors before the full-size array.
 """
@@ -20,12 +24,14 @@ import sympy as sp
 from .fuse import MaxValues
 from .lower import (
     AddAt,
+    Arange,
     ArrayOp,
     ArrayRef,
     ArrayStatement,
     BroadcastTo,
     Einsum,
     MatMul,
+    MaxAxis,
     NewAxes,
     Pad,
     Reshape,
@@ -41,6 +47,36 @@ from .lower import (
 class Softmax(ArrayOp):
     """``Softmax(u, 1)`` -> ``torch.softmax(u, 1)``: ``exp(u)/exp(u).sum(1)`` in one fused
     pass per row, in ``u``'s dtype."""
+
+
+class LogSoftmaxAt(ArrayOp):
+    """``LogSoftmaxAt(p, u, Y)`` -> ``log_softmax_at(p, u, Y)`` (the emitted helper
+    ``LOG_SOFTMAX_AT``): ``log_softmax(u, 1)[arange(n), Y]`` from ``p = softmax(u, 1)``."""
+
+
+# The helper ``LogSoftmaxAt`` prints as in torch. A probability at or above 2**24 times the
+# smallest normal float has all its digits, so its log is as accurate as the shifted form; below
+# that, the shifted form is used for those rows. Deciding whether any row needs it is one check
+# of n values on the CPU; on another device the check would make the host wait, and under
+# torch.compile or vmap a value cannot decide a branch, so there the shifted form is computed
+# for every row and chosen where needed (what the code did before this rewrite).
+LOG_SOFTMAX_AT = '''def log_softmax_at(probs, logits, labels):
+    """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
+    log of the label's probability where that is a normal float with all its digits, and the
+    shifted form ``logits - max + log(probs.amax(1))`` (finite wherever the logits are) for the
+    rows where it underflows, computed only when some row needs it."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    picked = probs[rows, labels]
+    result = torch.log(picked)
+    small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling():
+        try:
+            if not bool(small.any()):
+                return result
+        except RuntimeError:  # under vmap a value cannot decide a branch: compute both
+            pass
+    shifted = logits[rows, labels] - logits.amax(1) + torch.log(probs.amax(1))
+    return torch.where(small, shifted, result)'''
 
 
 def _definitions(statements: list[ArrayStatement]) -> dict[str, sp.Expr]:
@@ -161,9 +197,62 @@ def _read_back(statements: list[ArrayStatement], name: str, new: ArrayStatement,
     return rest[:anchor + 1] + [new] + rest[anchor + 1:]
 
 
+def _row_max_of(code: sp.Expr, u: sp.Expr, definitions: dict) -> bool:
+    """Whether ``code`` names the maximum of ``u`` along axis 1."""
+    _, value = _named(code, definitions)
+    return isinstance(value, (MaxAxis, MaxValues)) and value.args[0] == u \
+        and int(value.args[1]) == 1
+
+
+def log_softmax_at(statements: list[ArrayStatement], extents) -> list[ArrayStatement]:
+    """Every sum holding ``u[arange(n), Y] - m + log(r)`` with ``p = Softmax(u, 1)``, ``r =
+    MaxValues(p, 1)`` and ``m`` the maximum of ``u`` along axis 1 (each a name assigned once)
+    has those three terms replaced by ``LogSoftmaxAt(p, u, Y)`` (see the module docstring).
+    Side conditions, checked: ``u`` has two axes and the rows read are all of them, in order."""
+    definitions = _definitions(statements)
+
+    def parts(term):
+        """``(u, labels)`` of a label read ``u[arange(n), Y]`` over all rows of a matrix."""
+        if not isinstance(term, Take) or len(term.args) != 3 or \
+                not isinstance(term.args[1], Arange):
+            return None
+        u, rows, labels = term.args
+        extent = extents(u)
+        if extent is None or len(extent) != 2 or extent[0] != rows.args[0]:
+            return None
+        return u, labels
+
+    def rewrite(total: sp.Add) -> sp.Expr:
+        terms = list(total.args)
+        for read in terms:
+            found = parts(read)
+            if found is None:
+                continue
+            u, labels = found
+            for log in terms:
+                if not isinstance(log, sp.log):
+                    continue
+                _, r_code = _named(log.args[0], definitions)
+                if not isinstance(r_code, MaxValues) or int(r_code.args[1]) != 1:
+                    continue
+                p, p_code = _named(r_code.args[0], definitions)
+                if p is None or p_code != Softmax(u, 1):
+                    continue
+                for shift in terms:
+                    if shift.could_extract_minus_sign() and _row_max_of(-shift, u, definitions):
+                        rest = list(terms)
+                        for used in (read, log, shift):
+                            rest.remove(used)
+                        return sp.Add(*rest, LogSoftmaxAt(ArrayRef(p), u, labels))
+        return total
+
+    return [ArrayStatement(s.name, s.code.replace(lambda e: isinstance(e, sp.Add), rewrite),
+                           s.accumulate) for s in statements]
+
+
 def specialized(statements: list[ArrayStatement], extents) -> list[ArrayStatement]:
     """The forward ``statements`` with every fused-kernel rewrite of this module applied."""
-    return softmax(statements, extents)
+    return log_softmax_at(softmax(statements, extents), extents)
 
 
 class _Nonlinear(Exception):
@@ -227,4 +316,4 @@ def seeded(statements: list[ArrayStatement], forward_names, seed: sp.Symbol
         return None
 
 
-__all__ = ["Softmax", "seeded", "softmax", "specialized"]
+__all__ = ["LOG_SOFTMAX_AT", "LogSoftmaxAt", "Softmax", "log_softmax_at", "seeded", "softmax", "specialized"]

@@ -45,11 +45,11 @@ def test_backward_has_no_python_loop(root, module):
             expected |= {"gradients", "double_backward"}
         if "lean_forward" in functions:  # the forward cut to what the Function needs
             expected |= {"lean_forward"}
-        expected |= {"leading_sums", "leading_dot"} & set(functions)  # fuse.helpers, where called
+        expected |= {"leading_sums", "leading_dot", "log_softmax_at"} & set(functions)  # helpers
     assert set(functions) == expected
     loops = (ast.For, ast.While, ast.comprehension)
     for function in ("forward", "lean_forward", "backward", "gradients", "double_backward",
-                     "leading_sums", "check_constants"):
+                     "leading_sums", "log_softmax_at", "check_constants"):
         if function in functions:  # check_shapes loops over the inputs, never over data
             assert not any(isinstance(node, loops) for node in ast.walk(functions[function]))
 

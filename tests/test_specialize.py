@@ -67,8 +67,46 @@ def test_the_cross_entropy_function_runs_a_softmax_and_no_exp(root):
     program = load(root / "derivations" / "cross_entropy.py")
     source = module_source(program, derive_backward(program), "torch")
     lean = source.split("def lean_forward(")[1].split("\n\n\n")[0]
-    assert "torch.softmax(logits, 1)" in lean and "probs.amax(1)" in lean
+    assert "torch.softmax(logits, 1)" in lean and "log_softmax_at(probs, logits, Y)" in lean
     assert "torch.exp" not in lean and "norm_logits" not in lean
+    assert ".amax(" not in lean  # the row maxima only where a label's probability underflows
+
+
+def _label_log_softmax_cases():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(64, 40, generator=generator) * 4
+    labels = torch.randint(0, 40, (64,), generator=generator)
+    tiny = logits.clone()
+    tiny[:3, 7] = -1e4  # the label's probability is 0 in float32 in three rows
+    tiny_labels = labels.clone()
+    tiny_labels[:3] = 7
+    return [(logits, labels), (tiny, tiny_labels), (1000.0 * torch.sign(logits), labels)]
+
+
+@pytest.mark.parametrize("compiling", [False, True])
+def test_log_softmax_at_the_labels_equals_torch_where_probabilities_underflow_too(
+        root, monkeypatch, compiling):
+    """The emitted helper against ``F.log_softmax`` read at the labels, in float32: labels of
+    ordinary probability, labels whose probability is 0 in float32 (the shifted form for those
+    rows) and logits of +-1000; eagerly (the rows checked first) and as under torch.compile
+    (the shifted form computed for every row, chosen where needed)."""
+    module = emitted(root, "cross_entropy")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    for logits, labels in _label_log_softmax_cases():
+        got = module.log_softmax_at(torch.softmax(logits, 1), logits, labels)
+        want = F.log_softmax(logits.double(), 1)[torch.arange(len(labels)), labels]
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=2e-5)
+
+
+def test_the_cross_entropy_function_under_vmap_takes_the_shifted_form_where_needed(root):
+    """Under vmap no value may decide a branch: the helper computes both forms and chooses."""
+    module = emitted(root, "cross_entropy")
+    logits, labels = _label_log_softmax_cases()[1]
+    batch = torch.stack([logits, logits.flip(0)])
+    got = torch.func.vmap(lambda x: module.cross_entropy(x, labels))(batch)
+    want = torch.stack([F.cross_entropy(x, labels) for x in batch])
+    torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("case", ["normal", "1000", "-1e4"])

@@ -14,7 +14,7 @@ from ..ops import OPS, op_for
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
-                    "Softmax")
+                    "Softmax", "LogSoftmaxAt")
 
 
 class ArrayPrinterMixin:

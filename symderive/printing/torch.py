@@ -106,3 +106,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     def _print_Softmax(self, expr):
         x, axis = expr.args
         return f"torch.softmax({self._print(x)}, {int(axis)})"
+
+    def _print_LogSoftmaxAt(self, expr):
+        probs, logits, labels = expr.args
+        return f"log_softmax_at({self._print(probs)}, {self._print(logits)}, {self._print(labels)})"
