@@ -12,13 +12,14 @@ import time
 import torch
 
 from . import derive, gated_mlp, kernels, makemore, memory
-from .timing import Row, threads
+from .timing import Row, steady_allocator, threads
 
 MODULES = (kernels, memory, makemore, gated_mlp, derive)
 
 
 def run(quick: bool, only: str = "", progress=None) -> list[Row]:
     torch.set_num_threads(1)  # the machines are shared: one thread keeps the ratios steady
+    steady_allocator()
     repeat = 7 if quick else 21
     rows: list[Row] = []
     for module in MODULES:

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from .__main__ import run, table
-from .timing import ROOT
+from .timing import ROOT, steady_allocator
 
 HEADER = """# Benchmark results
 
@@ -33,7 +33,10 @@ scaling gives 2.0), a time budget, or SymPy's `diff`. The machine is shared with
 single rows move by tens of percent between runs; compare ratios, not seconds. Rows named `bytes
 allocated` (`bench/memory.py`) count the bytes of every tensor an operator returns in fresh
 storage during one call (autograd's backward included; a kernel's internal scratch is not seen,
-which favours the fused library kernels): exact, and independent of the machine's load.
+which favours the fused library kernels): exact, and independent of the machine's load. The
+suite first asks glibc's allocator to keep freed large blocks (`bench.timing.steady_allocator`),
+as a training loop's allocator settles: otherwise whether a large result lands on fresh pages
+depends on what was freed last, and a row swings by a factor of four between runs.
 """
 
 
@@ -42,7 +45,8 @@ def machine() -> str:
                   if line.startswith("model name")), platform.processor()) \
         if os.path.exists("/proc/cpuinfo") else platform.processor()
     return (f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{'glibc allocator kept steady' if steady_allocator() else 'default allocator'}; "
             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.")
 
 

@@ -37,6 +37,25 @@ class Row:
         return asdict(self)
 
 
+def steady_allocator() -> bool:
+    """Ask glibc's allocator to keep freed large blocks for reuse instead of returning them to the
+    system (``mallopt``: no ``mmap`` per large block, no trimming), as a training loop's allocator
+    reaches a steady state, and as jemalloc or tcmalloc behave. Without it, whether a 16 MiB
+    result lands on fresh pages (a page fault each 4 KiB, several milliseconds at 4096x1024)
+    depends on what the other side of a pair freed last, and a row's time swings by a factor of
+    four between runs. The same for the generated code and every baseline; False where the C
+    library is not glibc (the rows are then measured with the default allocator)."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and \
+        bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def threads() -> int:
     import torch
 
