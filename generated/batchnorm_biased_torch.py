@@ -13,6 +13,7 @@ def leading_dot(a, b, axes=1):
     columns = a.numel() // max(rows, 1)
     step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
     if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \
+            or a.numel() * a.element_size() < 1 << 21 \
             or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \
             or not (a.is_contiguous() and b.is_contiguous()) \
             or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):

@@ -125,9 +125,10 @@ LEADING_SUMS = '''def leading_sums(x, axes=1):
 # ``b`` are read from memory, and the accumulator is then summed as ``leading_sums`` sums (16
 # interleaved rows through a matrix-vector product, then ``.sum``). Each accumulator element adds
 # at most 64 products in sequence (the block grows for taller arrays), so the result is as
-# accurate as ``(a*b).sum``. The loop is over blocks of about 512 KiB, never over elements; under
-# ``torch.compile``, for small or non-contiguous arrays and where autograd must see the product,
-# it is ``leading_sums(a*b)``.
+# accurate as ``(a*b).sum``. The loop is over blocks of about 512 KiB, never over elements. Under
+# ``torch.compile``, for arrays under 2 MiB (the caches hold them whole: the blocks only add
+# calls), for non-contiguous ones and where autograd must see the product, it is
+# ``leading_sums(a*b)``.
 LEADING_DOT = '''def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
     making the full-size product: each block of rows is multiplied and added into one block-sized
@@ -136,6 +137,7 @@ LEADING_DOT = '''def leading_dot(a, b, axes=1):
     columns = a.numel() // max(rows, 1)
     step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
     if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \\
+            or a.numel() * a.element_size() < 1 << 21 \\
             or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \\
             or not (a.is_contiguous() and b.is_contiguous()) \\
             or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
