@@ -42,6 +42,9 @@ class _Program:
         self.changing = {name for name in assigned if name not in self.once} | {
             x.name for x in program.inputs if x.name in assigned}
         self.signs = program_signs(program)
+        # the functions the program is written with: what SymPy's own evaluation adds when a
+        # definition is read through (Abs(exp(u)) is exp(re(u)) for complex u) has no spelling
+        self.functions = {type(f) for s in program.body for f in s.rhs.atoms(sp.Function)}
 
     def unfolded(self, read: sp.Indexed) -> sp.Expr | None:
         """The elementwise definition of ``read``'s name at ``read``'s indices."""
@@ -133,7 +136,8 @@ def stabilized(program: Program) -> tuple[Program, tuple[tuple[str, Step], ...]]
                 # a value SymPy evaluates to a constant once read through (sign(exp(u)) is 1)
                 # would leave the statement with no array to take its shape, dtype and device
                 # from: keep reading the array
-                if after != rhs and (after.has(sp.Indexed) or not rhs.has(sp.Indexed)):
+                if after != rhs and (after.has(sp.Indexed) or not rhs.has(sp.Indexed)) \
+                        and {type(f) for f in after.atoms(sp.Function)} <= known.functions:
                     steps.append((statement.name, Step(rule, rhs, after)))
                     rhs = after
             if rhs == before:
