@@ -115,15 +115,16 @@ def gradient_program(forward: Program, backward: Program) -> tuple[Program, dict
 def derive_double(forward: Program, backward: Program) -> Double | str:
     """The gradient program and its compact backward, or why the double backward of ``forward``
     cannot be derived (one sentence; the Function then refuses double backward with it)."""
-    from .simplify import compact_backward
+    from .simplify import compact_backward, cycle_collection_paused
 
     if forward.adjoints == "all":
         return f"{forward.name} asks for every adjoint (adjoints='all'), not a compact backward"
     try:
-        program, upstream = gradient_program(forward, backward)
-        if not program.outputs:
-            return f"{forward.name} has no float input to differentiate twice"
-        second = compact_backward(program, inline_steps=False)[0]
+        with cycle_collection_paused():  # (see there: the program builds, checks and derives)
+            program, upstream = gradient_program(forward, backward)
+            if not program.outputs:
+                return f"{forward.name} has no float input to differentiate twice"
+            second = compact_backward(program, inline_steps=False)[0]
     except ProgramError as error:
         return f"the backward of {forward.name}'s backward cannot be derived: {error}"
     except Exception as error:  # noqa: BLE001 - a gap of the machinery: refuse, never guess

@@ -16,6 +16,7 @@ from .ir import (
     free_indices,
     lhs_index_set,
     name_of,
+    remembered,
     with_body,
 )
 from .ops import ArgMax, Maximum, Piecewise, maximum_weight, op_for, piecewise_partial
@@ -93,8 +94,17 @@ def partial(expr: sp.Expr, name: str, at: tuple, output: sp.Expr | None = None) 
 
 def _reads(expr: sp.Expr, name: str) -> bool:
     """Whether ``expr`` reads the array or scalar called ``name`` (as a value or an index)."""
-    return any(name_of(x) == name for x in expr.atoms(sp.Indexed)) or \
-        any(x.name == name for x in expr.atoms(sp.Symbol))
+    return name in _names_in(expr)
+
+
+@remembered(maxsize=1 << 16)
+def _names_in(expr: sp.Basic) -> frozenset[str]:
+    """The names of the arrays (``Indexed``) and symbols anywhere in ``expr``: what its
+    ``atoms(Indexed)`` and ``atoms(Symbol)`` name, gathered from the args' sets (remembered), so
+    that ``partial``, asking it of every subtree, walks each node once rather than per ancestor."""
+    own = {name_of(expr)} if isinstance(expr, sp.Indexed) else \
+        {expr.name} if isinstance(expr, sp.Symbol) else set()
+    return frozenset(own.union(*(_names_in(arg) for arg in expr.args)))
 
 
 def reads(program: Program, expr: sp.Expr) -> list[str]:

@@ -71,7 +71,7 @@ class Context:
         if self._definitions is None:
             self._definitions = Definitions()  # visible, partly filled, while facts are derived
             collect_definitions(self.program, self._definitions,
-                                lambda terms: run_to_fixpoint(terms, self, REDUCE_RULES),
+                                lambda terms: reduce_for_fact(terms, self),
                                 self.nonnegative)
         return self._definitions
 
@@ -114,7 +114,8 @@ def cancel(terms: list[Term], context: Context) -> list[Term]:
     result = []
     for term in terms:
         term = combine(term)
-        scalars = [(a, e) for a, e in term.factors if not _reads_arrays(a)]
+        scalars = [(a, e) for a, e in term.factors
+                   if not isinstance(a, sp.Indexed) and not _reads_arrays(a)]  # (a read reads)
         if scalars:
             coeff = term.coeff * sp.Mul(*[a**e for a, e in scalars])
             term = Term(coeff, term.bound, tuple(f for f in term.factors if f not in scalars))
@@ -716,6 +717,32 @@ def run_to_fixpoint(terms: list[Term], context: Context, rules, record=None):
     if not rules:
         return terms
     raise RuntimeError(f"rules {[r.name for r in rules]} did not reach a fixpoint in 50 rounds")
+
+
+def reduce_for_fact(terms: list[Term], context: Context) -> list[Term]:
+    """The reduction rules run to a fixpoint on ``terms`` (a statement summed over the axes of a
+    candidate fact), as ``collect_definitions`` asks, skipped where their result provably keeps
+    a summed term, so that no fact can come of it (the caller keeps none then).
+
+    The proof, for terms each summed over exactly one index, none holding a delta, while the
+    program has given no sum pattern and no fact yet: contract-delta then only cancels, and
+    fold-sum and reduction-fact change nothing, so the fixpoint is cancel, sum-of-constant and
+    collect. A term that after cancel still reads its index in a factor ("live") is never
+    touched by sum-of-constant; it can go only by collect adding it to alpha-equivalent live
+    terms (never to an idle one, which does not read the index), and those groups and their
+    coefficient sums are the ones ``collect(cancel(terms))`` forms here. A live term left with
+    a number for coefficient then stays: cancel is idempotent, and collect of collected terms
+    merges nothing more. So the fixpoint ends with a summed term exactly when this does."""
+    definitions = context.definitions
+    if terms and not definitions.sums and not definitions.facts and all(
+            len(term.bound) == 1 and not any(isinstance(atom, sp.KroneckerDelta)
+                                             for atom, _ in term.factors) for term in terms):
+        collected = collect(cancel(terms, context))
+        if any(term.bound and term.coeff.is_Number and any(
+                term.bound[0] in free_indices(atom) for atom, _ in term.factors)
+               for term in collected):
+            return collected  # a summed term stays: no fact (see above)
+    return run_to_fixpoint(terms, context, REDUCE_RULES)
 
 
 # What the reverse pass applies to each adjoint contribution: enough to remove the deltas that

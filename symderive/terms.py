@@ -297,6 +297,8 @@ def readable(expr: sp.Expr, names_for, taken: set[str] = frozenset()) -> sp.Expr
     """Give every bound index a readable name: ``names_for(size)`` lists candidates for a range;
     a binder avoids the names free in the whole expression and bound around it, while sibling sums
     may reuse one (``Sum(g[k, j], k) - Sum(g[k, j]*x[k, j], k)``)."""
+    if not _binds(expr):  # nothing to name: what visit returns, without the names it avoids
+        return _rebuilt(expr)
     taken = set(taken) | {str(k) for k in free_indices(expr)}
 
     def visit(node, taken):

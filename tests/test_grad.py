@@ -71,3 +71,19 @@ def test_symbolic_zero_contributions_are_skipped():
     grads = backward(b.build())
     assert [s.name for s in grads.body] == ["dx"]
     assert grads.body[0].rhs == 2 * IndexedBase("dy")[i, j]
+
+
+def test_the_names_an_expression_reads_are_those_of_its_atoms():
+    """``_reads`` asks a remembered per-subtree set of names; it is the names of the array reads
+    (labels inside indices included) and symbols ``atoms`` finds."""
+    from symderive.grad import _names_in, _reads
+
+    n = symbols("n", integer=True, positive=True)
+    i, k = Idx("i", n), Idx("k", n)
+    x, y, Y = IndexedBase("x"), IndexedBase("y"), IndexedBase("Y")
+    s = symbols("s")
+    expr = Sum(tanh(x[i, Y[k]]) * KroneckerDelta(i, k), k) + s * y[i]
+    expected = {str(a.base.label) for a in expr.atoms(sp.Indexed)} | \
+        {a.name for a in expr.atoms(sp.Symbol)}
+    assert _names_in(expr) == expected
+    assert _reads(expr, "Y") and _reads(expr, "s") and not _reads(expr, "z")

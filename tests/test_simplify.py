@@ -329,3 +329,26 @@ def test_the_backward_without_inline_steps_is_the_same_program(root, name):
     assert quiet.body == shown.body
     assert all(g.steps[1:] == q.steps or g.steps == q.steps
                for g, q in zip(gradients, quiet_gradients))
+
+
+def test_the_cycle_collector_is_paused_for_a_derivation_and_restored_after():
+    """A derivation runs with Python's cycle collector paused (its full passes grow with the
+    heap); afterwards it is as it was, enabled or not, also when the block raises."""
+    import gc
+
+    from symderive.simplify import cycle_collection_paused
+
+    assert gc.isenabled()
+    with cycle_collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), cycle_collection_paused():
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
