@@ -115,6 +115,10 @@ def reuse_earlier(statements: list[ArrayStatement]) -> list[ArrayStatement]:
     for s in statements:
         # a whole value equal to an earlier one is recomputed, not aliased to it
         code = s.code.xreplace(known) if known and s.code not in known else s.code
+        if not code.has(ArrayRef) and s.code.has(ArrayRef):
+            # the reads cancelled (``-da0 + da2*(1 - a2**2)`` with ``da0`` that product is 0):
+            # a number has no shape, dtype or device, so the array is computed as written
+            code = s.code
         result.append(ArrayStatement(s.name, code, s.accumulate))
         # a statement that reads its own name (``da = da + ...``, an upstream adjoint updated in
         # place) overwrote what its code read: a later copy of that code is not its value

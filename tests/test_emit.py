@@ -197,3 +197,25 @@ def test_a_constant_that_breaks_its_declared_sign_is_refused(root, target):
     if target == "torch":
         with pytest.raises(ValueError, match="constant eps must be > 0"):
             module.batchnorm(*inputs, eps=-1.0)
+
+
+def test_a_gradient_whose_reads_cancel_after_reuse_stays_an_array():
+    """``dx = (1 - a2**2)*da2 - da0`` with ``da0`` that same product: reading ``da0`` for the
+    product would leave the number 0, with no shape, dtype or device, and the Function would
+    hand autograd an int (found by the long fuzz). The statement is computed as written."""
+    from sympy import Idx, IndexedBase, symbols, tanh
+
+    from symderive import Builder, normal, uniform
+    from symderive.check import run_check
+
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j = Idx("i", n), Idx("j", d)
+    x, p, a0, a1, a2 = symbols("x p a0 a1 a2", cls=IndexedBase)
+    b = Builder("cancelling", sizes={n: 4, d: 3}, adjoints=("a0",))
+    b.input(x[i, j], normal(1.0))
+    b.input(p[i, j], uniform(0.5, 2.0))
+    b[a0[i, j]] = p[i, j] - x[i, j]
+    b[a1[i, j]] = a0[i, j] + x[i, j]
+    b[a2[i, j]] = tanh(a1[i, j])
+    b.output(a2)
+    assert run_check(b.build(), "float64").ok
