@@ -95,8 +95,12 @@ class GeneratedStep:
     def __call__(self, Xb, Yb, lr: float) -> float:
         if self.numpy:
             Xb, Yb = Xb.numpy(), Yb.numpy()
-        values = self.module.forward(**{"Xb": Xb, "Yb": Yb}, **self.params)
-        grads = self.module.backward(values)
+        inputs = {"Xb": Xb, "Yb": Yb, **self.params}
+        # torch: the forward cut to the loss and the values the backward reads (what the
+        # module's autograd Function runs); NumPy modules have only the full forward
+        run = getattr(self.module, "lean_forward", self.module.forward)
+        values = {**inputs, **run(**inputs)}
+        grads = self.module.backward(values, wanted=PARAMETERS)  # the parameters' alone
         for name in PARAMETERS:
             self.params[name] -= lr * grads[name]
         return float(values["loss"])
