@@ -208,7 +208,8 @@ def log_softmax_at(statements: list[ArrayStatement], extents) -> list[ArrayState
     """Every sum holding ``u[arange(n), Y] - m + log(r)`` with ``p = Softmax(u, 1)``, ``r =
     MaxValues(p, 1)`` and ``m`` the maximum of ``u`` along axis 1 (each a name assigned once)
     has those three terms replaced by ``LogSoftmaxAt(p, u, Y)`` (see the module docstring).
-    Side conditions, checked: ``u`` has two axes and the rows read are all of them, in order."""
+    Side conditions, checked: ``u`` has two axes, the rows read are all of them, in order, and
+    the labels are an array with one entry per row."""
     definitions = _definitions(statements)
 
     def parts(term):
@@ -218,8 +219,9 @@ def log_softmax_at(statements: list[ArrayStatement], extents) -> list[ArrayState
             return None
         u, rows, labels = term.args
         extent = extents(u)
-        if extent is None or len(extent) != 2 or extent[0] != rows.args[0]:
-            return None
+        if extent is None or len(extent) != 2 or extent[0] != rows.args[0] \
+                or not isinstance(labels, ArrayRef) or extents(labels) != (extent[0],):
+            return None  # one label per row, read from an array of them
         return u, labels
 
     def rewrite(total: sp.Add) -> sp.Expr:

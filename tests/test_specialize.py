@@ -164,3 +164,34 @@ def test_code_not_linear_in_the_adjoints_is_not_seeded():
     square = ArrayStatement("dx", ArrayRef("dy") * ArrayRef("dy"))
     assert seeded([ArrayStatement("dy", ArrayRef("w")), square], ["x", "y"],
                   sp.Symbol("dloss")) is None
+
+
+def test_log_softmax_at_is_only_the_read_of_one_label_per_row():
+    """``u[arange(n), Y] - m + log(p.amax(1))`` becomes ``LogSoftmaxAt``; a column read at a
+    fixed index, a shift that is not the row maximum, or a normaliser of another softmax is
+    left as written."""
+    from symderive.fuse import MaxValues
+    from symderive.lower import Take
+    from symderive.specialize import LogSoftmaxAt, log_softmax_at
+
+    Y = IndexedBase("Y")
+    b = Builder("labels", sizes={n: 3, V: 4})
+    b.input(x[i, c], normal(1.0))
+    b.input(y[i, c], normal(1.0))
+    b.labels(Y[i], V)
+    b[p[i, c]] = x[i, c] * 2
+    b.output(p)
+    extents = Extents((b.build(),))
+    u, rows = ArrayRef("x"), Arange(n)
+    base = [ArrayStatement("p", Softmax(u, 1)), ArrayStatement("r", MaxValues(ArrayRef("p"), 1)),
+            ArrayStatement("m", MaxValues(u, 1)), ArrayStatement("q", Softmax(ArrayRef("y"), 1)),
+            ArrayStatement("s", MaxValues(ArrayRef("q"), 1)), ArrayStatement("k", ArrayRef("y"))]
+
+    def loss(read, normaliser="r", shift="m"):
+        code = read + sp.log(ArrayRef(normaliser)) - ArrayRef(shift)
+        return log_softmax_at(base + [ArrayStatement("loss", code)], extents)[-1].code
+
+    assert loss(Take(u, rows, ArrayRef("Y"))) == LogSoftmaxAt(ArrayRef("p"), u, ArrayRef("Y"))
+    for kept in (loss(Take(u, rows, sp.Integer(2))), loss(Take(u, rows, ArrayRef("Y")), shift="k"),
+                 loss(Take(u, rows, ArrayRef("Y")), normaliser="s")):
+        assert not kept.has(LogSoftmaxAt), kept
