@@ -3,7 +3,8 @@ returns in storage it did not receive is counted once, in bytes, through a ``Tor
 that sees each operator call (autograd's backward included); views, in-place updates and ``out=``
 results add nothing. A kernel's internal scratch (softmax's, ATen's batchnorm's) is invisible to
 the mode, so a fused library call looks as cheap as its outputs: the comparison favours the
-baseline. Bytes do not depend on the machine's load, so these rows are exact where the timed ones
+baseline. Not counted either: a tensor made from Python data (``torch.tensor``: its storage
+exists before any operator sees it) and sparse tensors. Bytes do not depend on the machine's load, so these rows are exact where the timed ones
 move between runs; ``ratio`` is generated / baseline bytes and lower is better."""
 from __future__ import annotations
 
@@ -32,18 +33,24 @@ class _Allocations(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        given = {_storage(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        given = {_storage(t) for t in tree_leaves((args, kwargs))
+                 if isinstance(t, (torch.Tensor, torch.UntypedStorage))}
         result = func(*args, **kwargs)
         fresh = {}
         for t in tree_leaves(result):
-            if isinstance(t, torch.Tensor) and _storage(t) not in given:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided \
+                    and _storage(t) not in given:
                 fresh[_storage(t)] = t.untyped_storage().nbytes()
         self.bytes += sum(fresh.values())
         return result
 
 
-def _storage(t: torch.Tensor) -> int:
-    return t.untyped_storage().data_ptr()
+def _storage(t) -> int | None:
+    """Where ``t``'s (or a storage's own) data starts; None for a layout without one storage
+    (sparse tensors are not counted)."""
+    if isinstance(t, torch.UntypedStorage):
+        return t.data_ptr()
+    return t.untyped_storage().data_ptr() if t.layout == torch.strided else None
 
 
 def allocated(function) -> int:

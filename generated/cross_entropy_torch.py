@@ -14,7 +14,8 @@ def log_softmax_at(probs, logits, labels):
     picked = probs[rows, labels]
     result = torch.log(picked)
     small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
-    if probs.device.type == "cpu" and not torch.compiler.is_compiling():
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling() \
+            and not torch.jit.is_tracing():  # a trace would keep one branch for every input
         try:
             if not bool(small.any()):
                 return result

@@ -9,14 +9,16 @@ def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
     making the full-size product: each block of rows is multiplied and added into one block-sized
     accumulator that stays in cache, which is then summed as ``leading_sums`` sums."""
-    rows = a.shape[:axes].numel()
-    columns = a.numel() // max(rows, 1)
-    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
-    if torch.compiler.is_compiling() or rows < 2 * step or a.shape != b.shape \
+    if torch.compiler.is_compiling() or a.shape != b.shape \
             or a.numel() * a.element_size() < 1 << 21 \
             or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \
             or not (a.is_contiguous() and b.is_contiguous()) \
             or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return leading_sums(a * b, axes)
+    rows = a.shape[:axes].numel()
+    columns = a.numel() // rows
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
+    if rows < 2 * step:
         return leading_sums(a * b, axes)
     flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
     blocks = rows // step

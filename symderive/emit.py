@@ -18,7 +18,7 @@ from pathlib import Path
 import sympy as sp
 
 from .double import PREFIX
-from .fuse import fused, helpers
+from .fuse import Extents, fused, helpers
 from .grad import adjoint_name
 from .ir import Program, ProgramError
 from .lower import ArrayRef, ArrayStatement, lower
@@ -105,19 +105,26 @@ def _solve_size(programs, size, bound: set, names: list[str]):
     return None
 
 
-def reuse_earlier(statements: list[ArrayStatement]) -> list[ArrayStatement]:
+def reuse_earlier(statements: list[ArrayStatement], extents=None) -> list[ArrayStatement]:
     """Where a later statement recomputes an earlier statement's whole value, read the earlier
     name instead: ``dhprebn`` then uses ``dbngain`` rather than summing ``bnraw*dhpreact`` again.
-    Only names assigned once qualify, so a value is never read after it was accumulated into."""
+    Only names assigned once qualify, so a value is never read after it was accumulated into.
+    A statement whose reads cancel under the reuse (``2*a2*(1 - a2**2) - da0 + 2*s`` with ``da0``
+    that product leaves ``2*s``) would lose the shape the cancelled terms gave it: with
+    ``extents`` (``fuse.Extents``), a reuse that changes the statement's extent, or leaves it
+    unknown, is not made; without, one that leaves no array read at all."""
     assigned = [s.name for s in statements]
     known: dict[sp.Expr, sp.Symbol] = {}
     result = []
     for s in statements:
         # a whole value equal to an earlier one is recomputed, not aliased to it
         code = s.code.xreplace(known) if known and s.code not in known else s.code
-        if not code.has(ArrayRef) and s.code.has(ArrayRef):
+        if code is not s.code and (not code.has(ArrayRef) and s.code.has(ArrayRef) or
+                                   extents is not None and (extents(code) is None or
+                                                            extents(code) != extents(s.code))):
             # the reads cancelled (``-da0 + da2*(1 - a2**2)`` with ``da0`` that product is 0):
-            # a number has no shape, dtype or device, so the array is computed as written
+            # a number, or a smaller array, has not the statement's shape, so it is computed
+            # as written
             code = s.code
         result.append(ArrayStatement(s.name, code, s.accumulate))
         # a statement that reads its own name (``da = da + ...``, an upstream adjoint updated in
@@ -301,7 +308,8 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     # fewest full-size passes (symderive.fuse); only the backward updates arrays in place
     forward_code = fused(lower(forward), (forward,), update=False, backward=backward)
     backward_lowered, seed = _seeded(forward, lower(backward), names)
-    backward_code = fused(reuse_earlier(backward_lowered), (backward, forward),
+    backward_code = fused(reuse_earlier(backward_lowered, Extents((backward, forward))),
+                          (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts
     inputs = [x.name for x in forward.inputs]
     floats = [x.name for x in forward.inputs if not x.integer]

@@ -57,9 +57,10 @@ class LogSoftmaxAt(ArrayOp):
 # The helper ``LogSoftmaxAt`` prints as in torch. A probability at or above 2**24 times the
 # smallest normal float has all its digits, so its log is as accurate as the shifted form; below
 # that, the shifted form is used for those rows. Deciding whether any row needs it is one check
-# of n values on the CPU; on another device the check would make the host wait, and under
-# torch.compile or vmap a value cannot decide a branch, so there the shifted form is computed
-# for every row and chosen where needed (what the code did before this rewrite).
+# of n values on the CPU; on another device the check would make the host wait, under
+# torch.compile or vmap a value cannot decide a branch, and torch.jit.trace would record the
+# branch taken for its example as the one for every input, so there the shifted form is
+# computed for every row and chosen where needed (what the code did before this rewrite).
 LOG_SOFTMAX_AT = '''def log_softmax_at(probs, logits, labels):
     """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
     log of the label's probability where that is a normal float with all its digits, and the
@@ -69,7 +70,8 @@ LOG_SOFTMAX_AT = '''def log_softmax_at(probs, logits, labels):
     picked = probs[rows, labels]
     result = torch.log(picked)
     small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
-    if probs.device.type == "cpu" and not torch.compiler.is_compiling():
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling() \\
+            and not torch.jit.is_tracing():  # a trace would keep one branch for every input
         try:
             if not bool(small.any()):
                 return result

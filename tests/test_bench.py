@@ -70,5 +70,7 @@ def test_allocations_count_fresh_operator_results_once():
     assert allocated(lambda: x * 2) == 4000
     assert allocated(lambda: (x[:10], x.view(10, 100), buffer.add_(1),
                               torch.mul(x, 2, out=buffer))) == 0
+    assert allocated(lambda: x.to_sparse()) == 0  # sparse: not counted, and no crash
+    assert allocated(lambda: torch.empty(0).set_(x.untyped_storage())) == 0  # an alias
     leaf = torch.ones(1000, requires_grad=True)
     assert allocated(lambda: torch.autograd.grad((leaf * 3).sum(), leaf)) >= 2 * 4000

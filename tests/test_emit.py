@@ -219,3 +219,39 @@ def test_a_gradient_whose_reads_cancel_after_reuse_stays_an_array():
     b[a2[i, j]] = tanh(a1[i, j])
     b.output(a2)
     assert run_check(b.build(), "float64").ok
+
+
+@pytest.mark.parametrize("extra", ["scalar", "column", "row"])
+def test_a_gradient_whose_full_size_reads_cancel_after_reuse_keeps_its_shape(extra):
+    """As above, with a term of lower rank left over (a scalar, a column or a row value): the
+    reuse would leave ``dx`` at that term's shape, and the Function would hand autograd a
+    gradient of the wrong shape (found by a red-team pass). The statement is computed as
+    written wherever the reuse would change its extent."""
+    from sympy import Idx, IndexedBase, Sum, sin, symbols, tanh
+
+    from symderive import Builder, normal, uniform
+    from symderive.check import run_check
+
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j = Idx("i", n), Idx("j", d)
+    x, p, w, a0, a1, a2, a3, u = symbols("x p w a0 a1 a2 a3 u", cls=IndexedBase)
+    s, loss = symbols("s loss")
+    b = Builder("cancelling_" + extra, sizes={n: 4, d: 3}, adjoints=("a0",))
+    b.input(x[i, j], normal(1.0))
+    b.input(p[i, j], uniform(0.5, 2.0))
+    b.input(w[j], normal(1.0))
+    b[a0[i, j]] = p[i, j] - x[i, j]
+    b[a1[i, j]] = a0[i, j] + x[i, j]
+    b[a2[i, j]] = tanh(a1[i, j])
+    total = Sum(Sum(a2[i, j] ** 2, i), j)
+    if extra == "scalar":
+        b[s] = Sum(Sum(x[i, j], i), j)
+        b[loss] = total + s ** 2
+    elif extra == "column":
+        b[a3[j]] = Sum(x[i, j], i) * w[j]
+        b[loss] = total + Sum(a3[j] ** 2, j)
+    else:
+        b[u[i]] = Sum(x[i, j], j)
+        b[loss] = total + Sum(sin(u[i]), i)
+    b.loss(loss)
+    assert run_check(b.build(), "float64").ok

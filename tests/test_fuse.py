@@ -155,6 +155,8 @@ def test_leading_dot_reads_blocks_and_stays_as_accurate_as_the_product_sum(root,
     leaf = a.clone().requires_grad_()
     module.leading_dot(leaf, b).backward(torch.ones(256))
     assert torch.equal(leaf.grad, b)
+    for empty in (torch.zeros(0, 5), torch.zeros(5, 0)):  # no rows or no columns
+        assert torch.equal(module.leading_dot(empty, empty), empty.sum(0))
 
 
 def test_the_helper_is_emitted_only_where_called(root):

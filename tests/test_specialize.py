@@ -195,3 +195,17 @@ def test_log_softmax_at_is_only_the_read_of_one_label_per_row():
     for kept in (loss(Take(u, rows, sp.Integer(2))), loss(Take(u, rows, ArrayRef("Y")), shift="k"),
                  loss(Take(u, rows, ArrayRef("Y")), normaliser="s")):
         assert not kept.has(LogSoftmaxAt), kept
+
+
+def test_a_traced_forward_keeps_the_shifted_form_for_inputs_that_need_it(root):
+    """torch.jit.trace records the branch its example input takes: traced, the helper computes
+    both forms and chooses per row, so an input whose label probability underflows still gets
+    the finite loss (found by a red-team pass)."""
+    module = emitted(root, "cross_entropy")
+    generator = torch.Generator().manual_seed(3)
+    example, labels = torch.randn(4, 5, generator=generator), torch.tensor([0, 1, 3, 2])
+    traced = torch.jit.trace(lambda u, y: module.lean_forward(u, y)["loss"], (example, labels),
+                             check_trace=False)
+    hard = torch.randn(4, 5, generator=generator)
+    hard[2, 3] = -1e4
+    torch.testing.assert_close(traced(hard, labels), F.cross_entropy(hard, labels))
