@@ -197,6 +197,7 @@ def test_log_softmax_at_is_only_the_read_of_one_label_per_row():
         assert not kept.has(LogSoftmaxAt), kept
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_a_traced_forward_keeps_the_shifted_form_for_inputs_that_need_it(root):
     """torch.jit.trace records the branch its example input takes: traced, the helper computes
     both forms and chooses per row, so an input whose label probability underflows still gets
