@@ -37,8 +37,10 @@ def _hand_forward(x, gain, bias, bessel: bool):
     return gain * (x - x.mean(0)) / (x.var(0, unbiased=bessel) + EPS).sqrt() + bias
 
 
-def batchnorm(n: int, h: int, bessel: bool, repeat: int, compiled: bool) -> list[Row]:
-    """The generated batchnorm backward (Bessel's correction or the biased variance)."""
+def batchnorm_case(n: int, h: int, bessel: bool):
+    """The generated batchnorm backward (Bessel's correction or the biased variance) on one set of
+    inputs, checked against autograd, and its baselines by name (ATen's kernel for the biased
+    variance only): ``(module, (x, gain, bias, dy), generated, baselines)``."""
     module = load_generated("batchnorm_torch" if bessel else "batchnorm_biased_torch")
     x, gain, bias, dy = _batchnorm_inputs(n, h)
     values = module.forward(hprebn=x, bngain=gain, bnbias=bias)
@@ -83,13 +85,21 @@ def batchnorm(n: int, h: int, bessel: bool, repeat: int, compiled: bool) -> list
                 dy, x, gain, None, None, mean, rstd, True, EPS, [True, True, True])
         _close(aten()[0], autograd()[0], "ATen native_batch_norm_backward")
         baselines["ATen native_batch_norm_backward"] = aten
+    return module, (x, gain, bias, dy), generated, baselines
+
+
+def batchnorm(n: int, h: int, bessel: bool, repeat: int, compiled: bool) -> list[Row]:
+    """The generated batchnorm backward's time against every baseline of ``batchnorm_case``
+    (and ``torch.compile``'s, with the generated ``compiled()`` variant, when ``compiled``)."""
+    module, (x, gain, bias, dy), generated, baselines = batchnorm_case(n, h, bessel)
     if compiled:
         baselines["torch.compile autograd backward"] = _compiled_backward(x, gain, bias, dy, bessel)
     variant = "bessel" if bessel else "biased"
     rows = compare(f"batchnorm backward ({variant}) torch", f"{n}x{h}", "float32", baselines,
                    generated, repeat)
     if compiled and not bessel:
-        rows += compiled_variant(module, x, gain, bias, dy, autograd()[0], baselines, repeat)
+        want = baselines["autograd (hand-written forward)"]()[0]
+        rows += compiled_variant(module, x, gain, bias, dy, want, baselines, repeat)
     return rows
 
 

@@ -13,14 +13,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .kernels import (
-    BATCHNORM_SHAPES,
-    CROSS_ENTROPY_SHAPES,
-    EPS,
-    _batchnorm_inputs,
-    _call_function,
-    _hand_forward,
-)
+from .kernels import BATCHNORM_SHAPES, CROSS_ENTROPY_SHAPES, _call_function, batchnorm_case
 from .timing import Row, load_generated, threads
 
 
@@ -73,31 +66,12 @@ def _rows(case: str, shape: str, generated, baselines: dict) -> list[Row]:
 
 def batchnorm(n: int, h: int) -> list[Row]:
     """The generated biased batchnorm backward against ATen's kernel, the hand-written fewer-pass
-    form and autograd through a hand-written forward."""
-    module = load_generated("batchnorm_biased_torch")
-    x, gain, bias, dy = _batchnorm_inputs(n, h)
-    values = module.forward(hprebn=x, bngain=gain, bnbias=bias)
-    mean, rstd = x.mean(0), (x.var(0, unbiased=False) + EPS).rsqrt()
-    xhat = (x - mean) * rstd
-
-    def fewer_passes():
-        dgain, dbias = (dy * xhat).sum(0), dy.sum(0)
-        scale = gain * rstd
-        dx = dy * scale
-        dx.sub_(dbias * (scale / n))
-        dx.addcmul_(xhat, dgain * (scale / n), value=-1)
-        return dx, dgain, dbias
-
-    leaves = [t.clone().requires_grad_() for t in (x, gain, bias)]
-    out = _hand_forward(*leaves, False)
-    return _rows("batchnorm backward (biased) torch, bytes allocated", f"{n}x{h}",
-                 lambda: module.backward(values, dy), {
-                     "ATen native_batch_norm_backward": lambda: torch.ops.aten.
-                     native_batch_norm_backward(dy, x, gain, None, None, mean, rstd, True, EPS,
-                                                [True, True, True]),
-                     "hand-written fewer-pass torch": fewer_passes,
-                     "autograd (hand-written forward)": lambda: torch.autograd.grad(
-                         out, leaves, dy, retain_graph=True)})
+    form and autograd through a hand-written forward (the baselines of ``kernels.batchnorm_case``)."""
+    _, _, generated, baselines = batchnorm_case(n, h, bessel=False)
+    return _rows("batchnorm backward (biased) torch, bytes allocated", f"{n}x{h}", generated,
+                 {name: baselines[name] for name in ("ATen native_batch_norm_backward",
+                                                     "hand-written fewer-pass torch",
+                                                     "autograd (hand-written forward)")})
 
 
 def cross_entropy(n: int, v: int) -> list[Row]:

@@ -70,30 +70,43 @@ def test_a_definition_reading_a_name_updated_later_is_not_unfolded():
     assert rewritten.body[-1].rhs == Sum(out[i, Y[i]], i)
 
 
+def _maps_read_at_labels(name, maps, loss_of=lambda value: value):
+    """``a0 = maps[0](x)``, ``a1 = maps[1](a0)``, ... elementwise, and a loss that reads the last
+    at the labels: ``-Sum(loss_of(a_last[i, Z[i]]), i)/n``. Returns the program and its loss
+    statement after the stabilising rewrites."""
+    from sympy import Idx, IndexedBase, symbols
+
+    from symderive import Builder, normal
+
+    n, d = symbols("n d", integer=True, positive=True)
+    i, j = Idx("i", n), Idx("j", d)
+    x, Z = IndexedBase("x"), IndexedBase("Z")
+    b = Builder(name, sizes={n: 4, d: 3})
+    b.input(x[i, j], normal(1.0))
+    b.labels(Z[i], d)
+    previous = x
+    for position, map_ in enumerate(maps):
+        value = IndexedBase(f"a{position}")
+        b[value[i, j]] = map_(previous[i, j])
+        previous = value
+    b[symbols("loss")] = -Sum(loss_of(previous[i, Z[i]]), i) / n
+    b.loss(symbols("loss"))
+    program = b.build()
+    (loss,) = [s for s in stabilized(program)[0].body if s.name == "loss"]
+    return program, loss
+
+
 def test_a_read_through_that_sympy_evaluates_to_a_constant_is_not_taken():
     """``sign(2*tanh(exp(u)))`` is 1 for every ``u``: read through its maps, the label read of
     such a value would become the number 1 and the loss a Python int with no shape, dtype or
     device (found by the long fuzz); the read stays an array read and the check passes."""
-    from sympy import Heaviside, Idx, IndexedBase, Sum, exp, sign, symbols, tanh
+    from sympy import Heaviside, sign, tanh
 
-    from symderive import Builder, normal
     from symderive.check import run_check
 
-    n, d = symbols("n d", integer=True, positive=True)
-    i, j = Idx("i", n), Idx("j", d)
-    x, Z, a0, a1, a2 = symbols("x Z a0 a1 a2", cls=IndexedBase)
-    loss = symbols("loss")
-    b = Builder("constant_read", sizes={n: 4, d: 3})
-    b.input(x[i, j], normal(1.0))
-    b.labels(Z[i], d)
-    b[a0[i, j]] = Heaviside(2 * tanh(x[i, j]))
-    b[a1[i, j]] = exp(2 * tanh(a0[i, j]))
-    b[a2[i, j]] = sign(2 * tanh(a1[i, j]))
-    b[loss] = -Sum(a2[i, Z[i]], i) / n
-    b.loss(loss)
-    program = b.build()
-    (stabilized_loss,) = [s for s in stabilized(program)[0].body if s.name == "loss"]
-    assert stabilized_loss.rhs.has(sp.Indexed), stabilized_loss.rhs
+    program, loss = _maps_read_at_labels("constant_read", [
+        lambda v: Heaviside(2 * tanh(v)), lambda v: exp(2 * tanh(v)), lambda v: sign(2 * tanh(v))])
+    assert loss.rhs.has(sp.Indexed), loss.rhs
     assert run_check(program, "float64").ok
 
 
@@ -102,24 +115,11 @@ def test_a_read_through_that_sympy_rewrites_into_another_function_is_not_taken()
     ``exp(re(2*tanh(a0)))`` (``a0`` could be complex to SymPy): ``re`` is in no statement and has
     no spelling, so the read stays where it was (the long fuzz found the crash); the check
     passes."""
-    from sympy import Abs, Idx, IndexedBase, Sum, exp, symbols, tanh
+    from sympy import Abs, tanh
 
-    from symderive import Builder, normal
     from symderive.check import run_check
 
-    n, d = symbols("n d", integer=True, positive=True)
-    i, j = Idx("i", n), Idx("j", d)
-    x, Z, a0, a1, a2 = symbols("x Z a0 a1 a2", cls=IndexedBase)
-    loss = symbols("loss")
-    b = Builder("abs_read", sizes={n: 4, d: 3})
-    b.input(x[i, j], normal(1.0))
-    b.labels(Z[i], d)
-    b[a0[i, j]] = tanh(x[i, j])
-    b[a1[i, j]] = exp(2 * tanh(a0[i, j]))
-    b[a2[i, j]] = Abs(a1[i, j])
-    b[loss] = -Sum(log(a2[i, Z[i]]), i) / n
-    b.loss(loss)
-    program = b.build()
-    (stabilized_loss,) = [s for s in stabilized(program)[0].body if s.name == "loss"]
-    assert not stabilized_loss.rhs.has(sp.re), stabilized_loss.rhs
+    program, loss = _maps_read_at_labels("abs_read", [
+        tanh, lambda v: exp(2 * tanh(v)), Abs], loss_of=log)
+    assert not loss.rhs.has(sp.re), loss.rhs
     assert run_check(program, "float64").ok
