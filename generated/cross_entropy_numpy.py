@@ -22,9 +22,21 @@ def check_shapes(logits, Y):
             raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_labels(logits, Y):
+    """Raise a one-line ValueError when a label is not an integer in range(classes):
+    indexing would read a label of -1 as the last class."""
+    V = logits.shape[1]
+    for name, value, classes in (("Y", Y, V),):
+        if value.dtype.kind not in "iu":
+            raise ValueError(f"cross_entropy: labels {name} must be integers, not {value.dtype}")
+        if value.size and (value.min() < 0 or value.max() >= classes):
+            raise ValueError(f"cross_entropy: labels {name} must lie in range({classes}); some do not")
+
+
 def forward(logits, Y):
     """Every forward value by name: inputs, intermediates and outputs."""
     check_shapes(logits, Y)
+    check_labels(logits, Y)
     n = logits.shape[0]
     logit_maxes = logits.max(1)
     norm_logits = logits - logit_maxes[:, None]

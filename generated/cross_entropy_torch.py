@@ -5,6 +5,32 @@ import torch
 import warnings
 
 
+def labels_in_range(labels, classes):
+    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
+    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
+    branch (``torch.compile``, tracing, another device, vmap)."""
+    if labels.numel() == 0:
+        return True
+    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \
+        and not torch.jit.is_tracing()
+    if eager:
+        try:
+            low, high = torch.aminmax(labels)
+            return int(low) >= 0 and (classes is None or int(high) < classes)
+        except RuntimeError:  # under vmap a value cannot decide a branch
+            pass
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    if not eager:
+        torch._assert_async(~bad.any(), "labels out of range")
+        return True
+    try:
+        labels.new_zeros(1)[bad.any().long()]
+    except IndexError:
+        return False
+    return True
+
+
+
 def log_softmax_at(probs, logits, labels):
     """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
     log of the label's probability where that is a normal float with all its digits, and the
@@ -50,9 +76,21 @@ def check_shapes(logits, Y):
             raise ValueError(f"cross_entropy: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_labels(logits, Y):
+    """Raise a one-line ValueError when a label is not an integer in range(classes):
+    indexing would read a label of -1 as the last class."""
+    V = logits.shape[1]
+    for name, value, classes in (("Y", Y, V),):
+        if value.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"cross_entropy: labels {name} must be int64 or int32, not {value.dtype}")
+        if not labels_in_range(value, classes):
+            raise ValueError(f"cross_entropy: labels {name} must lie in range({classes}); some do not")
+
+
 def forward(logits, Y):
     """Every forward value by name: inputs, intermediates and outputs."""
     check_shapes(logits, Y)
+    check_labels(logits, Y)
     n = logits.shape[0]
     device = logits.device
     logit_maxes = logits.amax(1)
@@ -84,6 +122,7 @@ def backward(values, dloss=1.0, *, wanted=GRADIENTS):
 def lean_forward(logits, Y):
     """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
     check_shapes(logits, Y)
+    check_labels(logits, Y)
     n = logits.shape[0]
     probs = torch.softmax(logits, 1)
     loss = -log_softmax_at(probs, logits, Y).sum()/n

@@ -5,6 +5,32 @@ import torch
 import warnings
 
 
+def labels_in_range(labels, classes):
+    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
+    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
+    branch (``torch.compile``, tracing, another device, vmap)."""
+    if labels.numel() == 0:
+        return True
+    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \
+        and not torch.jit.is_tracing()
+    if eager:
+        try:
+            low, high = torch.aminmax(labels)
+            return int(low) >= 0 and (classes is None or int(high) < classes)
+        except RuntimeError:  # under vmap a value cannot decide a branch
+            pass
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    if not eager:
+        torch._assert_async(~bad.any(), "labels out of range")
+        return True
+    try:
+        labels.new_zeros(1)[bad.any().long()]
+    except IndexError:
+        return False
+    return True
+
+
+
 def log_softmax_at(probs, logits, labels):
     """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
     log of the label's probability where that is a normal float with all its digits, and the
@@ -111,6 +137,17 @@ def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
             raise ValueError(f"makemore_mlp_layers: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when a label is not an integer in range(classes):
+    indexing would read a label of -1 as the last class."""
+    V = C.shape[0]
+    for name, value, classes in (("Xb", Xb, V), ("Yb", Yb, V)):
+        if value.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"makemore_mlp_layers: labels {name} must be int64 or int32, not {value.dtype}")
+        if not labels_in_range(value, classes):
+            raise ValueError(f"makemore_mlp_layers: labels {name} must lie in range({classes}); some do not")
+
+
 def check_constants(eps):
     """Raise a one-line ValueError when a constant breaks what the derivation assumed of it."""
     if not eps > 0:
@@ -121,6 +158,7 @@ def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
     check_constants(eps)
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     device = C.device
@@ -217,6 +255,7 @@ def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
 def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     check_constants(eps)
     n, B = Xb.shape
     E = C.shape[1]

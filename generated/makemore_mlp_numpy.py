@@ -39,9 +39,21 @@ def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
             raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when a label is not an integer in range(classes):
+    indexing would read a label of -1 as the last class."""
+    V = C.shape[0]
+    for name, value, classes in (("Xb", Xb, V), ("Yb", Yb, V)):
+        if value.dtype.kind not in "iu":
+            raise ValueError(f"makemore_mlp: labels {name} must be integers, not {value.dtype}")
+        if value.size and (value.min() < 0 or value.max() >= classes):
+            raise ValueError(f"makemore_mlp: labels {name} must lie in range({classes}); some do not")
+
+
 def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     emb = C[Xb]

@@ -6,6 +6,32 @@ import torch.nn.functional as F
 import warnings
 
 
+def labels_in_range(labels, classes):
+    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
+    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
+    branch (``torch.compile``, tracing, another device, vmap)."""
+    if labels.numel() == 0:
+        return True
+    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \
+        and not torch.jit.is_tracing()
+    if eager:
+        try:
+            low, high = torch.aminmax(labels)
+            return int(low) >= 0 and (classes is None or int(high) < classes)
+        except RuntimeError:  # under vmap a value cannot decide a branch
+            pass
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    if not eager:
+        torch._assert_async(~bad.any(), "labels out of range")
+        return True
+    try:
+        labels.new_zeros(1)[bad.any().long()]
+    except IndexError:
+        return False
+    return True
+
+
+
 def leading_dot(a, b, axes=1):
     """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
     making the full-size product: each block of rows is multiplied and added into one block-sized
@@ -95,9 +121,21 @@ def check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
             raise ValueError(f"makemore_mlp: input {name} has shape {tuple(value.shape)}; expected {expected} = {shape}")
 
 
+def check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
+    """Raise a one-line ValueError when a label is not an integer in range(classes):
+    indexing would read a label of -1 as the last class."""
+    V = C.shape[0]
+    for name, value, classes in (("Xb", Xb, V), ("Yb", Yb, V)):
+        if value.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"makemore_mlp: labels {name} must be int64 or int32, not {value.dtype}")
+        if not labels_in_range(value, classes):
+            raise ValueError(f"makemore_mlp: labels {name} must lie in range({classes}); some do not")
+
+
 def forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """Every forward value by name: inputs, intermediates and outputs."""
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     device = C.device
@@ -245,6 +283,7 @@ def backward(values, dloss=1.0, *, eps=eps, wanted=GRADIENTS):
 def lean_forward(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2, *, eps=eps):
     """The outputs and the values the backward reads, and nothing else (what the Function runs)."""
     check_shapes(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
+    check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2)
     n, B = Xb.shape
     E = C.shape[1]
     device = C.device

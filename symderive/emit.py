@@ -268,6 +268,87 @@ def _check_shapes(program: Program, inputs: list[str]) -> list[str]:
     return lines
 
 
+# The torch modules' test that every label lies in range(classes), as ``check_labels`` calls it.
+# Eager on the CPU it is one min-max pass read by Python. Where no value may decide a branch it
+# cannot return False, so it raises there itself: under torch.compile, tracing or on another
+# device through an asynchronous assert (on a GPU, at the next synchronisation, as F.cross_entropy
+# does), and under vmap, where an assert has no batching rule, through an index that is out of
+# bounds exactly when some label is.
+LABELS_IN_RANGE = '''def labels_in_range(labels, classes):
+    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
+    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
+    branch (``torch.compile``, tracing, another device, vmap)."""
+    if labels.numel() == 0:
+        return True
+    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \\
+        and not torch.jit.is_tracing()
+    if eager:
+        try:
+            low, high = torch.aminmax(labels)
+            return int(low) >= 0 and (classes is None or int(high) < classes)
+        except RuntimeError:  # under vmap a value cannot decide a branch
+            pass
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    if not eager:
+        torch._assert_async(~bad.any(), "labels out of range")
+        return True
+    try:
+        labels.new_zeros(1)[bad.any().long()]
+    except IndexError:
+        return False
+    return True'''
+
+
+def _check_labels(program: Program, inputs: list[str], target: str) -> list[str]:
+    """``check_labels``: a one-line ValueError when a label input is not an integer array or holds
+    a value outside ``range(classes)``. Indexing would read a label of -1 as the last class and a
+    one-hot comparison would give a row of zeros, both without an error; F.cross_entropy raises.
+    The upper bound is checked where its size can be read from the inputs' shapes."""
+    labels = [x for x in program.inputs if x.integer]
+    if not labels:
+        return []
+    used = {str(symbol) for x in labels for symbol in sp.sympify(x.classes).free_symbols}
+    try:
+        sizes, _ = _size_lines((program,), inputs, used)
+    except ProgramError:  # a number of classes no input's shape holds: the lower bound only
+        sizes, labels_bounded = [], [x for x in labels if not sp.sympify(x.classes).free_symbols]
+    else:
+        labels_bounded = labels
+    bounded = len(labels_bounded) == len(labels)
+    rows = [f'("{x.name}", {x.name}, {x.classes if x in labels_bounded else None})'
+            for x in labels]
+    where = f"{program.name}: labels {{name}}"
+    if target == "torch":
+        dtype_test, dtype_text = "value.dtype not in (torch.int64, torch.int32)", "int64 or int32"
+        range_test = "not labels_in_range(value, classes)"
+    else:
+        dtype_test, dtype_text = 'value.dtype.kind not in "iu"', "integers"
+        range_test = "value.size and (value.min() < 0 or " + \
+            ("value.max() >= classes)" if bounded else
+             "classes is not None and value.max() >= classes)")
+    message = f'f"{where} must lie in range({{classes}}); some do not"'
+    if not bounded:
+        message += f' if classes is not None else f"{where} must not be negative"'
+    lines = _signature("check_labels", inputs, [])
+    lines += ['    """Raise a one-line ValueError when a label is not an integer in '
+              'range(classes):', '    indexing would read a label of -1 as the last class."""']
+    lines += ["    " + line for line in sizes]
+    lines += _wrapped("for name, value, classes in (", rows,
+                      ",):" if len(rows) == 1 else "):", "    ")
+    lines += [f"        if {dtype_test}:",
+              f'            raise ValueError(f"{where} must be {dtype_text}, not {{value.dtype}}")',
+              f"        if {range_test}:",
+              f"            raise ValueError({message})"]
+    return lines
+
+
+def _checks_call(program: Program, inputs: list[str]) -> list[str]:
+    """The calls that check a call's inputs: shapes, then labels where the program has any."""
+    arguments = ", ".join(inputs)
+    return [f"check_shapes({arguments})"] + \
+        [f"check_labels({arguments})"] * any(x.integer for x in program.inputs)
+
+
 # What a constant's SymPy assumptions promise, as the comparison the emitted code checks: the
 # rules may rely on them (``eps > 0`` folds ``(v + eps)**(-1/2)``; ``delta > 0`` orders the
 # breakpoints of a case split), so a call that breaks one must fail, not return a wrong value.
@@ -322,7 +403,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     sizes, _ = _size_lines((forward,), inputs, _names_in(forward_code))
     forward_body = sizes + _placement(forward_body, floats[0]) + forward_body
     if check:
-        forward_body.insert(0, f"check_shapes({', '.join(inputs)})")
+        forward_body[:0] = _checks_call(forward, inputs)
     forward_body = _constants_call(forward) + forward_body
     forward_body += _wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
         inputs + [s.name for s in forward.body])], "}")
@@ -417,7 +498,7 @@ def _lean_forward(forward: Program, code: list[ArrayStatement], printer, inputs:
     lines = _signature("lean_forward", inputs, keywords)
     lines.append('    """The outputs and the values the backward reads, and nothing else (what '
                  'the Function runs)."""')
-    body = [f"check_shapes({', '.join(inputs)})"] + _constants_call(forward) + sizes \
+    body = _checks_call(forward, inputs) + _constants_call(forward) + sizes \
         + _placement(body, floats[0]) + body
     body += _wrapped("return {", [f'"{x}": {x}' for x in wanted], "}")
     return lines + ["    " + line for line in body]
@@ -456,6 +537,9 @@ def module_source(forward: Program, backward: Program, target: str,
         lines += _tuple("DOUBLE_SAVED", double[1].saved)
         lines += _tuple("DOUBLE_GRADIENTS", double[1].gradients)
     lines += ["", ""] + _check_shapes(forward, inputs) + ["", ""]
+    label_check = _check_labels(forward, inputs, target)
+    if label_check:
+        lines += label_check + ["", ""]
     if _check_constants(forward):
         lines += _check_constants(forward) + ["", ""]
     lines += pair.forward + ["", ""] + pair.backward
@@ -467,7 +551,7 @@ def module_source(forward: Program, backward: Program, target: str,
         lines += ["", ""] + _autograd_functions(forward, pair, double)
     text = "\n".join(lines) + "\n"
     # module-level helpers the fused code calls (symderive.fuse.helpers), after the imports
-    for helper in helpers(text, target):
+    for helper in helpers(text, target) + [LABELS_IN_RANGE] * ("labels_in_range(" in text):
         text = text.replace("IMPORTS\n", "IMPORTS\n\n\n" + helper + "\n\n", 1)
     imports = [line for line in printer.imports if line.split()[-1] + "." in text]
     if "warnings." in text:

@@ -39,17 +39,19 @@ def test_backward_has_no_python_loop(root, module):
     name, target = module[:-3].rsplit("_", 1)
     expected = {"check_shapes", "forward", "backward"}
     expected |= {"check_constants"} & set(functions)  # where a constant has a declared sign
+    expected |= {"check_labels"} & set(functions)  # where an input holds labels
     if target == "torch":
         expected |= {name, "compiled"}
         if "double_backward" in functions:
             expected |= {"gradients", "double_backward"}
         if "lean_forward" in functions:  # the forward cut to what the Function needs
             expected |= {"lean_forward"}
-        expected |= {"leading_sums", "leading_dot", "log_softmax_at"} & set(functions)  # helpers
+        expected |= {"leading_sums", "leading_dot", "log_softmax_at",
+                     "labels_in_range"} & set(functions)  # helpers
     assert set(functions) == expected
     loops = (ast.For, ast.While, ast.comprehension)
     for function in ("forward", "lean_forward", "backward", "gradients", "double_backward",
-                     "leading_sums", "log_softmax_at", "check_constants"):
+                     "leading_sums", "log_softmax_at", "check_constants", "labels_in_range"):
         if function in functions:  # check_shapes loops over the inputs, never over data
             assert not any(isinstance(node, loops) for node in ast.walk(functions[function]))
 
@@ -255,3 +257,34 @@ def test_a_gradient_whose_full_size_reads_cancel_after_reuse_keeps_its_shape(ext
         b[loss] = total + Sum(sin(u[i]), i)
     b.loss(loss)
     assert run_check(b.build(), "float64").ok
+
+
+@pytest.mark.parametrize("target", ["torch", "numpy"])
+def test_labels_no_shape_sizes_are_checked_for_sign_and_type(target):
+    """Labels whose number of classes no input's shape holds (declared, never read) are still
+    refused when negative or not integers; the upper bound needs that size."""
+    import numpy as np
+    from sympy import Idx, IndexedBase, Sum, symbols
+
+    from symderive import Builder, normal
+    from symderive.api import emit
+
+    n, K, V = symbols("n K V", integer=True, positive=True)
+    i, c = Idx("i", n), Idx("c", V)
+    x, Y, y = symbols("x Y y", cls=IndexedBase)
+    loss = symbols("loss")
+    builder = Builder("unread_labels", sizes={n: 4, K: 3, V: 5})
+    builder.input(x[i, c], normal())
+    builder.labels(Y[i], K)
+    builder[y[i]] = Sum(x[i, c], c)
+    builder[loss] = Sum(y[i], i)
+    builder.loss(loss)
+    namespace = {}
+    exec(emit(builder.build(), target).source, namespace)
+    array = torch.tensor if target == "torch" else np.array
+    values = array(np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32))
+    namespace["forward"](values, array([0, 1, 7, 2]))  # 7: no size says it is out of range
+    with pytest.raises(ValueError, match="^unread_labels: labels Y must not be negative$"):
+        namespace["forward"](values, array([0, -1, 1, 2]))
+    with pytest.raises(ValueError, match="^unread_labels: labels Y must be"):
+        namespace["forward"](values, array([0.0, 1.0, 1.0, 2.0]))

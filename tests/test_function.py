@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from symderive.check import example_inputs, load_module
 from symderive.derivation import derive_backward, load
@@ -199,3 +200,47 @@ def test_compiled_falls_back_with_a_warning(batchnorm):
         run(x[0], gain, bias)
     with pytest.warns(UserWarning, match="torch.compile is unavailable"):
         _compiled_numbers(batchnorm, backend="no_such_backend")
+
+
+@pytest.fixture(scope="module")
+def cross_entropy(root):
+    return import_file(root / "generated" / "cross_entropy_torch.py")
+
+
+BAD_LABELS = [([0, -1, 2, 4], "must lie in range\\(5\\)"),  # indexing would read the last class
+              ([0, 1, 2, 5], "must lie in range\\(5\\)"),
+              ([0.0, 1.0, 2.0, 4.0], "must be int64 or int32, not torch.float32"),
+              ([True, False, True, True], "must be int64 or int32, not torch.bool")]
+
+
+@pytest.mark.parametrize("labels, message", BAD_LABELS)
+def test_a_bad_label_is_a_one_line_error_not_a_wrong_loss(cross_entropy, labels, message):
+    logits = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor(labels)
+    for call in (cross_entropy.cross_entropy, cross_entropy.forward, cross_entropy.lean_forward):
+        with pytest.raises(ValueError, match=f"^cross_entropy: labels Y {message}"):
+            call(logits, labels)
+    numpy = import_file(ROOT / "generated" / "cross_entropy_numpy.py")
+    numpy_message = message.replace("int64 or int32", "integers").replace("torch.", "")
+    with pytest.raises(ValueError, match=f"^cross_entropy: labels Y {numpy_message}"):
+        numpy.forward(logits.detach().numpy(), labels.numpy())
+
+
+def test_labels_are_checked_where_no_value_may_decide_a_branch(cross_entropy):
+    """Under vmap and torch.compile the range test cannot branch on a value; it must still
+    refuse -1 rather than read the last class, and int32 labels give F.cross_entropy's loss."""
+    logits = torch.randn(2, 4, 5, dtype=torch.float64)
+    good = torch.tensor([[0, 1, 2, 4], [1, 1, 1, 1]])
+    bad = torch.tensor([[0, 1, 2, 4], [1, -1, 1, 1]])
+    batched = torch.func.vmap(cross_entropy.cross_entropy)
+    expected = torch.stack([F.cross_entropy(a, b) for a, b in zip(logits, good)])
+    torch.testing.assert_close(batched(logits, good), expected)
+    with pytest.raises(ValueError, match="labels Y must lie in range"):
+        batched(logits, bad)
+    run = cross_entropy.compiled(backend="aot_eager")
+    torch.testing.assert_close(run(logits[0], good[0].int()), expected[0])
+    with pytest.raises((ValueError, RuntimeError), match="labels.* out of range|must lie in range"):
+        run(logits[0], bad[1])
+    assert cross_entropy.labels_in_range(torch.tensor([0, 4]), 5)
+    assert not cross_entropy.labels_in_range(torch.tensor([0, 5]), 5)
+    assert cross_entropy.labels_in_range(torch.tensor([], dtype=torch.int64), 5)
