@@ -146,7 +146,7 @@ def gradients(hprebn, bngain, bnbias, grad_hpreact, *, eps=eps):
     bnraw = bndiff*bnvar_inv
     grad_bngain = leading_dot(bnraw, grad_hpreact)
     grad_bnbias = leading_sums(grad_hpreact)
-    grad_hprebn = (bnraw*((-1/(n - 1))*leading_dot(bnraw, grad_hpreact)) + grad_hpreact + (-1/n)*leading_sums(grad_hpreact))*(bngain*bnvar_inv)
+    grad_hprebn = (bnraw*(grad_bngain*(-1/(n - 1))) + grad_bnbias*(-1/n) + grad_hpreact)*(bngain*bnvar_inv)
     return {
         "hprebn": hprebn, "bngain": bngain, "bnbias": bnbias, "grad_hpreact": grad_hpreact,
         "bnmeani": bnmeani, "bndiff": bndiff, "bndiff2": bndiff2, "bnvar": bnvar,
@@ -170,13 +170,19 @@ def double_backward(
     dtype = bngain.dtype
     device = bngain.device
     wanted = set(wanted)
+    if wanted & {"bngain", "grad_hpreact", "bndiff", "hprebn"}:
+        sum_dgrad_hprebn = leading_sums(dgrad_hprebn)
+        sum_bnraw_dgrad_hprebn = leading_dot(bnraw, dgrad_hprebn)
+    if wanted & {"bngain", "bndiff", "hprebn"}:
+        sum_bnraw_grad_hpreact = leading_dot(bnraw, grad_hpreact)
+        sum_dgrad_hprebn_grad_hpreact = leading_dot(dgrad_hprebn, grad_hpreact)
     if wanted & {"bngain"}:
-        dbngain = bnvar_inv*(grad_bnbias*(-1/n)*leading_sums(dgrad_hprebn) + (-1/(n - 1))*leading_dot(bnraw, dgrad_hprebn)*leading_dot(bnraw, grad_hpreact) + leading_dot(dgrad_hprebn, grad_hpreact))
+        dbngain = bnvar_inv*(grad_bnbias*sum_dgrad_hprebn*(-1/n) + sum_bnraw_dgrad_hprebn*sum_bnraw_grad_hpreact*(-1/(n - 1)) + sum_dgrad_hprebn_grad_hpreact)
     if wanted & {"grad_hpreact"}:
-        dgrad_hpreact = torch.addcmul((bnraw*((-1/(n - 1))*leading_dot(bnraw, dgrad_hprebn)) + dgrad_hprebn + (-1/n)*leading_sums(dgrad_hprebn))*(bngain*bnvar_inv), bnraw, dgrad_bngain)
+        dgrad_hpreact = torch.addcmul((bnraw*(sum_bnraw_dgrad_hprebn*(-1/(n - 1))) + dgrad_hprebn + sum_dgrad_hprebn*(-1/n))*(bngain*bnvar_inv), bnraw, dgrad_bngain)
         dgrad_hpreact.add_(dgrad_bnbias)
     if wanted & {"bndiff", "hprebn"}:
-        dbndiff = torch.addcmul((bngain*bnvar_inv*(bnraw*(grad_bnbias*leading_sums(dgrad_hprebn)/n - leading_dot(dgrad_hprebn, grad_hpreact)) + (3*bnraw*leading_dot(bnraw, grad_hpreact)/(n - 1) - grad_hpreact)*leading_dot(bnraw, dgrad_hprebn) - dgrad_hprebn*leading_dot(bnraw, grad_hpreact)) - bnraw*dgrad_bngain*leading_dot(bnraw, grad_hpreact))/(n - 1), grad_hpreact, dgrad_bngain)
+        dbndiff = torch.addcmul((bngain*bnvar_inv*(bnraw*(grad_bnbias*sum_dgrad_hprebn/n - sum_dgrad_hprebn_grad_hpreact) + sum_bnraw_dgrad_hprebn*(3*bnraw*sum_bnraw_grad_hpreact/(n - 1) - grad_hpreact) - dgrad_hprebn*sum_bnraw_grad_hpreact) - bnraw*dgrad_bngain*sum_bnraw_grad_hpreact)/(n - 1), grad_hpreact, dgrad_bngain)
         dbndiff.mul_(bnvar_inv)
     if wanted & {"hprebn"}:
         dhprebn = dbndiff + (-1/n)*leading_sums(dbndiff)

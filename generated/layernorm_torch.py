@@ -165,11 +165,15 @@ def double_backward(values, dgrad_gamma, dgrad_beta, dgrad_x, *, eps=eps, wanted
     wanted = set(wanted)
     if wanted & {"gamma"}:
         dgamma = leading_sums(dgrad_x*grad_y*rstd[:, None]) + ((-xhat*xhat.T[:, :, None] - 1)*(dgrad_x*rstd[:, None]*grad_y.T[:, :, None])).sum((1, 2))/d
+    if wanted & {"grad_y", "xc", "x"}:
+        sum_dgrad_x = dgrad_x.sum(1)
+        sum_dgrad_x_xhat = (dgrad_x*xhat).sum(1)
     if wanted & {"grad_y"}:
-        dgrad_y = torch.addcmul((dgrad_x + xhat*((-1/d)*(dgrad_x*xhat).sum(1)[:, None]) - (dgrad_x.sum(1)/d)[:, None])*(gamma*rstd[:, None]), xhat, dgrad_gamma)
+        dgrad_y = torch.addcmul((dgrad_x + xhat*((-1/d)*sum_dgrad_x_xhat[:, None]) - (sum_dgrad_x/d)[:, None])*(gamma*rstd[:, None]), xhat, dgrad_gamma)
         dgrad_y.add_(dgrad_beta)
     if wanted & {"xc", "x"}:
-        dxc = torch.addcmul(((xhat*((grad_y @ gamma)*dgrad_x.sum(1)/d - (dgrad_x*gamma*grad_y).sum(1))[:, None] + (3*xhat*(gamma*grad_y*xhat).sum(1)[:, None]/d - gamma*grad_y)*(dgrad_x*xhat).sum(1)[:, None] - dgrad_x*(gamma*grad_y*xhat).sum(1)[:, None])*rstd[:, None] - xhat*(dgrad_gamma*grad_y*xhat).sum(1)[:, None])/d, grad_y, dgrad_gamma)
+        sum_gamma_grad_y_xhat = (gamma*grad_y*xhat).sum(1)
+        dxc = torch.addcmul(((xhat*(sum_dgrad_x*(grad_y @ gamma)/d - (dgrad_x*gamma*grad_y).sum(1))[:, None] + (3*xhat*sum_gamma_grad_y_xhat[:, None]/d - gamma*grad_y)*sum_dgrad_x_xhat[:, None] - dgrad_x*sum_gamma_grad_y_xhat[:, None])*rstd[:, None] - xhat*(dgrad_gamma*grad_y*xhat).sum(1)[:, None])/d, grad_y, dgrad_gamma)
         dxc.mul_(rstd[:, None])
     if wanted & {"x"}:
         dx = dxc - (dxc.sum(1)/d)[:, None]

@@ -10,6 +10,7 @@ over its terms (named once), so ``addcmul`` starts from the sum's small term and
 the result. Only a temporary the statement itself just made is ever updated in place, so no other
 name, view or saved value can change. Sums over leading axes (column sums) print in torch as the
 emitted helper ``leading_sums``, which streams through a large array as accurately as ``.sum``.
+A reduction that two places compute alike is computed once, under a name (``shared_reductions``).
 """
 from __future__ import annotations
 
@@ -526,6 +527,62 @@ def fused(statements: list[ArrayStatement], programs: tuple[Program, ...],
     return result
 
 
+# The reductions worth computing once: each reads a whole array to make a smaller one.
+_REDUCTIONS = (LeadingSums, SumAxes, SumOfProduct, MaxValues, MaxAxis)
+
+
+def _reduction_uses(code: sp.Expr) -> list[sp.Expr]:
+    """Every outermost reduction in ``code``, once per place it occurs."""
+    if isinstance(code, _REDUCTIONS):
+        return [code]
+    return [use for arg in code.args for use in _reduction_uses(arg)]
+
+
+def _reduction_name(reduction: sp.Expr) -> str:
+    reads = sorted(x.name for x in reduction.atoms(ArrayRef))
+    kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else "sum"
+    return "_".join([kind, *reads]) if reads and len(reads) <= 3 else f"shared_{kind}"
+
+
+def shared_reductions(statements: list[ArrayStatement], taken: set[str]) -> list[ArrayStatement]:
+    """``statements`` with each reduction that is computed in two places or more (the double
+    backward's batchnorm statements hold ``leading_dot(bnraw, dgrad_hprebn)`` five times)
+    computed once, as a statement of its own named after what it reads, just before the first
+    statement that uses it; the emitted guards then run it wherever any of its users runs.
+
+    Side condition, checked: from the first use to the last, no statement assigns or adds into
+    any array the reduction reads, and none adds into an array at all (an accumulated array may
+    be a view of another), so every use would have computed the same value. Only outermost
+    reductions are counted (one inside another is computed with it)."""
+    result = list(statements)
+    changed = True
+    while changed:
+        changed = False
+        uses = [_reduction_uses(s.code) for s in result]
+        counts: dict[sp.Expr, int] = {}
+        for found in uses:
+            for reduction in found:
+                counts[reduction] = counts.get(reduction, 0) + 1
+        for reduction, count in counts.items():
+            if count < 2:
+                continue
+            users = [k for k, found in enumerate(uses) if reduction in found]
+            first, last = users[0], users[-1]
+            reads = {x.name for x in reduction.atoms(ArrayRef)}
+            if any(s.accumulate or s.name in reads and k < last
+                   for k, s in enumerate(result[first:last + 1], first)):
+                continue
+            name = _fresh_name(_reduction_name(reduction), taken)
+            taken.add(name)
+            named = [ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}),
+                                    s.accumulate) if first <= k <= last else s
+                     for k, s in enumerate(result)]
+            result = named[:first] + [ArrayStatement(name, reduction)] + named[first:]
+            changed = True
+            break
+    return result
+
+
 def _fresh_name(wanted: str, taken: set[str]) -> str:
     """``wanted``, or it with a number added, that is not ``taken``."""
     name, k = wanted, 2
@@ -534,4 +591,4 @@ def _fresh_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LEADING_DOT", "LEADING_SUMS", "LeadingSums", "MaxValues", "folded", "fused", "helpers", "in_place", "leading_sums", "one_call", "scalars_grouped", "summed_products"]
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LEADING_DOT", "LEADING_SUMS", "LeadingSums", "MaxValues", "folded", "fused", "helpers", "in_place", "leading_sums", "one_call", "scalars_grouped", "shared_reductions", "summed_products"]

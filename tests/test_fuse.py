@@ -268,3 +268,36 @@ def test_one_call_needs_an_array_to_add_to(root):
     assert one_call(1 + MatMul(embcat, W1), extents) == 1 + MatMul(embcat, W1)
     bnraw, bngain = ArrayRef("bnraw"), ArrayRef("bngain")
     assert one_call(2 + bngain * bnraw, extents) == 2 + bngain * bnraw
+
+
+def test_a_reduction_computed_twice_is_named_once(root):
+    """The double backward of batchnorm held ``leading_dot(bnraw, grad_hpreact)`` four times and
+    ``leading_dot(bnraw, dgrad_hprebn)`` three; each is now one statement, guarded like its users."""
+    text = (root / "generated" / "batchnorm_biased_torch.py").read_text()
+    double = text[text.index("def double_backward"):text.index("class ")]
+    for call in ("leading_dot(bnraw, grad_hpreact)", "leading_dot(bnraw, dgrad_hprebn)",
+                 "leading_dot(dgrad_hprebn, grad_hpreact)", "leading_sums(dgrad_hprebn)"):
+        assert double.count(call) == 1, call
+    # its forward (the first-order gradients) reads grad_bngain rather than summing again
+    gradients = text[text.index("def gradients"):text.index("def double_backward")]
+    assert gradients.count("leading_dot(bnraw, grad_hpreact)") == 1
+
+
+def test_a_reduction_is_not_shared_across_a_change_to_what_it_reads():
+    from symderive.fuse import LeadingSums, shared_reductions
+    from symderive.lower import SumAxes
+
+    x, y, a = ArrayRef("x"), ArrayRef("y"), ArrayRef("a")
+    total = LeadingSums(SumAxes(x, sp.Tuple(0), 2))
+    same = [ArrayStatement("p", a * total), ArrayStatement("q", y + total)]
+    shared = shared_reductions(same, {"x", "y", "a", "p", "q"})
+    assert [s.name for s in shared] == ["sum_x", "p", "q"]
+    assert shared[0].code == total and shared[2].code == y + ArrayRef("sum_x")
+    # x assigned between the uses: the second sum reads another x
+    changed = [same[0], ArrayStatement("x", 2 * y), same[1]]
+    assert shared_reductions(changed, {"x", "y", "a", "p", "q"}) == changed
+    # an accumulation between the uses may write through a view of x
+    added = [same[0], ArrayStatement("z", y, accumulate=True), same[1]]
+    assert shared_reductions(added, {"x", "y", "a", "p", "q", "z"}) == added
+    # the name is fresh: a value already called sum_x keeps its name
+    assert shared_reductions(same, {"x", "y", "a", "p", "q", "sum_x"})[0].name == "sum_x2"
