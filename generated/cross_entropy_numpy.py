@@ -28,7 +28,7 @@ def check_labels(logits, Y):
     V = logits.shape[1]
     for name, value, classes in (("Y", Y, V),):
         if value.dtype.kind not in "iu":
-            raise ValueError(f"cross_entropy: labels {name} must be integers, not {value.dtype}")
+            raise ValueError(f"cross_entropy: labels {name} must be integers, not {type(value).__name__} of {value.dtype}")
         if value.size and (value.min() < 0 or value.max() >= classes):
             raise ValueError(f"cross_entropy: labels {name} must lie in range({classes}); some do not")
 

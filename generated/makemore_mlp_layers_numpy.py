@@ -41,7 +41,7 @@ def check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     V = C.shape[0]
     for name, value, classes in (("Xb", Xb, V), ("Yb", Yb, V)):
         if value.dtype.kind not in "iu":
-            raise ValueError(f"makemore_mlp_layers: labels {name} must be integers, not {value.dtype}")
+            raise ValueError(f"makemore_mlp_layers: labels {name} must be integers, not {type(value).__name__} of {value.dtype}")
         if value.size and (value.min() < 0 or value.max() >= classes):
             raise ValueError(f"makemore_mlp_layers: labels {name} must lie in range({classes}); some do not")
 

@@ -9,23 +9,27 @@ import warnings
 def labels_in_range(labels, classes):
     """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
     negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
-    branch (``torch.compile``, tracing, another device, vmap)."""
+    branch (``torch.compile``, tracing, another device)."""
     if labels.numel() == 0:
         return True
-    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \
-        and not torch.jit.is_tracing()
-    if eager:
-        try:
-            low, high = torch.aminmax(labels)
-            return int(low) >= 0 and (classes is None or int(high) < classes)
-        except RuntimeError:  # under vmap a value cannot decide a branch
-            pass
+    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
+        return transformed_labels_in_range(labels, classes)
+    if labels.device.type == "cpu" and type(labels) is torch.Tensor \
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \
+            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
+        low, high = torch.aminmax(labels)
+        return int(low) >= 0 and (classes is None or int(high) < classes)
     bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
-    if not eager:
-        torch._assert_async(~bad.any(), "labels out of range")
-        return True
+    torch._assert_async(~bad.any(), "labels out of range")
+    return True
+
+
+@torch.compiler.disable
+def transformed_labels_in_range(labels, classes):
+    """``labels_in_range`` under vmap or grad: an index out of bounds exactly when a label is."""
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
     try:
-        labels.new_zeros(1)[bad.any().long()]
+        labels.new_zeros(1)[bad.any().long().reshape(1)]
     except IndexError:
         return False
     return True
@@ -126,8 +130,8 @@ def check_labels(Xb, Yb, C, W1, b1, bngain, bnbias, W2, b2):
     indexing would read a label of -1 as the last class."""
     V = C.shape[0]
     for name, value, classes in (("Xb", Xb, V), ("Yb", Yb, V)):
-        if value.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"makemore_mlp: labels {name} must be int64 or int32, not {value.dtype}")
+        if not isinstance(value, torch.Tensor) or value.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"makemore_mlp: labels {name} must be a tensor of int64 or int32, not {type(value).__name__} of {value.dtype}")
         if not labels_in_range(value, classes):
             raise ValueError(f"makemore_mlp: labels {name} must lie in range({classes}); some do not")
 

@@ -271,30 +271,36 @@ def _check_shapes(program: Program, inputs: list[str]) -> list[str]:
 
 # The torch modules' test that every label lies in range(classes), as ``check_labels`` calls it.
 # Eager on the CPU it is one min-max pass read by Python. Where no value may decide a branch it
-# cannot return False, so it raises there itself: under torch.compile, tracing or on another
-# device through an asynchronous assert (on a GPU, at the next synchronisation, as F.cross_entropy
-# does), and under vmap, where an assert has no batching rule, through an index that is out of
-# bounds exactly when some label is.
+# cannot return False, so it raises there itself: under torch.compile, tracing (make_fx, export)
+# or on another device through an asynchronous assert (on a GPU, at the next synchronisation, as
+# F.cross_entropy's own check does). Under a torch.func transform (vmap, grad) an assert has no
+# batching rule, so an index that is out of bounds exactly when some label is raises instead, run
+# eagerly even inside torch.compile (a graph break), where an unused index would be dropped.
+# torch.jit.trace keeps neither (it drops what no output reads): a trace checks its example only.
 LABELS_IN_RANGE = '''def labels_in_range(labels, classes):
     """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
     negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
-    branch (``torch.compile``, tracing, another device, vmap)."""
+    branch (``torch.compile``, tracing, another device)."""
     if labels.numel() == 0:
         return True
-    eager = labels.device.type == "cpu" and not torch.compiler.is_compiling() \\
-        and not torch.jit.is_tracing()
-    if eager:
-        try:
-            low, high = torch.aminmax(labels)
-            return int(low) >= 0 and (classes is None or int(high) < classes)
-        except RuntimeError:  # under vmap a value cannot decide a branch
-            pass
+    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
+        return transformed_labels_in_range(labels, classes)
+    if labels.device.type == "cpu" and type(labels) is torch.Tensor \\
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \\
+            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
+        low, high = torch.aminmax(labels)
+        return int(low) >= 0 and (classes is None or int(high) < classes)
     bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
-    if not eager:
-        torch._assert_async(~bad.any(), "labels out of range")
-        return True
+    torch._assert_async(~bad.any(), "labels out of range")
+    return True
+
+
+@torch.compiler.disable
+def transformed_labels_in_range(labels, classes):
+    """``labels_in_range`` under vmap or grad: an index out of bounds exactly when a label is."""
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
     try:
-        labels.new_zeros(1)[bad.any().long()]
+        labels.new_zeros(1)[bad.any().long().reshape(1)]
     except IndexError:
         return False
     return True'''
@@ -308,19 +314,25 @@ def _check_labels(program: Program, inputs: list[str], target: str) -> list[str]
     labels = [x for x in program.inputs if x.integer]
     if not labels:
         return []
-    used = {str(symbol) for x in labels for symbol in sp.sympify(x.classes).free_symbols}
-    try:
-        sizes, _ = _size_lines((program,), inputs, used)
-    except ProgramError:  # a number of classes no input's shape holds: the lower bound only
-        sizes, labels_bounded = [], [x for x in labels if not sp.sympify(x.classes).free_symbols]
-    else:
-        labels_bounded = labels
+
+    def classes_known(x) -> bool:  # its number of classes is computed from the inputs' shapes
+        try:
+            _size_lines((program,), inputs, _symbols_of(x.classes))
+        except ProgramError:
+            return False
+        return True
+
+    labels_bounded = [x for x in labels if classes_known(x)]
+    sizes, _ = _size_lines((program,), inputs, set().union(
+        *(_symbols_of(x.classes) for x in labels_bounded)))
     bounded = len(labels_bounded) == len(labels)
     rows = [f'("{x.name}", {x.name}, {x.classes if x in labels_bounded else None})'
             for x in labels]
     where = f"{program.name}: labels {{name}}"
     if target == "torch":
-        dtype_test, dtype_text = "value.dtype not in (torch.int64, torch.int32)", "int64 or int32"
+        dtype_test = ("not isinstance(value, torch.Tensor) or "
+                      "value.dtype not in (torch.int64, torch.int32)")
+        dtype_text = "a tensor of int64 or int32"
         range_test = "not labels_in_range(value, classes)"
     else:
         dtype_test, dtype_text = 'value.dtype.kind not in "iu"', "integers"
@@ -337,10 +349,15 @@ def _check_labels(program: Program, inputs: list[str], target: str) -> list[str]
     lines += _wrapped("for name, value, classes in (", rows,
                       ",):" if len(rows) == 1 else "):", "    ")
     lines += [f"        if {dtype_test}:",
-              f'            raise ValueError(f"{where} must be {dtype_text}, not {{value.dtype}}")',
+              f'            raise ValueError(f"{where} must be {dtype_text}, not '
+              f'{{type(value).__name__}} of {{value.dtype}}")',
               f"        if {range_test}:",
               f"            raise ValueError({message})"]
     return lines
+
+
+def _symbols_of(size) -> set[str]:
+    return {str(symbol) for symbol in sp.sympify(size).free_symbols}
 
 
 def _checks_call(program: Program, inputs: list[str]) -> list[str]:

@@ -546,7 +546,7 @@ def _reduction_name(reduction: sp.Expr) -> str:
 
 def shared_reductions(statements: list[ArrayStatement], taken: set[str]) -> list[ArrayStatement]:
     """``statements`` with each reduction that is computed in two places or more (the double
-    backward's batchnorm statements hold ``leading_dot(bnraw, dgrad_hprebn)`` five times)
+    backward's batchnorm statements held ``leading_dot(bnraw, grad_hpreact)`` four times)
     computed once, as a statement of its own named after what it reads, just before the first
     statement that uses it; the emitted guards then run it wherever any of its users runs.
 

@@ -51,9 +51,9 @@ RESERVED = frozenset(
     | {"values", "grads", "saved", "ctx", "dtype", "device", "name"}
     # the torch module's Function API: shape checks, the double backward, the compiled entry
     | {"CONSTANTS", "FUNCTION_SAVED", "DOUBLE_INPUTS", "DOUBLE_OUTPUTS", "DOUBLE_SAVED",
-       "DOUBLE_GRADIENTS", "check_shapes", "check_labels", "labels_in_range", "gradients",
-       "double_backward", "compiled", "warnings", "wanted", "value", "rank", "expected", "shape",
-       "classes"}
+       "DOUBLE_GRADIENTS", "check_shapes", "check_labels", "labels_in_range",
+       "transformed_labels_in_range", "gradients", "double_backward", "compiled", "warnings",
+       "wanted", "value", "rank", "expected", "shape", "classes"}
     # builtins the emitted code calls (dict, zip, tuple, staticmethod) or may call as it grows;
     # a size or constant of that name would shadow the builtin for the whole module
     | {"dict", "tuple", "zip", "range", "len", "float", "int", "bool", "str", "list", "set",

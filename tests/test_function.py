@@ -3,6 +3,7 @@ committed modules and on every layer derivation, ``torch.func.grad`` and ``vmap`
 where ``needs_input_grad`` asks, shape checks, constants as keyword arguments, the saved tensors,
 and ``compiled()`` with its fallback."""
 import importlib.util
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -204,13 +205,16 @@ def test_compiled_falls_back_with_a_warning(batchnorm):
 
 @pytest.fixture(scope="module")
 def cross_entropy(root):
-    return import_file(root / "generated" / "cross_entropy_torch.py")
+    module = import_file(root / "generated" / "cross_entropy_torch.py")
+    sys.modules.setdefault(module.__name__, module)  # torch.compile finds functions by module
+    return module
 
 
+NOT_INTEGERS = "must be a tensor of int64 or int32, not Tensor of torch."
 BAD_LABELS = [([0, -1, 2, 4], "must lie in range\\(5\\)"),  # indexing would read the last class
               ([0, 1, 2, 5], "must lie in range\\(5\\)"),
-              ([0.0, 1.0, 2.0, 4.0], "must be int64 or int32, not torch.float32"),
-              ([True, False, True, True], "must be int64 or int32, not torch.bool")]
+              ([0.0, 1.0, 2.0, 4.0], NOT_INTEGERS + "float32"),
+              ([True, False, True, True], NOT_INTEGERS + "bool")]
 
 
 @pytest.mark.parametrize("labels, message", BAD_LABELS)
@@ -221,7 +225,8 @@ def test_a_bad_label_is_a_one_line_error_not_a_wrong_loss(cross_entropy, labels,
         with pytest.raises(ValueError, match=f"^cross_entropy: labels Y {message}"):
             call(logits, labels)
     numpy = import_file(ROOT / "generated" / "cross_entropy_numpy.py")
-    numpy_message = message.replace("int64 or int32", "integers").replace("torch.", "")
+    numpy_message = message.replace("a tensor of int64 or int32", "integers").replace(
+        "Tensor of torch.", "ndarray of ")
     with pytest.raises(ValueError, match=f"^cross_entropy: labels Y {numpy_message}"):
         numpy.forward(logits.detach().numpy(), labels.numpy())
 
@@ -237,6 +242,15 @@ def test_labels_are_checked_where_no_value_may_decide_a_branch(cross_entropy):
     torch.testing.assert_close(batched(logits, good), expected)
     with pytest.raises(ValueError, match="labels Y must lie in range"):
         batched(logits, bad)
+    compiled_batched = torch.compile(batched, backend="aot_eager")  # the check breaks the graph
+    torch.testing.assert_close(compiled_batched(logits, good), expected)
+    with pytest.raises(ValueError, match="labels Y must lie in range"):
+        compiled_batched(logits, bad)
+    per_sample = torch.func.vmap(torch.func.grad(cross_entropy.cross_entropy))
+    torch.testing.assert_close(per_sample(logits, good), torch.func.vmap(torch.func.grad(
+        F.cross_entropy))(logits, good))
+    with pytest.raises(ValueError, match="labels Y must lie in range"):
+        per_sample(logits, bad)
     run = cross_entropy.compiled(backend="aot_eager")
     torch.testing.assert_close(run(logits[0], good[0].int()), expected[0])
     with pytest.raises((ValueError, RuntimeError), match="labels.* out of range|must lie in range"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.pytorch import TorchPrinter
 
-from ..lower import ArrayRef
+from ..lower import ArgMaxAxis, ArrayRef
 from .arrays import ArrayPrinterMixin
 
 
@@ -44,7 +44,9 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
 
     def _print_OneHot(self, expr):
         labels, size = expr.args
-        return f"F.one_hot({self._print(labels)}, {self._print(size)}).to(dtype)"
+        # F.one_hot takes int64 alone; input labels may be int32 (indexing takes both)
+        long = "" if isinstance(labels, ArgMaxAxis) else ".long()"
+        return f"F.one_hot({self.postfix(labels)}{long}, {self._print(size)}).to(dtype)"
 
     def _print_BroadcastTo(self, expr):
         x, shape = expr.args
