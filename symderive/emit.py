@@ -5,7 +5,8 @@ forward name, skipping statements only unwanted gradients need; a loss's backwar
 loss's adjoint (``dloss``, default 1), folded into its small factors. The torch module holds a
 new-style ``torch.autograd.Function`` (``setup_context``, so ``torch.func`` works), its derived
 double backward as a second Function where it can be derived (``double.py``), an entry point named
-after the program and ``compiled()``. Files are written atomically (temp file + rename).
+after the program and ``compiled()``. Files are written atomically (temp file + rename). The input
+checks the functions start with are ``input_checks.py``; the lines binding sizes, ``codetext.py``.
 """
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ from pathlib import Path
 
 import sympy as sp
 
+from .codetext import signature, size_lines, wrapped
 from .double import PREFIX
 from .fuse import Extents, fused, helpers, shared_reductions
 from .grad import adjoint_name
+from .input_checks import (
+    LABELS_IN_RANGE,
+    check_constants_function,
+    check_labels_function,
+    check_shapes_function,
+    checks_call,
+    constants_call,
+)
 from .ir import Program, ProgramError
 from .lower import ArrayRef, ArrayStatement, lower
 from .printing import PRINTERS
@@ -32,78 +42,11 @@ def is_generated(text: str) -> bool:
     """Whether a module's text starts with the header symderive writes (``regen`` removes only
     such files)."""
     return text.startswith(HEADER.split("{")[0])
-LINE_LENGTH = 99
 
 
 def _names_in(statements: list[ArrayStatement]) -> set[str]:
     return {s.name for s in statements} | {str(x) for s in statements
                                            for x in s.code.atoms(sp.Symbol)}
-
-
-def _shape(programs: tuple[Program, ...], name: str) -> tuple:
-    for program in programs:
-        if name in program.names:
-            lhs = program.lhs(name)
-            return program.shape(name) if isinstance(lhs, sp.Indexed) else ()
-    raise KeyError(name)
-
-
-def _size_lines(programs: tuple[Program, ...], arrays: list[str], used: set[str],
-                fallback: list[str] = ()) -> tuple[list[str], list[str]]:
-    """Lines binding each size symbol the code uses from the shape of the first array that has
-    it, and the ``fallback`` arrays that had to be read because ``arrays`` lacked a size."""
-    lines, bound, extra = [], set(), []
-    sizes = [s for s, _ in programs[0].sizes if str(s) in used]
-    for name in list(arrays) + list(fallback):
-        if len(bound) == len(sizes):
-            break
-        shape = _shape(programs, name)
-        new = [(axis, size) for axis, size in enumerate(shape) if size in sizes and size not in bound]
-        if not new:
-            continue
-        if name not in arrays:
-            extra.append(name)
-        if len(new) == len(shape):
-            targets = ", ".join(str(size) for _, size in new)
-            lines.append(f"{targets} = {name}.shape" if len(new) > 1 else
-                         f"{targets} = {name}.shape[0]")
-        else:
-            lines.extend(f"{size} = {name}.shape[{axis}]" for axis, size in new)
-        bound |= {size for _, size in new}
-    for size in [s for s in sizes if s not in bound]:  # P of an axis P + U - 1, H of 2*H
-        solved = _solve_size(programs, size, bound, list(arrays) + list(fallback))
-        if solved is not None:
-            name, line = solved
-            lines.append(line)
-            bound.add(size)
-            if name not in arrays and name not in extra:
-                extra.append(name)
-    missing = [s for s in sizes if s not in bound]
-    if missing:
-        raise ProgramError(f"{programs[-1].name}: size {missing[0]} is not the length of any "
-                           "input's axis, so the emitted code cannot read it; give an input an "
-                           f"axis of size {missing[0]}")
-    return lines, extra
-
-
-
-
-def _solve_size(programs, size, bound: set, names: list[str]):
-    """A line reading ``size`` from an axis whose length is linear in it and otherwise made of
-    sizes already read (``P = x.shape[2] - (U - 1)`` for an axis of ``P + U - 1``), with the
-    array it reads; None if no axis is."""
-    for name in names:
-        for axis, length in enumerate(_shape(programs, name)):
-            length = sp.expand(length)
-            if size not in length.free_symbols or not length.free_symbols - {size} <= bound \
-                    or sp.degree(length, size) != 1:
-                continue
-            coeff, rest = length.coeff(size), sp.expand(length - length.coeff(size) * size)
-            if not coeff.is_Integer or coeff <= 0:
-                continue
-            text = f"{name}.shape[{axis}]" + (f" - ({rest})" if rest != 0 else "")
-            return name, f"{size} = ({text})//{coeff}" if coeff != 1 else f"{size} = {text}"
-    return None
 
 
 def reuse_earlier(statements: list[ArrayStatement], extents=None) -> list[ArrayStatement]:
@@ -140,23 +83,9 @@ def _body(printer, statements: list[ArrayStatement]) -> list[str]:
     return [line for s in statements for line in printer.statement(s.name, s.code, s.accumulate)]
 
 
-def _wrapped(opening: str, items: list[str], closing: str, indent: str = "") -> list[str]:
-    """``opening + items + closing`` on one line, or one item a line when that is too long."""
-    line = indent + opening + ", ".join(items) + closing
-    if len(line) <= LINE_LENGTH:
-        return [line]
-    lines, current = [indent + opening], indent + "   "
-    for item in items:
-        if len(current) + len(item) + 2 > LINE_LENGTH:
-            lines.append(current)
-            current = indent + "   "
-        current += f" {item},"
-    return lines + [current, indent + closing]
-
-
 def _tuple(name: str, items) -> list[str]:
     quoted = [f'"{x}"' for x in items]
-    return _wrapped(f"{name} = (", quoted, ",)" if len(quoted) == 1 else ")")
+    return wrapped(f"{name} = (", quoted, ",)" if len(quoted) == 1 else ")")
 
 
 def _function_name(name: str) -> str:
@@ -188,11 +117,6 @@ class _Pair:
 def _keywords(program: Program) -> list[str]:
     """The named constants as keyword arguments defaulting to the derivation's values."""
     return [f"{symbol}={symbol}" for symbol, _ in program.constants]
-
-
-def _signature(name: str, positional: list[str], keywords: list[str]) -> list[str]:
-    items = positional + (["*", *keywords] if keywords else [])
-    return _wrapped(f"def {name}(", items, "):")
 
 
 def _wanted(statements: list[ArrayStatement], gradients: list[str]) -> list[frozenset | None]:
@@ -239,170 +163,6 @@ def _guarded_body(printer, statements: list[ArrayStatement], gradients: list[str
     return lines, guarded
 
 
-def _shape_text(shape: tuple) -> str:
-    return "(" + ", ".join(str(size) for size in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _check_shapes(program: Program, inputs: list[str]) -> list[str]:
-    """``check_shapes``: each input's rank, then each axis against the sizes read from the first
-    input that has them; a one-line ValueError names the input, its shape and the expected one."""
-    shapes = {x: _shape((program,), x) for x in inputs}
-    used = {str(symbol) for shape in shapes.values() for size in shape
-            for symbol in sp.sympify(size).free_symbols}
-    sizes, _ = _size_lines((program,), inputs, used)
-    message = f'f"{program.name}: input {{name}} has shape {{tuple(value.shape)}}; expected '
-    ranks = [f'("{x}", {x}, {len(shape)}, "{_shape_text(shape)}")' for x, shape in shapes.items()]
-    axes = [f'("{x}", {x}, {_shape_text(shape)}, "{_shape_text(shape)}")'
-            for x, shape in shapes.items() if shape]
-    lines = _signature("check_shapes", inputs, [])
-    lines.append('    """Raise a one-line ValueError when an input\'s shape is not the derivation\'s."""')
-    lines += _wrapped("for name, value, rank, expected in (", ranks,
-                      ",):" if len(ranks) == 1 else "):", "    ")
-    lines += ["        if value.ndim != rank:",
-              f"            raise ValueError({message}{{expected}}\")"]
-    if axes and sizes:
-        lines += ["    " + line for line in sizes]
-        lines += _wrapped("for name, value, shape, expected in (", axes,
-                          ",):" if len(axes) == 1 else "):", "    ")
-        lines += ["        if tuple(value.shape) != shape:",
-                  f"            raise ValueError({message}{{expected}} = {{shape}}\")"]
-    return lines
-
-
-# The torch modules' test that every label lies in range(classes), as ``check_labels`` calls it.
-# Eager on the CPU it is one min-max pass read by Python. Where no value may decide a branch it
-# cannot return False, so it raises there itself: under torch.compile, tracing (make_fx, export)
-# or on another device through an asynchronous assert (on a GPU, at the next synchronisation, as
-# F.cross_entropy's own check does). Under a torch.func transform (vmap, grad) an assert has no
-# batching rule, so an index that is out of bounds exactly when some label is raises instead, run
-# eagerly even inside torch.compile (a graph break), where an unused index would be dropped.
-# torch.jit.trace keeps neither (it drops what no output reads): a trace checks its example only.
-LABELS_IN_RANGE = '''def labels_in_range(labels, classes):
-    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
-    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
-    branch (``torch.compile``, tracing, another device)."""
-    if labels.numel() == 0:
-        return True
-    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
-        return transformed_labels_in_range(labels, classes)
-    if labels.device.type == "cpu" and type(labels) is torch.Tensor \\
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \\
-            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
-        low, high = torch.aminmax(labels)
-        return int(low) >= 0 and (classes is None or int(high) < classes)
-    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
-    torch._assert_async(~bad.any(), "labels out of range")
-    return True
-
-
-@torch.compiler.disable
-def transformed_labels_in_range(labels, classes):
-    """``labels_in_range`` under vmap or grad: an index out of bounds exactly when a label is."""
-    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
-    try:
-        labels.new_zeros(1)[bad.any().long().reshape(1)]
-    except IndexError:
-        return False
-    return True'''
-
-
-def _check_labels(program: Program, inputs: list[str], target: str) -> list[str]:
-    """``check_labels``: a one-line ValueError when a label input is not an integer array or holds
-    a value outside ``range(classes)``. Indexing would read a label of -1 as the last class and a
-    one-hot comparison would give a row of zeros, both without an error; F.cross_entropy raises.
-    The upper bound is checked where its size can be read from the inputs' shapes."""
-    labels = [x for x in program.inputs if x.integer]
-    if not labels:
-        return []
-
-    def classes_known(x) -> bool:  # its number of classes is computed from the inputs' shapes
-        try:
-            _size_lines((program,), inputs, _symbols_of(x.classes))
-        except ProgramError:
-            return False
-        return True
-
-    labels_bounded = [x for x in labels if classes_known(x)]
-    sizes, _ = _size_lines((program,), inputs, set().union(
-        *(_symbols_of(x.classes) for x in labels_bounded)))
-    bounded = len(labels_bounded) == len(labels)
-    rows = [f'("{x.name}", {x.name}, {x.classes if x in labels_bounded else None})'
-            for x in labels]
-    where = f"{program.name}: labels {{name}}"
-    if target == "torch":
-        dtype_test = ("not isinstance(value, torch.Tensor) or "
-                      "value.dtype not in (torch.int64, torch.int32)")
-        dtype_text = "a tensor of int64 or int32"
-        range_test = "not labels_in_range(value, classes)"
-    else:
-        dtype_test, dtype_text = 'value.dtype.kind not in "iu"', "integers"
-        range_test = "value.size and (value.min() < 0 or " + \
-            ("value.max() >= classes)" if bounded else
-             "classes is not None and value.max() >= classes)")
-    message = f'f"{where} must lie in range({{classes}}); some do not"'
-    if not bounded:
-        message += f' if classes is not None else f"{where} must not be negative"'
-    lines = _signature("check_labels", inputs, [])
-    lines += ['    """Raise a one-line ValueError when a label is not an integer in '
-              'range(classes):', '    indexing would read a label of -1 as the last class."""']
-    lines += ["    " + line for line in sizes]
-    lines += _wrapped("for name, value, classes in (", rows,
-                      ",):" if len(rows) == 1 else "):", "    ")
-    lines += [f"        if {dtype_test}:",
-              f'            raise ValueError(f"{where} must be {dtype_text}, not '
-              f'{{type(value).__name__}} of {{value.dtype}}")',
-              f"        if {range_test}:",
-              f"            raise ValueError({message})"]
-    return lines
-
-
-def _symbols_of(size) -> set[str]:
-    return {str(symbol) for symbol in sp.sympify(size).free_symbols}
-
-
-def _checks_call(program: Program, inputs: list[str]) -> list[str]:
-    """The calls that check a call's inputs: shapes, then labels where the program has any."""
-    arguments = ", ".join(inputs)
-    return [f"check_shapes({arguments})"] + \
-        [f"check_labels({arguments})"] * any(x.integer for x in program.inputs)
-
-
-# What a constant's SymPy assumptions promise, as the comparison the emitted code checks: the
-# rules may rely on them (``eps > 0`` folds ``(v + eps)**(-1/2)``; ``delta > 0`` orders the
-# breakpoints of a case split), so a call that breaks one must fail, not return a wrong value.
-_PROMISES = (("is_positive", "> 0"), ("is_nonnegative", ">= 0"), ("is_negative", "< 0"),
-             ("is_nonpositive", "<= 0"))
-
-
-def _constant_promises(program: Program) -> list[tuple[str, str]]:
-    found = []
-    for symbol, _ in program.constants:
-        test = next((text for attribute, text in _PROMISES if getattr(symbol, attribute)), None)
-        if test:
-            found.append((str(symbol), test))
-    return found
-
-
-def _check_constants(program: Program) -> list[str]:
-    """``check_constants``: a one-line ValueError when a constant breaks its declared sign."""
-    promises = _constant_promises(program)
-    if not promises:
-        return []
-    lines = _signature("check_constants", [name for name, _ in promises], [])
-    lines.append('    """Raise a one-line ValueError when a constant breaks what the derivation '
-                 'assumed of it."""')
-    for name, test in promises:
-        lines += [f"    if not {name} {test}:",
-                  f'        raise ValueError(f"{program.name}: constant {name} must be {test} '
-                  f'(declared so; the derivation relies on it), got {{{name}!r}}")']
-    return lines
-
-
-def _constants_call(program: Program) -> list[str]:
-    promises = _constant_promises(program)
-    return [f"check_constants({', '.join(name for name, _ in promises)})"] if promises else []
-
-
 def _pair(forward: Program, backward: Program, printer, names=("forward", "backward"),
           check: bool = False) -> _Pair:
     # fewest full-size passes (symderive.fuse); only the backward updates arrays in place
@@ -425,40 +185,40 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     keywords = _keywords(forward)
 
     forward_body = _body(printer, forward_code)
-    sizes, _ = _size_lines((forward,), inputs, _names_in(forward_code))
+    sizes, _ = size_lines((forward,), inputs, _names_in(forward_code))
     forward_body = sizes + _placement(forward_body, floats[0]) + forward_body
     if check:
-        forward_body[:0] = _checks_call(forward, inputs)
-    forward_body = _constants_call(forward) + forward_body
-    forward_body += _wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
+        forward_body[:0] = checks_call(forward, inputs)
+    forward_body = constants_call(forward) + forward_body
+    forward_body += wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
         inputs + [s.name for s in forward.body])], "}")
 
     backward_body, guarded = _guarded_body(printer, backward_code, gradients)
     backward_names = _names_in(backward_code)  # once: the double backward has ~600 inputs
     saved = [x.name for x in backward.inputs if x.name not in upstream
              and x.name in backward_names]
-    sizes, extra = _size_lines((backward, forward), saved + upstream, backward_names,
+    sizes, extra = size_lines((backward, forward), saved + upstream, backward_names,
                                floats)
     saved += extra
     source = next((x for x in saved + upstream if not forward.integer(x)), floats[0])
     placement = _placement(backward_body, source)
     if placement and source not in saved + upstream:
         saved.append(source)
-    backward_body = _constants_call(forward) + [f'{x} = values["{x}"]' for x in saved] + sizes \
+    backward_body = constants_call(forward) + [f'{x} = values["{x}"]' for x in saved] + sizes \
         + placement + backward_body
-    backward_body += _wrapped("return {", [
+    backward_body += wrapped("return {", [
         f'"{x}": d{x} if "{x}" in wanted else None' if x in guarded else f'"{x}": d{x}'
         for x in gradients], "}")
 
     lean = _lean_forward(forward, forward_code, printer, inputs, keywords, saved) \
         if names[0] == "forward" else []
-    head = _signature(names[0], inputs, keywords)
+    head = signature(names[0], inputs, keywords)
     head.append('    """Every forward value by name: inputs, intermediates and outputs."""'
                 if names[0] == "forward" else
                 '    """The first-order gradients (grad_<name>) and every value they read, by name."""')
     first = head + ["    " + line for line in forward_body]
     table = "GRADIENTS" if names[1] == "backward" else "DOUBLE_GRADIENTS"
-    second = _signature(names[1], ["values", *upstream] + ([f"{seed}=1.0"] if seed else []),
+    second = signature(names[1], ["values", *upstream] + ([f"{seed}=1.0"] if seed else []),
                         keywords + [f"wanted={table}"])
     given = "" if forward.loss else " and " + ", ".join(upstream)
     given = f" and {seed}" if seed else given
@@ -519,13 +279,13 @@ def _lean_forward(forward: Program, code: list[ArrayStatement], printer, inputs:
         return []
     floats = [x.name for x in forward.inputs if not x.integer]
     body = _body(printer, kept)
-    sizes, _ = _size_lines((forward,), inputs, _names_in(kept))
-    lines = _signature("lean_forward", inputs, keywords)
+    sizes, _ = size_lines((forward,), inputs, _names_in(kept))
+    lines = signature("lean_forward", inputs, keywords)
     lines.append('    """The outputs and the values the backward reads, and nothing else (what '
                  'the Function runs)."""')
-    body = _checks_call(forward, inputs) + _constants_call(forward) + sizes \
+    body = checks_call(forward, inputs) + constants_call(forward) + sizes \
         + _placement(body, floats[0]) + body
-    body += _wrapped("return {", [f'"{x}": {x}' for x in wanted], "}")
+    body += wrapped("return {", [f'"{x}": {x}' for x in wanted], "}")
     return lines + ["    " + line for line in body]
 
 
@@ -572,12 +332,12 @@ def _module_source(forward: Program, backward: Program, target: str,
         lines += _tuple("DOUBLE_OUTPUTS", [x[len(PREFIX):] for x in double[0].program.outputs])
         lines += _tuple("DOUBLE_SAVED", double[1].saved)
         lines += _tuple("DOUBLE_GRADIENTS", double[1].gradients)
-    lines += ["", ""] + _check_shapes(forward, inputs) + ["", ""]
-    label_check = _check_labels(forward, inputs, target)
+    lines += ["", ""] + check_shapes_function(forward, inputs) + ["", ""]
+    label_check = check_labels_function(forward, inputs, target)
     if label_check:
         lines += label_check + ["", ""]
-    if _check_constants(forward):
-        lines += _check_constants(forward) + ["", ""]
+    if check_constants_function(forward):
+        lines += check_constants_function(forward) + ["", ""]
     lines += pair.forward + ["", ""] + pair.backward
     if target == "torch" and pair.lean:
         lines += ["", ""] + pair.lean
@@ -627,13 +387,13 @@ def _function_class(name: str, doc: str, forward_call: str, inputs: list[str],
     results = outputs + kept
     lines = [f"class {name}(torch.autograd.Function):", f'    """{doc}"""', "",
              "    generate_vmap_rule = True", "", "    @staticmethod"]
-    lines += _wrapped("def forward(", inputs + keywords, "):", "    ")
+    lines += wrapped("def forward(", inputs + keywords, "):", "    ")
     lines += [f"        values = {forward_call}", f"        return {_returned(results)}", "",
               "    @staticmethod", "    def setup_context(ctx, inputs, output):"]
     if len(results) == 1:
         lines.append("        output = (output,)")
     lines.append(f"        values = dict(zip({tables[0]}, inputs))")
-    lines += _wrapped("values.update(zip(", [_tuple_text(results), "output"], "))", "        ")
+    lines += wrapped("values.update(zip(", [_tuple_text(results), "output"], "))", "        ")
     if kept:
         lines.append(f"        ctx.mark_non_differentiable(*output[{len(outputs)}:])")
         if len(outputs) == 1:  # the saved values' adjoints are never read: do not fill them
@@ -643,7 +403,7 @@ def _function_class(name: str, doc: str, forward_call: str, inputs: list[str],
               "    @staticmethod"]
     if once:
         lines.append(f"    @once_differentiable  # {once}")
-    lines += _wrapped("def backward(", ["ctx", *upstream] + (["*_"] if kept else []), "):",
+    lines += wrapped("def backward(", ["ctx", *upstream] + (["*_"] if kept else []), "):",
                       "    ")
     if kept and len(outputs) == 1:  # grads are not filled in: an undefined one means no grads
         lines += [f"        if {upstream[0]} is None:",
@@ -725,7 +485,7 @@ def _entry(forward: Program, inputs: list[str], keywords: list[str], name: str) 
     constants = [str(s) for s, _ in forward.constants]
     outputs = len(forward.outputs)
     result = "result[0]" if outputs == 1 else f"result[:{outputs}]"
-    lines = _signature(forward.name, inputs, keywords)
+    lines = signature(forward.name, inputs, keywords)
     lines += [f'    """{forward.name}\'s outputs through {name}: differentiable, twice where the '
               'double backward is derived."""',
               f"    result = {name}.apply({', '.join(inputs + constants)})",
