@@ -1,7 +1,7 @@
 """The emitted autograd Function: gradcheck and gradgradcheck (the derived double backward) on the
 committed modules and on every layer derivation, ``torch.func.grad`` and ``vmap``, gradients only
-where ``needs_input_grad`` asks, shape checks, constants as keyword arguments, the saved tensors,
-and ``compiled()`` with its fallback."""
+where ``needs_input_grad`` asks, shape and label checks (under vmap and torch.compile too),
+constants as keyword arguments, the saved tensors, and ``compiled()`` with its fallback."""
 import importlib.util
 import sys
 import warnings
