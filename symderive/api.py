@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .derivation import derive_backward, load
 from .ir import Program, ProgramError
-from .simplify import Gradient, compact_backward, cycle_collection_paused, derive_gradients
+from .simplify import Gradient, compact_backward, derive_gradients
 
 
 def as_program(program: Program | str | Path) -> Program:
@@ -109,9 +109,8 @@ def emit(program: Program | str | Path, target: str = "torch") -> Emitted:
     if target not in ("numpy", "torch"):
         raise ProgramError(f"target must be 'numpy' or 'torch', not {target!r}")
     program = as_program(program)
-    with cycle_collection_paused():  # (see there: derivation and emission allocate alike)
-        source = module_source(program, derive_backward(program), target)
-    return Emitted(program, target, source)
+    # derivation and emission pause the cycle collector themselves (cycle_collection_paused)
+    return Emitted(program, target, module_source(program, derive_backward(program), target))
 
 
 def check(program: Program | str | Path, dtype: str = "float32", seed: int = 0):

@@ -21,7 +21,7 @@ def array_shape(programs: tuple[Program, ...], name: str) -> tuple:
 
 
 def size_lines(programs: tuple[Program, ...], arrays: list[str], used: set[str],
-                fallback: list[str] = ()) -> tuple[list[str], list[str]]:
+               fallback: list[str] = ()) -> tuple[list[str], list[str]]:
     """Lines binding each size symbol the code uses from the shape of the first array that has
     it, and the ``fallback`` arrays that had to be read because ``arrays`` lacked a size."""
     lines, bound, extra = [], set(), []

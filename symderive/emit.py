@@ -198,7 +198,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     saved = [x.name for x in backward.inputs if x.name not in upstream
              and x.name in backward_names]
     sizes, extra = size_lines((backward, forward), saved + upstream, backward_names,
-                               floats)
+                              floats)
     saved += extra
     source = next((x for x in saved + upstream if not forward.integer(x)), floats[0])
     placement = _placement(backward_body, source)
@@ -219,7 +219,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     first = head + ["    " + line for line in forward_body]
     table = "GRADIENTS" if names[1] == "backward" else "DOUBLE_GRADIENTS"
     second = signature(names[1], ["values", *upstream] + ([f"{seed}=1.0"] if seed else []),
-                        keywords + [f"wanted={table}"])
+                       keywords + [f"wanted={table}"])
     given = "" if forward.loss else " and " + ", ".join(upstream)
     given = f" and {seed}" if seed else given
     second.append(f'    """The adjoints of {table} (those in ``wanted``), from the forward values'
@@ -404,7 +404,7 @@ def _function_class(name: str, doc: str, forward_call: str, inputs: list[str],
     if once:
         lines.append(f"    @once_differentiable  # {once}")
     lines += wrapped("def backward(", ["ctx", *upstream] + (["*_"] if kept else []), "):",
-                      "    ")
+                     "    ")
     if kept and len(outputs) == 1:  # grads are not filled in: an undefined one means no grads
         lines += [f"        if {upstream[0]} is None:",
                   "            return (None,) * len(ctx.needs_input_grad)"]

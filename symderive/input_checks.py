@@ -18,8 +18,7 @@ def check_shapes_function(program: Program, inputs: list[str]) -> list[str]:
     """``check_shapes``: each input's rank, then each axis against the sizes read from the first
     input that has them; a one-line ValueError names the input, its shape and the expected one."""
     shapes = {x: array_shape((program,), x) for x in inputs}
-    used = {str(symbol) for shape in shapes.values() for size in shape
-            for symbol in sp.sympify(size).free_symbols}
+    used = set().union(*(_symbols_of(size) for shape in shapes.values() for size in shape))
     sizes, _ = size_lines((program,), inputs, used)
     message = f'f"{program.name}: input {{name}} has shape {{tuple(value.shape)}}; expected '
     ranks = [f'("{x}", {x}, {len(shape)}, "{_shape_text(shape)}")' for x, shape in shapes.items()]
@@ -29,13 +28,13 @@ def check_shapes_function(program: Program, inputs: list[str]) -> list[str]:
     lines.append('    """Raise a one-line ValueError when an input\'s shape is not the '
                  'derivation\'s."""')
     lines += wrapped("for name, value, rank, expected in (", ranks,
-                      ",):" if len(ranks) == 1 else "):", "    ")
+                     ",):" if len(ranks) == 1 else "):", "    ")
     lines += ["        if value.ndim != rank:",
               f"            raise ValueError({message}{{expected}}\")"]
     if axes and sizes:
         lines += ["    " + line for line in sizes]
         lines += wrapped("for name, value, shape, expected in (", axes,
-                          ",):" if len(axes) == 1 else "):", "    ")
+                         ",):" if len(axes) == 1 else "):", "    ")
         lines += ["        if tuple(value.shape) != shape:",
                   f"            raise ValueError({message}{{expected}} = {{shape}}\")"]
     return lines
@@ -119,7 +118,7 @@ def check_labels_function(program: Program, inputs: list[str], target: str) -> l
               'range(classes):', '    indexing would read a label of -1 as the last class."""']
     lines += ["    " + line for line in sizes]
     lines += wrapped("for name, value, classes in (", rows,
-                      ",):" if len(rows) == 1 else "):", "    ")
+                     ",):" if len(rows) == 1 else "):", "    ")
     lines += [f"        if {dtype_test}:",
               f'            raise ValueError(f"{where} must be {dtype_text}, not '
               f'{{type(value).__name__}} of {{value.dtype}}")',
