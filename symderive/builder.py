@@ -13,6 +13,7 @@ from pathlib import Path
 import sympy as sp
 
 from .ir import Assign, Init, Input, Program, ProgramError, name_of, normal, uniform
+from .latex_spelling import spelling_problem
 from .recognise import Rewrite, recognise
 
 
@@ -90,15 +91,19 @@ class Builder:
             raise ProgramError(f"{self.name}: input '{lhs}': its example values must be "
                                "normal(...) or uniform(...)")
         # A sign declared through SymPy's assumptions (IndexedBase("x", positive=True)) is a fact
-        # the rewrite rules rely on, so the example values must honour it.
-        declared = "positive" if getattr(lhs, "is_positive", None) else \
-            "nonnegative" if getattr(lhs, "is_nonnegative", None) else None
+        # the rewrite rules rely on (and the emitted code checks), so the example values must
+        # honour it.
+        declared = next((sign for sign in ("positive", "nonnegative", "negative", "nonpositive")
+                         if getattr(lhs, f"is_{sign}", None)), None)
+        below = declared in ("negative", "nonpositive")  # values at or below zero
         if declared and init is None:
-            init = uniform(0.5, 2.0)
-        elif declared and (init.kind != "uniform" or init.low < 0 or
-                           declared == "positive" and init.low <= 0):
+            init = uniform(-2.0, -0.5) if below else uniform(0.5, 2.0)
+        elif declared and (init.kind != "uniform" or (
+                init.high > 0 or declared == "negative" and init.high >= 0 if below else
+                init.low < 0 or declared == "positive" and init.low <= 0)):
+            bound = "high < 0" if below else "low > 0"
             raise ProgramError(f"{self.name}: input '{lhs}' is declared {declared}, but its "
-                               "example values are not; give it uniform(low, high) with low > 0")
+                               f"example values are not; give it uniform(low, high) with {bound}")
         self._declare(Input(lhs, init or normal(), source=_caller()))
 
     def labels(self, lhs: sp.Expr, classes: sp.Expr) -> None:
@@ -192,6 +197,9 @@ class Builder:
             if type(spelling) is not str or not spelling.strip() or "\n" in spelling:
                 raise ProgramError(f"{self.name}: latex({name}=...): give one line of LaTeX as a "
                                    f"string, not {spelling!r}")
+            problem = spelling_problem(spelling)  # build() checks again, for any Program
+            if problem:
+                raise ProgramError(f"{self.name}: latex({name}=...): {problem}")
         self.latex_names.update(names)
 
     def closed_form(self, label: str, gradients) -> None:

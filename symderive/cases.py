@@ -106,6 +106,12 @@ class _Region:
                 raise _Refused(f"{node} has more than two arguments")
             p, q = node.args
             s = self.sign(p - q)
+            arrays = [x for x in (p, q) if x.has(sp.Indexed)]
+            if s == 0 and len(arrays) == 1:
+                # a tie with a constant takes the branch the op table differentiates: Min's
+                # derivative there is its array argument's, Max's the constant's (relu'(0) = 0)
+                return arrays[0] if isinstance(node, sp.Min) else \
+                    next(x for x in (p, q) if x is not arrays[0])
             return q if (s < 0) == isinstance(node, sp.Max) and s != 0 else p
         u = node.args[0]
         s = self.sign(u)
@@ -162,8 +168,10 @@ def split(expr: sp.Expr, a: sp.Expr) -> list[Piece] | None:
             try:
                 intervals = [_Region(a, breakpoints, p, False).resolve(expr)
                              for p in range(len(breakpoints) + 1)]
-                points = [_Region(a, breakpoints, p, True).resolve(expr).xreplace({a: b})
-                          for p, b in enumerate(breakpoints)]
+                # the branch each breakpoint takes, as a function of a, and its value there
+                branches = [_Region(a, breakpoints, p, True).resolve(expr)
+                            for p in range(len(breakpoints))]
+                points = [branch.xreplace({a: b}) for branch, b in zip(branches, breakpoints)]
                 break
             except _NewBreakpoint as new:
                 breakpoints = _ordered(breakpoints, new.root)
@@ -174,12 +182,15 @@ def split(expr: sp.Expr, a: sp.Expr) -> list[Piece] | None:
         return None
     if any(value.has(sp.nan, sp.zoo, sp.oo, -sp.oo) for value in intervals + points):
         return None
-    # each breakpoint joins the interval below it if that interval's value reaches it, else the
-    # one above, else it stays a piece of its own
+    # each breakpoint joins the interval whose branch it takes (the same function of a: then
+    # every derivative there is that branch's too), else one whose value reaches it, the one
+    # below first, else it stays a piece of its own
     pieces: list[Piece] = []
     for p, b in enumerate(breakpoints):
         below, at = intervals[p], points[p]
-        if _same(below.xreplace({a: b}), at):
+        if _same(intervals[p + 1], branches[p]) and not _same(below, branches[p]):
+            pieces.append(Piece(below, b, False))
+        elif _same(below.xreplace({a: b}), at):
             pieces.append(Piece(below, b, True))
         elif _same(intervals[p + 1].xreplace({a: b}), at):
             pieces.append(Piece(below, b, False))
@@ -203,7 +214,11 @@ def _clamp(pieces: list[Piece], a: sp.Expr) -> sp.Expr | None:
     """``Max(lo, Min(hi, v))`` (or one side of it) when the pieces are constants around a value
     ``v = k*a + c`` with ``k > 0`` that meets each constant at its breakpoint: then ``v`` is below
     ``lo`` left of the lower breakpoint and above ``hi`` right of the upper one, so the clamp takes
-    exactly the pieces' values."""
+    exactly the pieces' values. At a breakpoint its derivative is that of the branch the op table
+    gives a tie (``Min(hi, v)`` takes ``v``'s, ``Max(lo, v)`` the constant's), so the clamp is
+    written only where that is the branch the pieces select there: a rewrite never changes a
+    derivative at a kink, of any order (smooth-l1's derivative is constant at both of its
+    breakpoints, as torch's second derivative is 0 there, and stays a Piecewise)."""
     values = [piece.value for piece in pieces]
     middle = [p for p, v in enumerate(values) if v.has(a)]
     if len(middle) != 1 or len(pieces) not in (2, 3):
@@ -216,6 +231,8 @@ def _clamp(pieces: list[Piece], a: sp.Expr) -> sp.Expr | None:
             return None
     except _Refused:
         return None
+    if m + 1 < len(pieces) and not pieces[m].closed or m > 0 and not pieces[m - 1].closed:
+        return None  # a tie would take the other branch than the pieces select (see above)
     result = v
     if m + 1 < len(pieces):  # a constant above
         if not _same(v.xreplace({a: pieces[m].upper}), values[m + 1]):

@@ -126,9 +126,10 @@ def upstream_adjoints(program: Program, dtype: torch.dtype, seed: int) -> list[t
 
 
 def compare(name: str, target: str, ours, reference: torch.Tensor, scale,
-            label: str = "oracle") -> Row:
+            label: str = "oracle", allowance=0.0) -> Row:
     """One ``cmp`` row. ``scale`` (a number or an array like ``reference``) is the magnitude the
-    difference is measured against: the sum of |terms| for a gradient, |value| for a forward."""
+    difference is measured against: the sum of |terms| for a gradient, |value| for a forward;
+    ``allowance`` (elementwise) is added to the tolerance (``stress_rows``)."""
     if isinstance(ours, np.ndarray | np.generic):
         ours = torch.from_numpy(np.array(ours))  # a copy: broadcast views are read-only
     ours = torch.as_tensor(ours)
@@ -141,7 +142,8 @@ def compare(name: str, target: str, ours, reference: torch.Tensor, scale,
     # torch.allclose's test with its defaults, except that the relative part is taken against the
     # magnitude of the terms: an element that is small only because terms cancelled is held to
     # 1e-5 of the terms, not of its own rounding noise.
-    approximate = kind_ok and bool(torch.all(difference <= ATOL + RTOL * scale)) \
+    allowance = torch.as_tensor(allowance, dtype=reference.dtype)
+    approximate = kind_ok and bool(torch.all(difference <= ATOL + RTOL * scale + allowance)) \
         and not ours.isnan().any()
     largest = scale.max().item() if scale.numel() else 0.0
     return Row(name, target, bool(torch.equal(ours, reference)), approximate, maxdiff,
@@ -291,22 +293,40 @@ def reference_gradients(forward, program: Program, inputs: dict, upstream: list)
     return dict(zip(program.outputs, (o.detach().to(working) for o in outputs))), grads
 
 
+CREATE_GRAPH = "function (create_graph)"
+
+
 def function_rows(module, program: Program, inputs: dict, upstream: list, exact: dict,
                   sizes: dict, reference: dict, measured: dict) -> tuple[list[Row], list[Row]]:
     """The emitted ``autograd.Function`` (through the module's entry point named after the
     program): its outputs against the oracle's, and its gradients (``torch.autograd.grad`` with
-    the same upstream adjoints) against the oracle's."""
+    the same upstream adjoints) against the oracle's; where the module has a double backward,
+    also the gradients under ``create_graph=True`` (target ``function (create_graph)``), which
+    the Function computes through the derived ``gradients()`` instead of ``backward()``."""
+    forward, rows = _function_gradients(module, program, inputs, upstream, exact, sizes,
+                                        reference, measured, create_graph=False)
+    if hasattr(module, "gradients"):
+        rows += _function_gradients(module, program, inputs, upstream, exact, sizes, reference,
+                                    measured, create_graph=True)[1]
+    return forward, rows
+
+
+def _function_gradients(module, program: Program, inputs: dict, upstream: list, exact: dict,
+                        sizes: dict, reference: dict, measured: dict, create_graph: bool
+                        ) -> tuple[list[Row], list[Row]]:
+    target = CREATE_GRAPH if create_graph else "function"
     entry = getattr(module, program.name)  # the Function's outputs, without its saved values
     leaves = {name: value.clone().requires_grad_(value.is_floating_point())
               for name, value in inputs.items()}
     outputs = entry(*leaves.values())
     outputs = tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-    forward = [compare(name, "function", value.detach(), exact[name], sizes[name])
+    forward = [compare(name, target, value.detach(), exact[name], sizes[name])
                for name, value in zip(program.outputs, outputs)]
     floats = [name for name, leaf in leaves.items() if leaf.requires_grad]
     grads = torch.autograd.grad(outputs, [leaves[name] for name in floats],
-                                upstream or [torch.ones_like(outputs[0])], allow_unused=True)
-    rows = [compare(name, "function", torch.zeros_like(leaves[name]) if g is None else g,
+                                upstream or [torch.ones_like(outputs[0])], allow_unused=True,
+                                create_graph=create_graph)
+    rows = [compare(name, target, torch.zeros_like(leaves[name]) if g is None else g.detach(),
                     reference[name], measured[name]) for name, g in zip(floats, grads)]
     return forward, rows
 
@@ -357,6 +377,77 @@ def finite_difference_rows(module, program: Program, inputs: dict, upstream: lis
             rows.append(Row(x.name, "torch", False, difference <= FD_RTOL * scale + noise / h,
                             difference, difference / scale if scale else 0.0,
                             FINITE_DIFFERENCES))
+    return rows
+
+
+# Where float32 shows what a formula does with cancellation, and the example values do not: every
+# input drawn from normal(...) moved by a large common offset (differences of inputs stay small,
+# their squares expanded would cancel), or scaled up with every uniform(...) input at the nearer
+# end of its range (confident probabilities against targets of 0 and 1, saturated steps). Each
+# is (label, how a normal input moves, whether uniform inputs go to their ends).
+STRESS = (("inputs + 1000", lambda value: value + 1000.0, False),
+          ("inputs x 8, uniform ones at their ends", lambda value: 8 * value, True))
+
+
+def _stressed(program: Program, inputs: dict, move, ends: bool) -> dict:
+    moved = {}
+    for x in program.inputs:
+        value = inputs[x.name]
+        if not x.integer and x.init.kind == "normal":
+            value = move(value)
+        elif not x.integer and ends:
+            middle = (x.init.low + x.init.high) / 2
+            value = torch.where(value < middle, x.init.low, x.init.high).to(value.dtype)
+        moved[x.name] = value
+    return moved
+# How much worse than the statement-by-statement chain rule in float32 a gradient may round there:
+# another order of summation or a rearrangement costs a few digits' worth (measured on every
+# derivation and example, 6 seeds: at most 18.5x, NumPy's einsum adding the batch rows in turn),
+# an expansion that cancels loses them wholesale (the gaussian NLL's expanded square: 450000x).
+STRESS_FACTOR = 64.0
+
+
+def stress_rows(modules: dict, program: Program, inputs: dict, upstream: list, names: list
+                ) -> list[Row]:
+    """float32 rows at the ``STRESS`` points: each target's gradients (its own float32 forward
+    feeding its backward) against the float64 oracle there, allowed ``torch.allclose``'s
+    tolerance on the value plus ``STRESS_FACTOR`` times the error of the oracle's own float32
+    chain rule at the same point (what any implementation of these statements loses there),
+    elementwise and at least its typical error relative to the chain-rule magnitudes. A point where the float64 oracle is not finite (exp of a moved input) gives no rows:
+    there is no truth to compare with."""
+    rows = []
+    for label, move, ends in STRESS:
+        moved = _stressed(program, inputs, move, ends)
+        exact, truth = oracle_gradients(program, moved, upstream)
+        if not all(torch.isfinite(v).all() for v in list(exact.values()) + list(truth.values())
+                   if v.is_floating_point()):
+            continue
+        _, chained = _autograd(lambda leaves: oracle.evaluate(program, leaves, torch.float32),
+                               program, moved, upstream)
+        measured = term_magnitudes(program, exact, upstream)
+        with torch.no_grad():
+            ours = {"torch": modules["torch"].backward(modules["torch"].forward(*moved.values()),
+                                                       *upstream)}
+        with np.errstate(all="ignore"):
+            values = modules["numpy"].forward(*(x.numpy() for x in moved.values()))
+            ours["numpy"] = modules["numpy"].backward(values, *(g.numpy() for g in upstream))
+        for target, grads in ours.items():
+            for name in names:
+                if grads.get(name) is None or name not in truth:
+                    continue
+                # what the chain rule loses at each element, and at least what it typically
+                # loses relative to the chain-rule magnitudes (its 90th percentile: one element's
+                # small error is luck, a few saturated elements' large ones are not typical).
+                # The magnitudes alone would allow too much here: they bound a difference of
+                # moved inputs by their sum, which the chain rule never rounds at
+                scale = torch.broadcast_to(torch.as_tensor(measured.get(name, 0.0),
+                                                           dtype=torch.float64), truth[name].shape)
+                error = (chained[name].double() - truth[name]).abs()
+                typical = torch.quantile((error / scale)[scale > 0], 0.9).item() \
+                    if (scale > 0).any() else 0.0
+                rows.append(compare(name, target, grads[name], truth[name].float(), 0.0,
+                                    f"the oracle at {label}", allowance=STRESS_FACTOR *
+                                    torch.maximum(error, typical * scale)))
     return rows
 
 
@@ -431,4 +522,6 @@ def run_check(program: Program, dtype: str = "float32", seed: int = 0,
     rows += function_grads
     rows += finite_difference_rows(modules["torch"], program, inputs, upstream, measured, noise,
                                    seed)
+    if working == torch.float32:
+        rows += stress_rows(modules, program, inputs, upstream, names)
     return Report(program.name, dtype, tuple(rows), tuple(forward_rows))

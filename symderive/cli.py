@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from .derivation import derive_backward, load
-from .emit import is_generated, module_source, write_atomically
+from .emit import checked_origin, is_generated, module_source, write_atomically
 from .ir import ProgramError
 from .smoke import Module, verify
 
@@ -45,11 +45,29 @@ def _config(folder: Path) -> dict | None:
 
 def find_root(start: str | Path | None = None) -> Path | None:
     """The project root: the nearest folder at or above ``start`` (default the current folder)
-    holding ``derivations/`` or a pyproject.toml with a ``[tool.symderive]`` table."""
+    holding ``derivations/`` or a pyproject.toml with a ``[tool.symderive]`` table; except that a
+    configured folder further up wins over a bare ``derivations/`` folder below it that is its
+    configured one or lies inside its project (no other pyproject.toml in between): in a src
+    layout, ``src/pkg/derivations`` configured at the root is found from ``src/pkg/`` too."""
     start = Path(start if start is not None else Path.cwd()).resolve()
     for folder in [start, *start.parents]:
-        if _config(folder) is not None or (folder / "derivations").is_dir():
+        if _config(folder) is not None:
             return folder
+        if (folder / "derivations").is_dir():
+            return _configured_above(folder) or folder
+    return None
+
+
+def _configured_above(bare: Path) -> Path | None:
+    """The configured project root above ``bare`` (a folder holding ``derivations/`` and no
+    configuration) that it belongs to; None when there is none."""
+    separate = (bare / "pyproject.toml").is_file()  # a Python project of its own
+    for folder in bare.parents:
+        if _config(folder) is not None:
+            configured = project_folders(folder)[0].resolve()
+            return folder if configured == (bare / "derivations").resolve() or not separate \
+                else None
+        separate |= (folder / "pyproject.toml").is_file()
     return None
 
 
@@ -68,15 +86,17 @@ def project_folders(root: Path) -> tuple[Path, Path]:
 def origin_of(path: Path, root: Path | None = None) -> str:
     """A derivation's path relative to the project root (found from the file when not given), as
     the generated header names it; outside any project the path as given when relative, else the
-    file name (no machine's absolute path in a generated file)."""
+    file name (no machine's absolute path in a generated file). A path the header cannot name
+    (a line break in a folder's name) is a ``ProgramError``, before anything is derived."""
     path = Path(path)
     root = root if root is not None else find_root(path.resolve().parent)
+    origin = path.name if path.is_absolute() else path.as_posix()
     if root is not None:
         try:
-            return path.resolve().relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
+            origin = path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:  # the file lies outside the project
             pass
-    return path.name if path.is_absolute() else path.as_posix()
+    return checked_origin(origin)
 
 
 def _progress(position: int, total: int, name: str, work: str) -> None:
@@ -180,7 +200,8 @@ def _parser() -> argparse.ArgumentParser:
         "of the project, and remove the files symderive wrote that no derivation makes any "
         "more (never a file without symderive's header). The project root is the nearest "
         "folder at or above the current one holding derivations/ or a pyproject.toml with "
-        "[tool.symderive] (keys derivations and generated name its folders).")
+        "[tool.symderive] (keys derivations and generated name its folders); a configured "
+        "folder further up wins over a bare derivations/ inside its project.")
     regen.add_argument("--check", action="store_true",
                        help="write nothing; exit 1 and name the stale files if any")
     regen.add_argument("--root", metavar="DIR",
@@ -205,6 +226,8 @@ def generated_modules(root: Path, progress: bool = False) -> dict[Path, Module |
     derivations = sorted(source_folder.glob("*.py"))
     if not derivations:
         raise ProgramError(f"no derivations found in {source_folder}")
+    for path in derivations:  # each header can name its file, before any derivation runs
+        origin_of(path, root)
     files: dict[Path, Module | str] = {}
     for position, path in enumerate(derivations, 1):
         if progress:
@@ -315,14 +338,15 @@ def cmd_derive(args) -> int:
 def cmd_emit(args) -> int:
     _writable_folder(Path(args.output))
     targets = TARGETS if args.target == "both" else (args.target,)
-    programs = [(load(path), path) for path in args.files]  # every file loads before any work
+    origins = [origin_of(path) for path in args.files]  # each header can name its file
+    programs = [(load(path), origin) for path, origin in zip(args.files, origins)]
     modules: dict[Path, Module] = {}
-    for position, (program, source) in enumerate(programs, 1):
+    for position, (program, origin) in enumerate(programs, 1):
         _progress(position, len(programs), program.name, "derive, emit")
         backward = derive_backward(program)
         for target in targets:
             modules[Path(args.output) / f"{program.name}_{target}.py"] = Module(
-                program, target, module_source(program, backward, target, origin_of(source)))
+                program, target, module_source(program, backward, target, origin))
     verify(list(modules.values()))  # every one runs once on the example sizes, or none is written
     for path, module in modules.items():
         write_atomically(path, module.source)
@@ -363,6 +387,7 @@ def cmd_regen(args) -> int:
     modules = generated_modules(root, progress=True)
     files = {path: item if isinstance(item, str) else item.source for path, item in modules.items()}
     folder = project_folders(root)[1]
+    shown = origin_of(folder, root) + "/"  # as configured: src/pkg/generated/
     existing = set(folder.glob("*.py")) | set(folder.glob("*.tex")) if folder.is_dir() else set()
     existing = {p for p in existing if p in files or written_by_symderive(p)}  # never another's
     stale = sorted([p for p, text in files.items() if not p.is_file() or p.read_text() != text]
@@ -370,7 +395,7 @@ def cmd_regen(args) -> int:
     if args.check:
         for path in stale:
             print(f"stale: {path}")
-        print(f"{folder.name}/: {len(files)} files, {len(stale)} stale")
+        print(f"{shown}: {len(files)} files, {len(stale)} stale")
         return 1 if stale else 0
     verify([modules[path] for path in stale  # all run, or nothing is written
             if isinstance(modules.get(path), Module)])
@@ -382,7 +407,7 @@ def cmd_regen(args) -> int:
             path.unlink()
             print(f"removed: {path}")
     removed = [p for p in stale if p not in files]
-    print(f"{folder.name}/: {len(files)} files, {len(stale) - len(removed)} rewritten, "
+    print(f"{shown}: {len(files)} files, {len(stale) - len(removed)} rewritten, "
           f"{len(removed)} removed")
     return 0
 

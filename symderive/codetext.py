@@ -60,8 +60,8 @@ def size_lines(programs: tuple[Program, ...], arrays: list[str], used: set[str],
 
 def _solve_size(programs, size, bound: set, names: list[str]):
     """A line reading ``size`` from an axis whose length is linear in it and otherwise made of
-    sizes already read (``P = x.shape[2] - (U - 1)`` for an axis of ``P + U - 1``), with the
-    array it reads; None if no axis is."""
+    sizes already read (``P = x.shape[2] - (U - 1)`` for an axis of ``P + U - 1``, ``T =
+    x.shape[1]//d`` for one of ``T*d``), with the array it reads; None if no axis is."""
     for name in names:
         for axis, length in enumerate(array_shape(programs, name)):
             length = sp.expand(length)
@@ -69,10 +69,13 @@ def _solve_size(programs, size, bound: set, names: list[str]):
                     or sp.degree(length, size) != 1:
                 continue
             coeff, rest = length.coeff(size), sp.expand(length - length.coeff(size) * size)
-            if not coeff.is_Integer or coeff <= 0:
+            # a positive whole number of sizes already read: T of an axis of T*d, once d is read
+            if coeff.is_positive is not True or coeff.is_integer is not True or \
+                    not coeff.free_symbols <= bound:
                 continue
             text = f"{name}.shape[{axis}]" + (f" - ({rest})" if rest != 0 else "")
-            return name, f"{size} = ({text})//{coeff}" if coeff != 1 else f"{size} = {text}"
+            divisor = coeff if coeff.is_Integer or coeff.is_Symbol else f"({coeff})"
+            return name, f"{size} = ({text})//{divisor}" if coeff != 1 else f"{size} = {text}"
     return None
 
 
@@ -83,8 +86,8 @@ def wrapped(opening: str, items: list[str], closing: str, indent: str = "") -> l
         return [line]
     lines, current = [indent + opening], indent + "   "
     for item in items:
-        if len(current) + len(item) + 2 > LINE_LENGTH:
-            lines.append(current)
+        if len(current) + len(item) + 2 > LINE_LENGTH and current.strip():
+            lines.append(current)  # (an item longer than a line goes alone on its own)
             current = indent + "   "
         current += f" {item},"
     return lines + [current, indent + closing]

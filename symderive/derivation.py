@@ -38,6 +38,30 @@ def _line_in(path: Path, error: BaseException) -> str:
     return f"{path} line {lines[-1]}" if lines else str(path)
 
 
+def _sympy_slip(path: Path, error: BaseException) -> str | None:
+    """What to write instead, for two slips SymPy reports in words about its internals: a Sum
+    whose limit is not an index (``Sum(x[i], 1.0)``), and a SymPy expression handed to a
+    ``math`` function or ``float()`` (``math.sqrt(x[i])``)."""
+    text = str(error)
+    if isinstance(error, ValueError) and text.startswith(("Invalid limits given",
+                                                          "Sum requires values for lower")):
+        limits = text.split(": ", 1)[1].strip("(,)") if ": " in text else ""
+        given = f"Sum(..., {limits}): " if limits else ""
+        return (f"{given}a Sum runs over an index, not a number or a size; write Sum(..., i) "
+                "over an Idx declared i = Idx('i', n)")
+    if isinstance(error, TypeError) and text == "Cannot convert expression to float":
+        lines = [frame.line or "" for frame in traceback.extract_tb(error.__traceback__)
+                 if Path(frame.filename).resolve() == path.resolve()]
+        called = re.search(r"\bmath\.(\w+)\s*\(", lines[-1] if lines else "")
+        if called:
+            return (f"math.{called.group(1)} cannot take a SymPy expression; write "
+                    f"sympy.{called.group(1)}(...), which keeps the statement symbolic")
+        return ("a SymPy expression was turned into a float (a math function or float() of "
+                "it); use SymPy's functions (sympy.sqrt, sympy.exp, sympy.log), which keep the "
+                "statement symbolic")
+    return None
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr():
     """A derivation's prints go to stderr, so symderive's stdout (``--json``) stays its own."""
@@ -72,6 +96,9 @@ def load(path: str | Path) -> Program:
         raise ProgramError(f"{_line_in(path, error)}: the file calls sys.exit({error.code!r}); a "
                            "derivation file only builds its program") from None
     except BaseException as error:  # user code: one line naming where it failed, no traceback
+        slip = _sympy_slip(path, error)
+        if slip is not None:
+            raise ProgramError(f"{_line_in(path, error)}: {slip}") from None
         detail = f": {error}" if str(error) else ""
         if not isinstance(error, Exception):  # KeyboardInterrupt, GeneratorExit, BaseException
             detail += "; a derivation file only builds its program"
@@ -87,7 +114,7 @@ def load(path: str | Path) -> Program:
         raise ProgramError(f"{path}: builds program '{program.name}'; name it '{path.stem}' "
                            f"(Builder(\"{path.stem}\", ...)), because the generated modules are "
                            f"named after the program and regen finds them by the file's name")
-    return program
+    return program.check()  # a Program made without Builder.build, or changed after, too
 
 
 def derive_backward(program: Program) -> Program:

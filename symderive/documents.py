@@ -4,20 +4,27 @@ rewrite step with the rule's name in a right-hand column, and the compact result
 program with ``adjoints="all"``, every atomic adjoint statement in order instead). Lines too
 wide for the page are broken between terms by an estimate of their printed width, so no package
 beyond Debian's texlive-latex-base and texlive-latex-recommended is needed. ``compile_pdf`` and
-``to_png`` run pdflatex and pdftoppm.
+``to_png`` run pdflatex (on a copy in a private folder, unable to read, write or run anything
+outside it) and pdftoppm.
 """
 from __future__ import annotations
 
+import glob
+import os
 import re
 import shutil
 import subprocess
+import tempfile
+import zlib
 from pathlib import Path
 
 import sympy as sp
 
+from .emit import write_atomically
 from .grad import adjoint_name, backward
 from .ir import Program, ProgramError, lhs_index_set
-from .printing.latex import IndexLatexPrinter
+from .latex_spelling import spelling_problem
+from .printing.latex import IndexLatexPrinter, text_character
 
 TEXT_WIDTH = 48.0  # em of 10pt type across an A4 page with 2 cm margins (17 cm)
 PREAMBLE = r"""\documentclass[10pt]{article}
@@ -41,6 +48,11 @@ def printer_for(program: Program, names: dict | None = None,
     range of every index it declares or ``extra`` expressions bind."""
     given = dict(getattr(program, "latex_names", None) or ())
     given.update(names or {})
+    for name, spelling in given.items():  # pasted into the math: only whitelisted LaTeX
+        problem = spelling_problem(spelling) if type(spelling) is str else \
+            f"give the LaTeX as a string, not {type(spelling).__name__}"
+        if problem:
+            raise ProgramError(f"{program.name}: latex({name}=...): {problem}")
     if program.loss:
         given.setdefault(program.outputs[0], r"\mathcal{L}")
     adjoints = {adjoint_name(x): x for x in program.names if adjoint_name(x) not in program.names}
@@ -218,11 +230,13 @@ def _rules_used(gradients) -> str:
 
 
 def _text(text: str) -> str:
-    """Plain text made safe for LaTeX's text mode."""
+    """Plain text made safe for LaTeX's text mode; a non-ASCII character (a Unicode program
+    name) spelled so that pdflatex compiles it."""
     special = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "^": r"\^{}",
                "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "~": r"\~{}", "<": r"$<$",
                ">": r"$>$", "*": r"$*$"}
-    return "".join(special.get(char, char) for char in text)
+    return "".join(special.get(char, char) if char.isascii() else text_character(char)
+                   for char in text)
 
 
 # -- layout: aligned rows, long ones broken between terms ----------------------------------------
@@ -394,10 +408,24 @@ def _width(tokens: list[str], scale: float, display: bool) -> float:
 
 
 # -- engines ---------------------------------------------------------------------------------------
+# pdflatex obeys whatever TeX a document holds, so it compiles a copy in a private empty folder,
+# with shell escape off and kpathsea's paranoid file access (no absolute paths, no "..", no dot
+# files): \input finds nothing of the user's, \openout writes only into the folder thrown away,
+# and only the PDF comes back. The user's folder never sees the .aux or .log.
+_TEXINPUT = "document"
+
+
+def _engine_environment() -> dict:
+    environment = dict(os.environ, openin_any="p", openout_any="p", shell_escape="f")
+    environment.pop("TEXMFOUTPUT", None)  # paranoid mode would let TeX write there as well
+    return environment
+
+
 def compile_pdf(tex_path: str | Path, keep_log: bool = False) -> Path:
-    """Run pdflatex on ``tex_path`` in its folder and return the PDF's path; the ``.aux`` and
-    ``.log`` files are removed (the log kept with ``keep_log``). A missing engine or a LaTeX error
-    is a ``ProgramError`` naming what to install or the first error line."""
+    """Run pdflatex on a copy of ``tex_path`` in a private temporary folder, without shell escape
+    and with ``openin_any=p`` and ``openout_any=p``, and move the PDF beside ``tex_path`` (its path
+    is returned); the ``.log`` comes too with ``keep_log``. A missing engine or a LaTeX error is a
+    ``ProgramError`` naming what to install or the first error line."""
     tex_path = Path(tex_path).resolve()
     engine = shutil.which("pdflatex")
     if engine is None:
@@ -405,48 +433,94 @@ def compile_pdf(tex_path: str | Path, keep_log: bool = False) -> Path:
                            "texlive-latex-recommended (Debian)")
     if not tex_path.is_file():
         raise ProgramError(f"{tex_path}: no such .tex file")
-    try:
-        done = subprocess.run(
-            [engine, "-halt-on-error", "-interaction=nonstopmode", tex_path.name],
-            cwd=tex_path.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace", timeout=300)
-    except subprocess.TimeoutExpired:
-        raise ProgramError(f"{tex_path}: pdflatex did not finish in 300 s") from None
-    log = tex_path.with_suffix(".log")
     pdf = tex_path.with_suffix(".pdf")
-    if done.returncode != 0 or not pdf.is_file():
-        text = log.read_text(errors="replace") if log.is_file() else done.stdout
-        errors = [line for line in text.splitlines() if line.startswith("!")]
-        first = errors[0] if errors else f"exit status {done.returncode}"
-        _clean(tex_path, keep_log)
-        raise ProgramError(f"{tex_path}: pdflatex failed: {first}")
-    _clean(tex_path, keep_log)
+    with tempfile.TemporaryDirectory(prefix="symderive-latex-") as private:
+        work = Path(private)
+        shutil.copyfile(tex_path, work / f"{_TEXINPUT}.tex")
+        try:
+            done = subprocess.run(
+                [engine, "-no-shell-escape", "-halt-on-error", "-interaction=nonstopmode",
+                 f"{_TEXINPUT}.tex"], cwd=work, env=_engine_environment(),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                timeout=300)
+        except subprocess.TimeoutExpired:
+            raise ProgramError(f"{tex_path}: pdflatex did not finish in 300 s") from None
+        log, built = work / f"{_TEXINPUT}.log", work / f"{_TEXINPUT}.pdf"
+        if done.returncode != 0 or not built.is_file():
+            text = log.read_text(errors="replace") if log.is_file() else done.stdout
+            errors = [line for line in text.splitlines() if line.startswith("!")]
+            first = errors[0] if errors else f"exit status {done.returncode}"
+            raise ProgramError(f"{tex_path}: pdflatex failed: {first}")
+        write_atomically(pdf, built.read_bytes())
+        if keep_log:
+            write_atomically(tex_path.with_suffix(".log"), log.read_bytes())
     return pdf
 
 
-def _clean(tex_path: Path, keep_log: bool) -> None:
-    for suffix in (".aux", ".out") + (() if keep_log else (".log",)):
-        tex_path.with_suffix(suffix).unlink(missing_ok=True)
+# Each page to_png writes carries this PNG text chunk; only a page carrying it is ever removed.
+_MARK = b"Software\x00symderive"
+
+
+def _png_chunks(data: bytes):
+    """``(type, body, start)`` of each chunk of a PNG file; stops at anything malformed."""
+    position = 8
+    while data.startswith(b"\x89PNG\r\n\x1a\n") and position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
+        if len(body) != length:
+            return
+        yield kind, body, position
+        position += 12 + length
+
+
+def marked(data: bytes) -> bytes:
+    """The PNG ``data`` with symderive's ``Software`` text chunk inserted before its IEND."""
+    end = next(start for kind, _, start in _png_chunks(data) if kind == b"IEND")
+    chunk = b"tEXt" + _MARK
+    crc = zlib.crc32(chunk).to_bytes(4, "big")
+    return data[:end] + len(_MARK).to_bytes(4, "big") + chunk + crc + data[end:]
+
+
+def is_marked(path: Path) -> bool:
+    """Whether the file at ``path`` is a PNG page symderive wrote (it carries the mark)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(kind == b"tEXt" and body == _MARK for kind, body, _ in _png_chunks(data))
 
 
 def to_png(pdf_path: str | Path, resolution: int = 150) -> list[Path]:
-    """Render every page of ``pdf_path`` with pdftoppm to ``<stem>-<page>.png`` beside it."""
+    """Render every page of ``pdf_path`` with pdftoppm to ``<stem>-<page>.png`` beside it, each
+    marked as symderive's; a ``<stem>-<digits>.png`` left from a longer document is removed only
+    when it carries the mark, so no file of the user's is touched."""
     pdf_path = Path(pdf_path).resolve()
     engine = shutil.which("pdftoppm")
     if engine is None:
         raise ProgramError("pdftoppm not found: install poppler-utils (Debian)")
-    for old in pdf_path.parent.glob(f"{pdf_path.stem}-*.png"):
-        old.unlink()
-    done = subprocess.run([engine, "-r", str(int(resolution)), "-png", pdf_path.name,
-                           pdf_path.stem], cwd=pdf_path.parent, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, errors="replace", timeout=300)
-    if done.returncode != 0:
-        lines = (done.stderr or "").strip().splitlines()
-        raise ProgramError(f"{pdf_path}: pdftoppm failed: "
-                           f"{lines[0] if lines else f'exit status {done.returncode}'}")
-    pages = pdf_path.parent.glob(f"{pdf_path.stem}-*.png")
-    return sorted(pages, key=lambda p: int(re.sub(r"\D", "", p.stem.rsplit("-", 1)[1]) or 0))
+    with tempfile.TemporaryDirectory(prefix="symderive-png-") as private:
+        done = subprocess.run([engine, "-r", str(int(resolution)), "-png", str(pdf_path), "page"],
+                              cwd=private, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, errors="replace", timeout=300)
+        if done.returncode != 0:
+            lines = (done.stderr or "").strip().splitlines()
+            raise ProgramError(f"{pdf_path}: pdftoppm failed: "
+                               f"{lines[0] if lines else f'exit status {done.returncode}'}")
+        pages = []
+        for rendered in sorted(Path(private).glob("page-*.png"), key=_page_number):
+            page = pdf_path.with_name(f"{pdf_path.stem}-{rendered.stem.rsplit('-', 1)[1]}.png")
+            write_atomically(page, marked(rendered.read_bytes()))
+            pages.append(page)
+    pattern = re.compile(rf"{re.escape(pdf_path.stem)}-\d+\.png")
+    for old in pdf_path.parent.glob(f"{glob.escape(pdf_path.stem)}-*.png"):
+        if pattern.fullmatch(old.name) and old not in pages and is_marked(old):
+            old.unlink()
+    return pages
 
 
-__all__ = ["backward_latex", "compile_pdf", "document", "gradient_latex", "layout",
-           "printer_for", "program_latex", "to_png", "width"]
+def _page_number(path: Path) -> int:
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+__all__ = ["backward_latex", "compile_pdf", "document", "gradient_latex", "is_marked", "layout",
+           "marked", "printer_for", "program_latex", "to_png", "width"]

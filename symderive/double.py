@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 import sympy as sp
 
 from .ir import Assign, Input, Program, ProgramError, idx_size, name_of, normal
+from .validate import GRADIENT_PREFIX, Checker, emitted_names
 
-PREFIX = "grad_"
+PREFIX = GRADIENT_PREFIX  # validation refuses forward names that clash with what it makes
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def gradient_program(forward: Program, backward: Program) -> tuple[Program, dict
     upstream = [x for x in backward.inputs if x.name not in forward.names]
     names = {s.name: PREFIX + s.name[1:] for s in backward.body}
     names |= {x.name: PREFIX + x.name[1:] for x in upstream}
-    taken = set(forward.names) | {str(s) for s, _ in forward.sizes} | \
-        {str(s) for s, _ in forward.constants}
+    taken = emitted_names(forward)
     clash = sorted(set(names.values()) & taken)
     if clash:
         raise ProgramError(f"{forward.name}: the gradient program names the first-order adjoint "
@@ -108,7 +108,8 @@ def gradient_program(forward: Program, backward: Program) -> tuple[Program, dict
                       outputs=tuple(outputs), loss=False, adjoints="inputs",
                       declared=tuple(x.name for x in inputs) + tuple(dict.fromkeys(
                           s.name for s in body)), references=(), latex_names=())
-    return program.check(), {x.name: names[x.name] for x in upstream}
+    Checker(program, double=False).run()  # no triple backward; its name is no entry point
+    return program, {x.name: names[x.name] for x in upstream}
 
 
 @functools.lru_cache(maxsize=64)

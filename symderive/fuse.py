@@ -19,19 +19,24 @@ from sympy.printing.precedence import PRECEDENCE
 
 from .ir import Program
 from .lower import (
+    Arange,
     ArrayOp,
     ArrayRef,
     ArrayStatement,
     BroadcastTo,
+    Eye,
     Full,
     MatMul,
     MaxAxis,
     NewAxes,
+    OneHot,
     SumAxes,
     Transpose,
     Zeros,
+    holds_array,
 )
 from .ops import ArgMax
+from .validate import emitted_names
 
 
 class Grouped(ArrayOp):
@@ -159,13 +164,15 @@ LEADING_DOT = '''def leading_dot(a, b, axes=1):
 
 
 def helpers(text: str, target: str) -> list[str]:
-    """The source of the helpers that the emitted module ``text`` calls (torch only)."""
+    """The source of the helpers that the emitted module ``text`` calls."""
+    from .printing.arrays import QUOTIENT
     from .specialize import LOG_SOFTMAX_AT
 
+    ieee = [QUOTIENT] * ("quotient(" in text)
     if target != "torch":
-        return []
+        return ieee
     dot = "leading_dot(" in text
-    return [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \
+    return ieee + [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \
         + [LOG_SOFTMAX_AT] * ("log_softmax_at(" in text)
 
 
@@ -215,7 +222,7 @@ class Extents:
     def __call__(self, code: sp.Expr) -> Extent | None:
         if isinstance(code, ArrayRef):
             return self.named(code.name)
-        if not code.has(ArrayRef):
+        if not holds_array(code):
             return ()  # numbers, sizes and constants
         if isinstance(code, (Grouped,)):
             return self(code.args[0])
@@ -260,6 +267,13 @@ class Extents:
             return tuple(code.args[1] if isinstance(code, BroadcastTo) else code.args[0])
         if isinstance(code, Full):
             return tuple(code.args[0])
+        if isinstance(code, Arange):
+            return (code.args[0],)
+        if isinstance(code, Eye):
+            return (code.args[0], code.args[-1])
+        if isinstance(code, OneHot):
+            labels = self(code.args[0])
+            return None if labels is None else labels + (code.args[1],)
         return None
 
 
@@ -283,7 +297,7 @@ def folded(code: sp.Expr, extents: Extents) -> sp.Expr:
 
     Grouping only reassociates an elementwise product, which broadcasting keeps exact in shape
     and value up to rounding; no factor is dropped or added."""
-    if not isinstance(code, sp.Basic) or not code.args or not code.has(ArrayRef):
+    if not isinstance(code, sp.Basic) or not code.args or not holds_array(code):
         return code
     if isinstance(code, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
         args = [folded(a, extents) for a in code.args]
@@ -341,8 +355,8 @@ def _grouped_product(factors: list, extents: Extents) -> sp.Expr:
 def scalars_grouped(factors) -> sp.Expr:
     """The product of ``factors`` with its Python scalars (numbers, sizes, constants) multiplied
     first: ``g*(-1/(n - 1))`` is one pass over ``g`` where ``-g/(n - 1)`` is two."""
-    scalars = [f for f in factors if not f.has(ArrayRef)]
-    arrays = [f for f in factors if f.has(ArrayRef)]
+    scalars = [f for f in factors if not holds_array(f)]
+    arrays = [f for f in factors if holds_array(f)]
     if len(scalars) < 2 or not arrays:
         return sp.Mul(*factors)
     return sp.Mul(*arrays) * Grouped(sp.Mul(*scalars))
@@ -403,7 +417,7 @@ def _in_place(code: sp.Expr, extents: Extents, scale_name: str | None, distribut
     if any(extents(t) is None for t in terms):
         return None, None
     if body is not code and distribute:
-        single = isinstance(outer, (ArrayRef, sp.Symbol)) or not outer.has(ArrayRef)
+        single = isinstance(outer, (ArrayRef, sp.Symbol)) or not holds_array(outer)
         factor = outer if single or scale_name is None else ArrayRef(scale_name)
         if factor is not outer:
             extents.known[scale_name] = extents(outer)
@@ -416,7 +430,7 @@ def _in_place(code: sp.Expr, extents: Extents, scale_name: str | None, distribut
     products = {t: _term_parts(t, rank, extents) for t in whole}
     plain = [t for t in whole if products[t] is None]
     multiplied = [t for t in whole if products[t] is not None]
-    smalls = [t for t in terms if _rank(extents(t)) < rank and t.has(ArrayRef)]
+    smalls = [t for t in terms if _rank(extents(t)) < rank and holds_array(t)]
     if body is code and smalls and multiplied and not plain:
         # torch.addcmul broadcasts the small term it starts from: one write, no pass to add it
         start = AddCMul(folded(smalls[0], extents), *products[multiplied[0]])
@@ -457,7 +471,7 @@ def _distributed(terms: list, outer: sp.Expr, rank: int, extents: Extents) -> li
     times a column ``s`` would be full-size)."""
     whole = [t for t in terms if _rank(extents(t)) == rank]
     small = [t for t in terms if _rank(extents(t)) < rank]
-    if not whole or not any((t * outer).has(ArrayRef) for t in small):
+    if not whole or not any(holds_array(t * outer) for t in small):
         return None  # no small term (a tensor, for torch.addcmul) to fold into the start
     scaled = []
     for term in terms:
@@ -484,12 +498,12 @@ def one_call(code: sp.Expr, extents: Extents) -> sp.Expr:
     for term, other in (code.args, code.args[::-1]):
         if isinstance(term, MatMul) and all(
                 len(extents(a) or ()) == 2 for a in term.args) and extents(other) is not None \
-                and other.has(ArrayRef):  # torch.addmm and addcmul take tensors, not numbers
+                and holds_array(other):  # torch.addmm and addcmul take tensors, not numbers
             return AddMatMul(other, *term.args)
     for term, other in (code.args, code.args[::-1]):
         parts = _term_parts(term, rank, extents) if extents(term) == extent else None
-        if parts is not None and parts[1].has(ArrayRef) and extents(other) is not None \
-                and other.has(ArrayRef):
+        if parts is not None and holds_array(parts[1]) and extents(other) is not None \
+                and holds_array(other):
             return AddCMul(other, *parts)
     return code
 
@@ -509,7 +523,7 @@ def fused(statements: list[ArrayStatement], programs: tuple[Program, ...],
         statements = [ArrayStatement(s.name, s.code.replace(
             lambda e: isinstance(e, MaxAxis), lambda e: MaxValues(*e.args)), s.accumulate)
             for s in statements]
-    taken = {s.name for s in statements}.union(*(set(p.names) for p in programs))
+    taken = {s.name for s in statements} | emitted_names(*programs)
     result = []
     for s in statements:
         code = summed_products(folded(s.code, extents), extents)

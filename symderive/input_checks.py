@@ -1,7 +1,8 @@
 """The input checks every emitted module runs before it computes: each input's shape against the
 derivation's (``check_shapes``), each label array's type and range (``check_labels``, with the torch
-helper ``labels_in_range``), and each constant's declared sign (``check_constants``), so a call the
-derivation's assumptions do not cover fails in one line instead of returning a wrong value."""
+helper ``labels_in_range``), each input's and each constant's declared sign (``check_signs``, with
+the torch helper ``signs_hold``, and ``check_constants``), so a call the derivation's assumptions
+do not cover fails in one line instead of returning a wrong value."""
 from __future__ import annotations
 
 import sympy as sp
@@ -132,10 +133,13 @@ def _symbols_of(size) -> set[str]:
 
 
 def checks_call(program: Program, inputs: list[str]) -> list[str]:
-    """The calls that check a call's inputs: shapes, then labels where the program has any."""
+    """The calls that check a call's inputs: shapes, then labels and declared signs where the
+    program has any."""
     arguments = ", ".join(inputs)
+    signed = [name for name, _, _ in _input_promises(program)]
     return [f"check_shapes({arguments})"] + \
-        [f"check_labels({arguments})"] * any(x.integer for x in program.inputs)
+        [f"check_labels({arguments})"] * any(x.integer for x in program.inputs) + \
+        [f"check_signs({', '.join(signed)})"] * bool(signed)
 
 
 # What a constant's SymPy assumptions promise, as the comparison the emitted code checks: the
@@ -143,6 +147,77 @@ def checks_call(program: Program, inputs: list[str]) -> list[str]:
 # breakpoints of a case split), so a call that breaks one must fail, not return a wrong value.
 _PROMISES = (("is_positive", "> 0"), ("is_nonnegative", ">= 0"), ("is_negative", "< 0"),
              ("is_nonpositive", "<= 0"))
+
+
+def _input_promises(program: Program) -> list[tuple[str, str, str]]:
+    """``(input, test, declared)`` for each float input declared with a sign
+    (``IndexedBase("x", positive=True)``): ``("x", "> 0", "positive")``."""
+    found = []
+    for x in program.inputs:
+        if x.integer:
+            continue
+        promise = next(((test, attribute[len("is_"):]) for attribute, test in _PROMISES
+                        if getattr(x.lhs, attribute)), None)
+        if promise:
+            found.append((x.name, *promise))
+    return found
+
+
+# The torch modules' test of an input's declared sign, as ``check_signs`` calls it: eager on the
+# CPU one min (or max) pass read by Python; elsewhere raising itself as ``labels_in_range`` does
+# (an asynchronous assert under torch.compile, tracing and on another device; under vmap or grad
+# an index out of bounds exactly when an entry breaks the sign, run eagerly). NaN passes no test.
+SIGNS_HOLD = '''def signs_hold(x, test):
+    """Whether every entry of ``x`` passes ``test``, one of "> 0", ">= 0", "< 0" and "<= 0" (NaN
+    passes none); raises a RuntimeError itself where no value may decide a branch
+    (``torch.compile``, tracing, another device)."""
+    if x.numel() == 0:
+        return True
+    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
+        return transformed_signs_hold(x, test)
+    if x.device.type == "cpu" and type(x) is torch.Tensor \\
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \\
+            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
+        extreme = x.detach().amin() if test[0] == ">" else x.detach().amax()
+        return bool(sign_test(extreme, test))
+    torch._assert_async(sign_test(x, test).all(), "an input breaks its declared sign")
+    return True
+
+
+def sign_test(x, test):
+    """``x`` compared with 0 as ``test`` says, entry by entry."""
+    return x > 0 if test == "> 0" else x >= 0 if test == ">= 0" else x < 0 if test == "< 0" \\
+        else x <= 0
+
+
+@torch.compiler.disable
+def transformed_signs_hold(x, test):
+    """``signs_hold`` under vmap or grad: an index out of bounds exactly when an entry fails."""
+    try:
+        x.new_zeros(1)[(~sign_test(x, test)).any().long().reshape(1)]
+    except IndexError:
+        return False
+    return True'''
+
+
+def check_signs_function(program: Program, target: str) -> list[str]:
+    """``check_signs``: a one-line ValueError when an input breaks the sign it is declared with.
+    The rules rely on it (SymPy itself folds ``sqrt(x**2)*x`` to ``x**2`` for a positive ``x``),
+    so a call that breaks it must fail, not return a value computed from a broken assumption."""
+    promises = _input_promises(program)
+    if not promises:
+        return []
+    lines = signature("check_signs", [name for name, _, _ in promises], [])
+    lines.append('    """Raise a one-line ValueError when an input breaks the sign it is declared '
+                 'with."""')
+    for name, test, declared in promises:
+        extreme = f"{name}.min()" if test[0] == ">" else f"{name}.max()"
+        broken = f'not signs_hold({name}, "{test}")' if target == "torch" else \
+            f"{name}.size and not {extreme} {test}"  # one pass; NaN passes no comparison
+        lines += [f"    if {broken}:",
+                  f'        raise ValueError("{program.name}: input {name} must be {test} '
+                  f'(declared {declared}; the derivation relies on it), some entries are not")']
+    return lines
 
 
 def _constant_promises(program: Program) -> list[tuple[str, str]]:

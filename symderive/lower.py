@@ -27,6 +27,7 @@ from .ir import (
 )
 from .ops import ArgMax, ExprCondPair, Maximum, Piecewise
 from .terms import is_scalar
+from .validate import emitted_names
 
 
 def _terms(expr: sp.Expr) -> list[sp.Expr]:
@@ -129,6 +130,13 @@ class ScatterAdd(ArrayOp):
     rows ``index`` names (``np.add.at`` / ``index_add_``); the adjoint of a gather."""
 
 
+class FlatScatterAdd(ArrayOp):
+    """``FlatScatterAdd((n, L), index, values)`` -> zeros of that shape with each of ``values``
+    added at the position ``index`` gives it in the array flattened row-major (``np.add.at`` /
+    ``index_add_`` on the flat view): the adjoint of a read whose positions vary along the other
+    axes, such as a window at a label's offset."""
+
+
 class Sliced(ArrayOp):
     """``Sliced(x, ((0, 0), (H, 2*H)))`` -> ``x[:, H:2*H]``: one (start, stop) per axis, a
     whole axis as ``(0, 0)``; a shifted or leading-part read (``x[i, j + H]``, ``x[i, j]`` of
@@ -167,10 +175,22 @@ class LoweringError(ProgramError):
     """An index expression with no vectorised lowering yet; the message names it."""
 
 
+# What makes lowered code an array rather than a number: a named value, or an operation that makes
+# an array of its own without reading one (an arange, the identity, zeros, one value repeated; a
+# one-hot row or scatter reads one of these or a name).
+_ARRAY_ATOMS = (ArrayRef, Arange, Eye, Zeros, Full)
+
+
+def holds_array(code: sp.Expr) -> bool:
+    """Whether lowered ``code`` is an array (has a shape and a dtype), not a plain number: a
+    one-hot matrix of aranges is an array though it reads no named value."""
+    return code.has(*_ARRAY_ATOMS)
+
+
 def broadcast_to(code: sp.Expr, shape: sp.Tuple) -> sp.Expr:
     """``code`` broadcast to ``shape``: a view of an array, or, for code of sizes, constants and
     numbers alone (which has no array to view and no dtype), a new array of that one value."""
-    if code.has(ArrayRef):
+    if holds_array(code):
         return BroadcastTo(code, shape)
     return Full(shape, code)
 
@@ -229,7 +249,7 @@ class Lowerer:
             return ArrayStatement(s.name, Zeros(sp.Tuple(*self.lhs_shape(s))), s.accumulate)
         scatter = self.scatter(s, lhs_axes)
         if scatter is None and len(lhs_axes) == len(s.indices):
-            scatter = self.window_scatter(s, lhs_axes)
+            scatter = self.window_scatter(s, lhs_axes) or self.flat_scatter(s, lhs_axes)
         if scatter is not None:
             return ArrayStatement(s.name, scatter, s.accumulate)
         if not s.accumulate and (picked := self.label_update(s, lhs_axes)) is not None:
@@ -279,7 +299,11 @@ class Lowerer:
         (label,) = [a for a in delta.args if a != row]
         base = self.full(sp.Add(*rest), lhs_axes, broadcast=True)
         index = [_align(Value(Arange(idx_size(k)), (k,)), others) for k in others]
-        index.append(_align(self.expr(label, list(others)), others))
+        # the adjoint of a diagonal read (dx[i, k] = KroneckerDelta(i, k)*dy[i]) picks the row's
+        # own index: its value is written onto the diagonal, at [arange(n), arange(n)]
+        label_value = Value(Arange(idx_size(label)), (label,)) if isinstance(label, sp.Idx) \
+            else self.expr(label, list(others))
+        index.append(_align(label_value, others))
         value = self.expr(scale, list(others))
         return AddAt(base, sp.Tuple(*index), _align(value, others) if value.axes else value.code)
 
@@ -348,6 +372,83 @@ class Lowerer:
                                   position)
         return None
 
+    def flat_scatter(self, s: Assign, lhs_axes: list[sp.Idx]) -> sp.Expr | None:
+        """``dS[i, l] = Sum(KroneckerDelta(l, q + Z[i])*K[q], q)`` (the adjoint of ``S[i, j + q]``
+        read at ``j = Z[i]``): each value of the summand is added where the delta puts it, the
+        positions varying along the other axes, so that no one axis's scatter fits; it is made
+        at the flattened array's positions, ``i*L + q + Z[i]``. The delta's other side is an
+        integer index expression of the summed and the other free indices."""
+        coeff, rest = s.rhs.as_independent(sp.Sum, as_Add=False)  # (-1/n)*Sum(...)
+        if not isinstance(rest, sp.Sum) or not is_scalar(coeff):
+            return None
+        bound = [limit[0] for limit in rest.limits]
+        factors = sp.Mul.make_args(rest.function)
+        for delta in [f for f in factors if isinstance(f, sp.KroneckerDelta)]:
+            for row, position in (delta.args, delta.args[::-1]):
+                if row not in lhs_axes or isinstance(position, sp.Idx) or \
+                        row in free_indices(position):
+                    continue
+                summand = coeff * sp.Mul(*[f for f in factors if f is not delta])
+                if row in free_indices(summand) or not self.within(position, idx_size(row)):
+                    continue  # (a position outside the axis is a delta of 0: not a scatter)
+                others = [k for k in lhs_axes if k != row]
+                order = others + bound
+                shape = sp.Tuple(*[idx_size(k) for k in order])
+                sizes = self.lhs_shape(s)
+                stride = {k: sp.Mul(*sizes[m + 1:]) for m, k in enumerate(lhs_axes)}
+                flat = sp.Add(*[k * stride[k] for k in others]) + position * stride[row]
+                try:
+                    values = self.expr(summand, list(order))
+                    places = self.index_values(flat, list(order))
+                except LoweringError:
+                    continue
+                if any(k not in order for k in values.axes + places.axes):
+                    continue
+                return FlatScatterAdd(sp.Tuple(*sizes), broadcast_to(_align(places, order),
+                                                                     shape),
+                                      broadcast_to(_align(values, order) if values.axes
+                                                   else values.code, shape))
+        return None
+
+    def within(self, position: sp.Expr, size: sp.Expr) -> bool:
+        """Whether every value of the integer index expression ``position`` lies in
+        ``range(size)``, for every size: each index contributes ``0 .. size - 1`` times its
+        coefficient, each label read ``0 .. classes - 1`` (labels are checked in range), and what
+        is left is a constant offset."""
+        low = high = sp.S.Zero
+        for term in sp.Add.make_args(sp.expand(position)):
+            coeff, atom = term.as_coeff_Mul()
+            if isinstance(atom, sp.Idx):
+                top = idx_size(atom) - 1
+            elif isinstance(atom, sp.Indexed) and self.program.integer(name_of(atom)):
+                top = self.program.input(name_of(atom)).classes - 1
+            elif not atom.free_symbols - set(dict(self.program.sizes)):
+                low, high = low + term, high + term  # a number or a size: an offset
+                continue
+            else:
+                return False
+            if coeff.is_negative:
+                low += coeff * top
+            else:
+                high += coeff * top
+        return sp.expand(low).is_nonnegative is True and \
+            sp.expand(size - 1 - high).is_nonnegative is True
+
+    def index_values(self, e: sp.Expr, order: list[sp.Idx]) -> Value:
+        """An integer index expression's values over its indices: an index is its arange, a label
+        read its values, sums and multiples (by sizes) of these combined (``q + Z[i]`` ->
+        ``arange(U) + Z[:, None]``)."""
+        if isinstance(e, sp.Idx):
+            if e not in order:
+                order.append(e)
+            return Value(Arange(idx_size(e)), (e,))
+        if isinstance(e, (sp.Add, sp.Mul)):
+            values = [self.index_values(arg, order) for arg in e.args]
+            axes = _union(values, order)
+            return Value(e.func(*[_align(v, axes) if v.axes else v.code for v in values]),
+                         tuple(axes))
+        return self.expr(e, order)
+
     # -- expressions -----------------------------------------------------------------------------
     def expr(self, e: sp.Expr, order: list[sp.Idx]) -> Value:
         """Lower ``e``; ``order`` is the statement's index order, extended as sums bind more."""
@@ -384,6 +485,9 @@ class Lowerer:
             rebuilt = isinstance(e, (sp.Function, sp.Max, sp.Min))
             code = e.func(*args, evaluate=False) if rebuilt else e.func(*args)
             return Value(code, tuple(axes))
+        if isinstance(e, sp.Idx):
+            raise LoweringError(f"cannot lower '{e}' to array code (the index is used as a "
+                                "number, not to index an array)")
         raise LoweringError(f"cannot lower '{e}' to array code")
 
     def piecewise(self, e: Piecewise, order: list[sp.Idx]) -> Value:
@@ -455,7 +559,7 @@ class Lowerer:
             # keeps the block in place in NumPy and torch alike, no transpose needed
             values = [self.affine(indices[p], order) if affine_parts(indices[p]) else
                       Value(Arange(idx_size(indices[p])), (indices[p],))
-                      if isinstance(indices[p], sp.Idx) else self.expr(indices[p], order)
+                      if isinstance(indices[p], sp.Idx) else self.index_values(indices[p], order)
                       for p in advanced]
             axes = _union(values, order)
             args = [Colon()] * lead + [_align(v, axes) if v.axes else v.code for v in values]
@@ -471,7 +575,7 @@ class Lowerer:
             k = indices[p]
             values.append(Value(Arange(idx_size(k)), (k,)) if isinstance(k, sp.Idx)
                           else self.affine(k, order) if affine_parts(k)
-                          else self.expr(k, order))
+                          else self.index_values(k, order))  # a label, or q + Z[i]
         axes = _union(values, order)
         args = [_align(v, axes) if v.axes else v.code for v in values]
         return Value(Take(code, *args), tuple(axes) + tuple(indices[p] for p in plain))
@@ -493,12 +597,13 @@ class Lowerer:
         row, label = (a, b) if isinstance(a, sp.Idx) else (b, a)
         if not isinstance(row, sp.Idx) or row in free_indices(label):
             raise LoweringError(f"cannot lower '{e}': a delta needs a free index on one side")
-        value = self.affine(label, order) if affine_parts(label) else self.expr(label, order)
+        value = self.affine(label, order) if affine_parts(label) else \
+            self.index_values(label, order)
         return Value(OneHot(value.code, idx_size(row)), value.axes + (row,))
 
     def sum(self, e: sp.Sum, order: list[sp.Idx]) -> Value:
         bound = [limit[0] for limit in e.limits]
-        padded = self.padded(e, bound, order)
+        padded = self.padded(e, bound, order) or self.flattened(e, bound, order)
         if padded is not None:
             return padded
         inner = list(order) + [k for k in bound if k not in order]
@@ -522,6 +627,33 @@ class Lowerer:
         summed = SumAxes(value.code, sp.Tuple(*positions), len(axes)) if positions else value.code
         missing = sp.Mul(*[idx_size(k) for k in bound if k not in axes])
         return Value(scale * missing * summed, tuple(k for k in axes if k not in bound))
+
+    def flattened(self, e: sp.Sum, bound: list[sp.Idx], order: list[sp.Idx]) -> Value | None:
+        """``Sum(KroneckerDelta(c, d*t + e)*g[i, t, e], t, e)`` (``c`` over ``T*d``: the adjoint
+        of an unflattening read ``x[i, d*t + e]``) as ``g`` with its ``(t, e)`` axes merged
+        row-major into ``c``'s: a reshape, no one-hot matrix."""
+        for delta in [f for f in sp.Mul.make_args(e.function) if isinstance(f, sp.KroneckerDelta)]:
+            for row, label in (delta.args, delta.args[::-1]):
+                parts = flatten_parts(label) if isinstance(row, sp.Idx) else None
+                if not parts or row in bound or not set(parts) <= set(bound) or \
+                        sp.expand(idx_size(row) - index_size(label, self.program)) != 0:
+                    continue
+                rest = sp.Mul(*[f for f in sp.Mul.make_args(e.function) if f is not delta])
+                if row in free_indices(rest):
+                    continue
+                others = [k for k in bound if k not in parts]
+                value = self.expr(sp.Sum(rest, *others) if others else rest,
+                                  list(order) + list(parts))
+                if not set(parts) <= set(value.axes):
+                    continue
+                kept = [k for k in order if k in value.axes and k not in parts]
+                axes = kept + list(parts)
+                code = _align(value, axes)
+                if list(value.axes) != axes:
+                    code = broadcast_to(code, sp.Tuple(*[idx_size(k) for k in axes]))
+                shape = [idx_size(k) for k in kept] + [idx_size(row)]
+                return Value(Reshape(code, sp.Tuple(*shape)), tuple(kept) + (row,))
+        return None
 
     def padded(self, e: sp.Sum, bound: list[sp.Idx], order: list[sp.Idx]) -> Value | None:
         """``Sum(KroneckerDelta(l, j + H)*g[i, j], j)`` (``l`` free over a longer axis) as ``g``
@@ -725,15 +857,54 @@ def _oriented(value: Value, axes: list[sp.Idx]) -> sp.Expr:
     return Transpose(value.code, sp.Tuple(*[value.axes.index(k) for k in axes]))
 
 
-def lower(program: Program) -> list[ArrayStatement]:
+def lower(program: Program, forward: Program | None = None) -> list[ArrayStatement]:
     """Every statement of ``program`` as an array statement, after the stabilising rewrites of
     ``symderive.stabilize``, a contraction that several of them (or one, twice) compute done
-    once (``shared_contractions``)."""
+    once (``shared_contractions``). A statement that does not lower is a ``LoweringError`` naming
+    the program and the statement; ``forward``, given when ``program`` is its backward, names
+    the forward statements behind a gradient statement."""
     from .stabilize import stabilized  # stabilize reads simplify, which reads this module
 
+    written = program
     program, _ = stabilized(program)  # log of exp folded, label reads through maps
     lowerer = Lowerer(program)
-    return shared_contractions([lowerer.statement(s) for s in program.body], program)
+    statements = []
+    for original, s in zip(written.body, program.body):  # stabilized keeps them one to one
+        try:
+            statements.append(lowerer.statement(s))
+        except LoweringError as error:
+            where, advice = _context(original, forward)
+            raise LoweringError(f"{program.name}: {where}: {error}"
+                                + (f"; {advice}" if advice else "")) from None
+    return shared_contractions(statements, program)
+
+
+def _context(statement: Assign, forward: Program | None) -> tuple[str, str]:
+    """The statement that did not lower, as the user can find it (a forward statement with its
+    file line; a gradient statement with the forward statements that read what it
+    differentiates), and what to change: said only where the user wrote the statement (it has a
+    file line), not for one symderive made (the double backward's)."""
+    if forward is None:
+        return _quoted(statement), _REWRITE_FORWARD if statement.source else ""
+    name = statement.name[1:]  # the adjoint of ``x`` is ``dx``
+    readers = [s for s in forward.body  # an array read, or a scalar's symbol
+               if name in {name_of(r) for r in s.rhs.atoms(sp.Indexed)}
+               | {symbol.name for symbol in s.rhs.atoms(sp.Symbol)}]
+    read = "; ".join(_quoted(s) for s in readers)
+    where = f"gradient statement '{statement}'" + (f" (the gradient of {name}, read by {read})"
+                                                  if read else "")
+    return where, _REWRITE_READ if any(s.source for s in readers) else ""
+
+
+def _quoted(statement: Assign) -> str:
+    return f"statement '{statement}'" + (f" ({statement.source})" if statement.source else "")
+
+
+_REWRITE_FORWARD = ("write the statement another way: an index may index arrays, bound a Sum or "
+                    "stand in a KroneckerDelta; values computed from indices (a mask such as "
+                    "Heaviside(i - j)) are an input to declare and read")
+_REWRITE_READ = ("this gradient has no vectorised form yet: write that read another way "
+                 "(declare the input over the axes it is read with)")
 
 
 def shared_contractions(statements: list[ArrayStatement], program: Program
@@ -743,8 +914,7 @@ def shared_contractions(statements: list[ArrayStatement], program: Program
     gradients of ``a`` and ``b`` in ``a*silu(b) @ U`` both start from ``dout @ U.T``, and a hand
     writer computes it once. Values no statement assigns cannot change between the uses."""
     assigned = {s.name for s in statements}
-    taken = set(program.names) | {str(x) for x, _ in program.sizes} | {
-        str(x) for x, _ in program.constants} | assigned | _RESERVED
+    taken = emitted_names(program) | assigned
     counter = 0
     while True:
         counts: dict[sp.Expr, int] = {}
@@ -767,6 +937,3 @@ def shared_contractions(statements: list[ArrayStatement], program: Program
             ArrayStatement(s.name, s.code.xreplace({node: ref}), s.accumulate)
             for s in statements[first:]]
 
-
-# names the emitted modules use besides the program's own
-_RESERVED = {"np", "torch", "F", "math", "dtype", "device", "values", "once_differentiable"}

@@ -14,8 +14,9 @@ in their argument (the slope just below the kink), so ``relu'(0) = 0`` as torch,
 written as a sum of them keeps that: ``Max(x, 0) + slope*Min(x, 0)`` has torch's leaky_relu slope
 at 0, and ELU, SELU and CELU written so have torch's values there (the derivative of a sum is the
 sum of the one-sided derivatives; strict steps on both sides would give 0, no subgradient at all).
-Where torch itself takes another side (hardtanh, relu6 and hardsigmoid are 0 at their upper kink,
-hardswish takes the inner branch at -3), write the function as a ``Piecewise`` to choose.
+Where torch itself takes another side (hardtanh, relu6, hardsigmoid and hardswish at their upper
+kink, where the left derivative is the inner branch's; the README lists them as measured), write
+the function as a ``Piecewise`` to choose.
 ``torch.maximum``/``torch.minimum`` split a tie between two arrays 0.5/0.5, ``abs'(0) = sign(0) =
 0``, and ``sign`` and ``Heaviside`` have derivative 0 everywhere (torch's ``sign`` backward is 0;
 ``Heaviside``'s second argument is its value at 0: SymPy's default 1/2, ``Heaviside(x, 0)`` or

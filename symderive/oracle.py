@@ -34,7 +34,14 @@ def _max(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _min(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return -_max(-a, -b)
+    """The stated convention: against a constant the value wins a tie (the derivative from the
+    left, 1, so that Max(x, 0) + slope*Min(x, 0) has leaky relu's slope at 0); between two
+    values torch.minimum (a tie splits 0.5/0.5)."""
+    if _constant(b):
+        return torch.where(a <= b, a, b)
+    if _constant(a):
+        return torch.where(b <= a, b, a)
+    return torch.minimum(a, b)
 
 
 def _heaviside(x: torch.Tensor, at_zero: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ Registered through the ``pytest11`` entry point, so installing symderive is enou
   would change nothing for this derivation);
 - ``<file>::check[float64]`` and ``<file>::check[float32]``: ``symderive check`` of the generated
   modules as written (emitted afresh where missing) in that dtype (seed 0) finds every row
-  approximately equal; a failure shows the rows that differ;
+  approximately equal, the Function's gradients under ``create_graph=True`` (through the derived
+  ``gradients()``) included; a failure shows the rows that differ;
 - ``<file>::gradcheck`` and ``<file>::gradgradcheck``: the generated torch module's Function, as
   written in the generated folder, under ``torch.autograd.gradcheck`` and ``gradgradcheck``
   (float64, every size at most 3); a failure names the gradient that differs from finite

@@ -26,7 +26,7 @@ from .ir import (
     name_of,
     remembered,
 )
-from .signs import nonnegative, program_signs
+from .signs import nonnegative, positive, program_positives, program_signs
 from .terms import (
     Term,
     canonical_atom,
@@ -52,6 +52,7 @@ class Context:
         self.program = program
         self._definitions: Definitions | None = None
         self.signs = program_signs(program)
+        self.positives = program_positives(program, self.signs)
         self.reserved = set(program.names) | {str(s) for s, _ in program.sizes} \
             | {str(s) for s, _ in program.constants}
         # Statements first: their indices are the ones a reader has just seen.
@@ -78,6 +79,10 @@ class Context:
     def nonnegative(self, expr: sp.Expr) -> bool:
         """Whether the program establishes ``expr >= 0`` (the side condition of sign rules)."""
         return nonnegative(expr, self.signs)
+
+    def positive(self, expr: sp.Expr) -> bool:
+        """Whether the program establishes ``expr > 0``."""
+        return positive(expr, self.positives, self.signs)
 
     def names_for(self, size: sp.Expr):
         """Candidate names for a bound index over ``size``: the program's own, then letters."""
@@ -268,7 +273,7 @@ def unfold(terms: list[Term], context: Context) -> list[Term]:
 def fold_atom(terms: list[Term], context: Context) -> list[Term]:
     """Fold a power or function of an expression that a forward name is defined as, power-aware:
     ``(bnvar[j] + eps)**(-3/2) -> bnvar_inv[j]**3``, ``exp(norm_logits[i, c]) -> counts[i, c]``,
-    and, for a base the program establishes as non-negative, a fractional multiple of the power:
+    and, for a base the program establishes as positive, a fractional multiple of the power:
     ``(bnvar[j] + eps)**(-1/4) -> bnvar_inv[j]**(1/2)``."""
     result = []
     for term in terms:
@@ -279,10 +284,12 @@ def fold_atom(terms: list[Term], context: Context) -> list[Term]:
                 binding = match(p_atom, atom, pattern.variables, {})
                 ratio = e / p_exp
                 target = instantiate(pattern, binding) if binding is not None else None
-                # a**(p*r) = (a**p)**r for integers p and r, else only where a >= 0: for
-                # a < 0, a**(-1) is defined and (a**(-1/2))**2 is not
+                # a**(p*r) = (a**p)**r for integers p and r, else only where a > 0: for
+                # a < 0, a**(-1) is defined and (a**(-1/2))**2 is not; at a = 0 the values
+                # agree, but Max(x, 0) as (Max(x, 0)**2)**(1/2) has an infinite derivative
+                # there, which a double backward multiplies by 0
                 if target is not None and (ratio.is_Integer and p_exp.is_Integer or
-                                           ratio.is_Rational and context.nonnegative(atom)):
+                                           ratio.is_Rational and context.positive(atom)):
                     coeff /= pattern.coeff**ratio
                     atom, e = target, ratio
                     break
@@ -646,8 +653,10 @@ UNFOLD = Rule("unfold", unfold,
 FOLD_ATOM = Rule("fold-power", fold_atom,
                  "only when the power is a multiple r of the definition's power p: a**(p*r) = "
                  "(a**p)**r for integers p and r wherever the left side is defined, and for "
-                 "rational p and r only where the program establishes a >= 0 "
-                 "(symderive.signs): for a < 0, a**(-1) is defined, (a**(-1/2))**2 is not")
+                 "rational p and r only where the program establishes a > 0 "
+                 "(symderive.signs): for a < 0, a**(-1) is defined, (a**(-1/2))**2 is not; at "
+                 "a = 0 a fractional power's derivative is infinite where the left side's is "
+                 "not")
 FOLD_SUM = Rule("fold-sum", fold_sum,
                 "none: the sum is the name's definition, matched exactly")
 REDUCTION_FACT = Rule("reduction-fact", reduction_fact,

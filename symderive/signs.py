@@ -62,6 +62,49 @@ def nonnegative(expr: sp.Expr, names: Mapping[str, bool] = {}) -> bool:  # noqa:
     return False
 
 
+# Functions whose value is positive for every real argument.
+_POSITIVE_FUNCTIONS = (sp.exp, sp.cosh, sigmoid, softplus)
+
+
+def positive(expr: sp.Expr, names: Mapping[str, bool] = {},  # noqa: B006 (read only)
+             nonnegative_names: Mapping[str, bool] = {}) -> bool:  # noqa: B006
+    """True when ``expr > 0`` wherever it is defined, as far as the program establishes it:
+    ``exp``, ``cosh``, ``sigmoid``, ``softplus``, declared positive symbols and arrays, a sum of
+    non-negative values one of which is positive (``v + eps``), products and powers of positive
+    values; ``names`` says which forward names are positive, ``nonnegative_names`` which are
+    non-negative. A non-negative value that can be 0 is not positive: a fractional power of it
+    has an infinite derivative there (``sqrt`` at 0).
+
+    >>> from sympy import IndexedBase, Idx, Max, exp, symbols
+    >>> i = Idx("i", symbols("n", integer=True, positive=True))
+    >>> x, eps = IndexedBase("x"), symbols("eps", positive=True)
+    >>> positive(x[i]**2 + eps), positive(exp(x[i])), positive(Max(x[i], 0))
+    (True, True, False)
+    """
+    if not expr.has(sp.Indexed) and expr.is_extended_real and expr.is_positive:
+        return True
+    name = _declared_name(expr)
+    if name is not None:
+        return bool(names.get(name) or expr.is_positive)
+    if isinstance(expr, _POSITIVE_FUNCTIONS):
+        return True
+    if isinstance(expr, sp.Max):
+        return any(positive(arg, names, nonnegative_names) for arg in expr.args)
+    if isinstance(expr, sp.Min):
+        return all(positive(arg, names, nonnegative_names) for arg in expr.args)
+    if isinstance(expr, sp.Pow):
+        base, exponent = expr.args
+        return positive(base, names, nonnegative_names)
+    if isinstance(expr, sp.Mul):
+        return all(positive(arg, names, nonnegative_names) for arg in expr.args)
+    if isinstance(expr, sp.Add):
+        return all(nonnegative(arg, nonnegative_names) for arg in expr.args) and \
+            any(positive(arg, names, nonnegative_names) for arg in expr.args)
+    if isinstance(expr, (sp.Sum, Maximum)):
+        return positive(expr.function, names, nonnegative_names)
+    return False
+
+
 def program_signs(program) -> dict[str, bool]:
     """For every name of ``program``, whether it is established non-negative: inputs by their
     declared assumptions, statements by their definitions, in order (a later statement may rest
@@ -74,3 +117,16 @@ def program_signs(program) -> dict[str, bool]:
         signs[statement.name] = found and signs.get(statement.name, True) \
             if statement.accumulate else found
     return signs
+
+
+def program_positives(program, signs: dict[str, bool]) -> dict[str, bool]:
+    """For every name of ``program``, whether it is established positive (``signs``: which are
+    non-negative, from ``program_signs``)."""
+    found: dict[str, bool] = {}
+    for x in program.inputs:
+        found[x.name] = bool(x.lhs.is_positive)
+    for statement in program.body:
+        now = positive(statement.rhs, found, signs)
+        found[statement.name] = now and found.get(statement.name, True) \
+            if statement.accumulate else now
+    return found

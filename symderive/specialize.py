@@ -22,6 +22,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .fuse import MaxValues
+from .ops import ExprCondPair, Piecewise
 from .lower import (
     AddAt,
     Arange,
@@ -30,6 +31,7 @@ from .lower import (
     ArrayStatement,
     BroadcastTo,
     Einsum,
+    FlatScatterAdd,
     MatMul,
     MaxAxis,
     NewAxes,
@@ -277,7 +279,7 @@ def _seed(code: sp.Expr, adjoints: set[str], seed: sp.Symbol) -> sp.Expr:
     linear = [k for k, a in enumerate(code.args)
               if {r.name for r in a.atoms(ArrayRef)} & adjoints]
     # statements that a product cannot wrap: the seed goes inside, onto their linear parts
-    if isinstance(code, ScatterAdd) and not set(linear) - {2}:
+    if isinstance(code, (ScatterAdd, FlatScatterAdd)) and not set(linear) - {2}:
         shape, index, values, *axis = code.args
         return code.func(shape, index, _seed(values, adjoints, seed), *axis)
     if isinstance(code, AddAt) and 1 not in linear:  # base + value at the labels: both linear
@@ -293,6 +295,11 @@ def _seed(code: sp.Expr, adjoints: set[str], seed: sp.Symbol) -> sp.Expr:
         return sp.Mul(*args)
     if isinstance(code, _LINEAR_FIRST) and linear == [0]:
         return code.func(_seed(code.args[0], adjoints, seed), *code.args[1:])
+    if isinstance(code, Piecewise) and not any(
+            {r.name for r in condition.atoms(ArrayRef)} & adjoints for _, condition in code.args):
+        # a branch chosen by conditions that read no adjoint: linear in each branch's value
+        return Piecewise(*[ExprCondPair(_seed(value, adjoints, seed), condition)
+                           for value, condition in code.args], evaluate=False)
     if isinstance(code, (MatMul, Einsum)) and len(linear) == 1:
         args = list(code.args)
         args[linear[0]] = _seed(args[linear[0]], adjoints, seed)

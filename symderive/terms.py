@@ -148,6 +148,10 @@ def expand(expr: sp.Expr, nonnegative: Callable[[sp.Expr], bool] = structurally_
     if isinstance(expr, sp.Pow) and is_scalar(expr.exp):
         base, exponent = expr.args
         parts = expand(base, nonnegative)
+        if exponent.is_Integer and exponent > 0 and len(parts) > 1 and _elementwise(base):
+            # a power of a difference stays one: (x - t)**2 expanded is x**2 - 2*x*t + t**2,
+            # whose terms cancel in floating point where x and t are close and large
+            return [Term(sp.Integer(1), (), ((canonical_atom(base), exponent),))]
         if exponent.is_Integer and exponent > 0 and (len(parts) > 1 or isinstance(base, sp.Sum)):
             result = [ONE]
             for _ in range(int(exponent)):
@@ -163,6 +167,13 @@ def expand(expr: sp.Expr, nonnegative: Callable[[sp.Expr], bool] = structurally_
                 return [Term(sp.Integer(1), (), ((atom, e * exponent),))]
         return [Term(sp.Integer(1), (), ((canonical_atom(base), exponent),))]
     return [Term(sp.Integer(1), (), ((canonical_atom(expr), sp.Integer(1)),))]
+
+
+def _elementwise(expr: sp.Expr) -> bool:
+    """Whether ``expr`` is computed element by element: no sum, maximum or delta in it (a power
+    of such a sum is kept whole by ``expand``; one of a reduction or a delta is distributed, so
+    that the reduction rules and delta contraction see its terms)."""
+    return not expr.has(ExprWithLimits, sp.KroneckerDelta)
 
 
 def expanded_size(expr: sp.Expr) -> int:
@@ -185,7 +196,8 @@ def expanded_size(expr: sp.Expr) -> int:
     if isinstance(expr, sp.Sum):
         return expanded_size(expr.function)
     if isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0:
-        return expanded_size(expr.base) ** int(expr.exp)
+        inner = expanded_size(expr.base)
+        return 1 if inner > 1 and _elementwise(expr.base) else inner ** int(expr.exp)
     return 1
 
 

@@ -31,6 +31,7 @@ from .ir import (
     lhs_index_set,
     name_of,
 )
+from .latex_spelling import spelling_problem
 from .ops import (
     CONDITION_NODES,
     OPS,
@@ -42,26 +43,79 @@ from .ops import (
     piecewise_problem,
 )
 
-# Names a derivation may not use, because the emitted modules already mean something by them.
+# The one table of the identifiers an emitted module binds or reads besides the program's own
+# names, the names derived from them (``derived_names``) and the temporaries the emitter invents
+# (chosen fresh against ``emitted_names``); tests/test_names.py walks emitted modules and fails on
+# any identifier that is none of these, so a printer that starts writing a new one must add it.
+# RESERVED: used where a program name is in scope too (module level, the class bodies, forward,
+# backward, the input checks, the Function's forward and backward, the entry point, compiled),
+# or read as a global by a helper that a module-level constant would shadow. No program name,
+# and no name derived from one, may be one of these.
 RESERVED = frozenset(
-    # module-level names of every generated module: its imports, tables and functions
-    {"np", "torch", "math", "F", "once_differentiable", "INPUTS", "OUTPUTS", "SAVED", "GRADIENTS",
-     "forward", "backward"}
-    # locals and parameters of forward(), backward() and the autograd Function's methods
-    | {"values", "grads", "saved", "ctx", "dtype", "device", "name"}
-    # the torch module's Function API: shape checks, the double backward, the compiled entry
-    | {"CONSTANTS", "FUNCTION_SAVED", "DOUBLE_INPUTS", "DOUBLE_OUTPUTS", "DOUBLE_SAVED",
-       "DOUBLE_GRADIENTS", "check_shapes", "check_labels", "labels_in_range",
-       "transformed_labels_in_range", "gradients", "double_backward", "compiled", "warnings",
-       "wanted", "value", "rank", "expected", "shape", "classes"}
-    # builtins the emitted code calls (dict, zip, tuple, staticmethod) or may call as it grows;
-    # a size or constant of that name would shadow the builtin for the whole module
+    # module level: imports, tables and the functions every module or the torch module defines
+    {"np", "torch", "math", "F", "warnings", "once_differentiable", "INPUTS", "CONSTANTS",
+     "OUTPUTS", "SAVED", "GRADIENTS", "FUNCTION_SAVED", "DOUBLE_INPUTS", "DOUBLE_OUTPUTS",
+     "DOUBLE_SAVED", "DOUBLE_GRADIENTS", "check_shapes", "check_labels", "check_constants",
+     "check_signs", "signs_hold", "sign_test", "transformed_signs_hold",
+     "labels_in_range", "transformed_labels_in_range", "leading_sums", "leading_dot",
+     "log_softmax_at", "quotient", "forward", "backward", "lean_forward", "gradients",
+     "double_backward", "compiled"}
+    # the autograd Function's class body (a constant's default value is read there)
+    | {"generate_vmap_rule", "setup_context"}
+    # locals and parameters of the functions that also hold program names
+    | {"values", "grads", "grad", "need", "saved", "ctx", "dtype", "device", "name", "wanted",
+       "value", "rank", "expected", "shape", "classes", "result", "options", "fast", "run",
+       "error", "args", "kwargs", "given", "_"}
+    # builtins the emitted code calls, or may call as it grows; a constant of that name would
+    # shadow the builtin for the whole module
     | {"dict", "tuple", "zip", "range", "len", "float", "int", "bool", "str", "list", "set",
        "print", "super", "object", "type", "staticmethod", "classmethod", "property",
-       "isinstance", "getattr", "setattr", "hasattr", "enumerate", "slice", "iter", "next",
-       "Ellipsis", "NotImplemented", "exec", "eval", "compile", "open", "globals", "locals",
-       "vars", "__import__"}
+       "isinstance", "getattr", "setattr", "hasattr", "enumerate", "slice", "iter", "next", "max",
+       "min", "abs", "sum", "any", "all", "pow", "Ellipsis", "NotImplemented", "exec", "eval",
+       "compile", "open", "globals", "locals", "vars", "__import__", "Exception", "ValueError",
+       "TypeError", "RuntimeError", "IndexError", "KeyError"}
 )
+# HELPER_LOCALS: the parameters and locals of the helpers of fixed text (leading_sums,
+# leading_dot, log_softmax_at, labels_in_range, transformed_labels_in_range, signs_hold,
+# sign_test, transformed_signs_hold, quotient), of the Function's setup_context and of the
+# comprehension in compiled's run, scopes no program name enters; a program may use these names.
+HELPER_LOCALS = frozenset(
+    {"x", "axes", "rows", "blocks", "flat", "columns", "partial", "head", "total", "a", "b",
+     "step", "accumulator", "block", "chosen", "flat_a", "flat_b", "probs", "logits", "labels",
+     "picked", "small", "shifted", "low", "high", "bad", "inputs", "output", "k", "v", "test",
+     "extreme"})
+# The double backward (``double.py``) renames the first-order adjoint ``d<name>`` to
+# ``grad_<name>``; the gradient program's own adjoints are then ``dgrad_<name>``.
+GRADIENT_PREFIX = "grad_"
+
+
+def derived_names(name: str, double: bool = True) -> tuple[str, ...]:
+    """The names the emitted code makes from the array ``name``: its adjoint in the backward and,
+    where the double backward is derived from the program (``double``), its first-order gradient
+    in the gradient program and that gradient's adjoint.
+
+    >>> derived_names("x")
+    ('dx', 'grad_x', 'dgrad_x')
+    """
+    adjoint = "d" + name
+    return (adjoint, GRADIENT_PREFIX + name, "d" + GRADIENT_PREFIX + name) if double else \
+        (adjoint,)
+
+
+def emitted_names(*programs) -> set[str]:
+    """Every name a module emitted from ``programs`` may already mean something by: the table,
+    each program's name, arrays, sizes, constants and index labels, and the arrays' adjoints. A
+    temporary the emitter invents (``t0``, ``sum_x``, ``dx_scale``) is chosen outside it."""
+    taken = set(RESERVED)
+    for program in programs:
+        arrays = set(program.names)
+        taken |= arrays | {"d" + name for name in arrays} | {program.name}
+        taken |= {str(symbol) for symbol, _ in (*program.sizes, *program.constants)}
+        for record in (*program.inputs, *program.body):
+            for part in (record.lhs, getattr(record, "rhs", record.lhs)):
+                taken |= {str(k.label) for k in sp.sympify(part).atoms(sp.Idx)}
+    return taken
+
 
 # Example sizes are what ``check`` allocates: more elements than this in the inputs, statements
 # and the largest intermediate a statement implies is refused rather than exhausting memory.
@@ -113,10 +167,13 @@ def _describe(expr) -> str:
 
 
 class Checker:
-    """The checks of design.md section 7, one method per kind of mistake."""
+    """The checks of design.md section 7, one method per kind of mistake. ``double``: whether the
+    double backward's names are derived from the program and its name is the torch module's entry
+    point, as for every program but the double backward's own gradient program."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, double: bool = True):
         self.p = program
+        self.double = double
         self.defined: dict[str, str] = {}  # name -> "input" / statement text
         self.kinds: dict[str, str] = {}  # every size, constant, array and index label name
         self.sizes: dict = {}
@@ -125,7 +182,8 @@ class Checker:
         raise ProgramError(f"{self.p.name}: {where}: {message}")
 
     def run(self):
-        self.check_name(self.p.name, "program", allow_reserved=True)
+        # the torch module's entry point is named after a program the user wrote
+        self.check_name(self.p.name, "program", allow_reserved=not self.double)
         self.check_sizes_and_constants()
         for x in self.p.inputs:
             self.check_classes(self.where_input(x), x.lhs)
@@ -135,6 +193,7 @@ class Checker:
             self.check_classes(self.where(statement), statement.lhs)
             self.check_classes(self.where(statement), statement.rhs)
         self.check_spellings()
+        self.check_latex_names()
         for x in self.p.inputs:
             self.check_input(x)
         for statement in self.p.body:
@@ -143,6 +202,7 @@ class Checker:
         self.check_adjoint_names()
         self.check_adjoints()
         self.check_memory()
+        self.check_divisors()
 
     # -- names -----------------------------------------------------------------------------------
     def claim(self, where: str, name: str, kind: str):
@@ -235,6 +295,19 @@ class Checker:
                     if atom not in labels:
                         visit(atom, where)
 
+    def check_latex_names(self):
+        """The document pastes each given LaTeX spelling into its math and pdflatex obeys any TeX
+        in it, so only the whitelisted math of ``latex_spelling`` may be given."""
+        for pair in self.p.latex_names:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and
+                    all(type(part) is str for part in pair)):
+                self.fail("latex", f"{pair!r} is not a (name, LaTeX) pair of strings; give "
+                          "spellings as latex(name=r\"\\hat{x}\")")
+            name, spelling = pair
+            problem = spelling_problem(spelling)
+            if problem:
+                self.fail(f"latex({name}=...)", problem)
+
     # -- classes ---------------------------------------------------------------------------------
     def check_classes(self, where: str, expr):
         kind = type(expr)
@@ -318,11 +391,29 @@ class Checker:
             self.fail(where, f"'{x.name}' is defined twice")
         for index in x.indices:
             if not isinstance(index, sp.Idx):
-                self.fail(where, f"input indices must be plain Idx, not '{index}'")
+                self.fail(where, f"input indices must be plain Idx, not '{index}'; "
+                          f"{self.whole_axis(x, index)}")
         self.check_indices_declared(where, x.lhs)
         if x.integer and set(sp.sympify(x.classes).free_symbols) - set(self.sizes):
             self.fail(where, f"the label range {x.classes} has no example size")
         self.defined[x.name] = "input"
+
+    @staticmethod
+    def whole_axis(x: Input, index: sp.Expr) -> str:
+        """How to declare an input read through a window, a shift or a flattened index: over its
+        whole axis, read as written in the statements."""
+        taken = {str(k) for k in x.lhs.atoms(sp.Idx)}
+        axis = next(name for name in ("l", "m", "q", "r", "s", "axis") if name not in taken)
+        whole = x.lhs.base[tuple(sp.Idx(axis) if k == index else k for k in x.indices)]
+        parts, bounds = flatten_parts(index), affine_range(index)
+        if parts:  # the gradient of an unflattening read does not lower: split the axis instead
+            split = x.lhs.base[tuple(p for k in x.indices for p in (parts if k == index else [k]))]
+            return f"declare the input over the axes it stands for, {split}, and pass it reshaped"
+        if bounds is None:
+            return (f"declare the input over plain indices, {whole} with {axis} = "
+                    f"Idx('{axis}', size), and read it in the statements")
+        return (f"declare the input over its whole axis, {whole} with {axis} = "
+                f"Idx('{axis}', {bounds[1] + 1}), and read it as {x.lhs}")
 
     def check_statement(self, s: Assign):
         where = self.where(s)
@@ -490,13 +581,28 @@ class Checker:
         return depends
 
     def check_adjoint_names(self):
-        for name, kind in self.kinds.items():
-            if kind != "an array":
-                continue
-            adjoint = "d" + name
-            if adjoint in self.kinds:
-                self.fail(f"name '{adjoint}'", f"{adjoint} is {self.kinds[adjoint]} whose name "
-                          f"clashes with the adjoint of '{name}' in the backward; rename it")
+        """The emitted code names each float array's adjoint (and, for a program the double
+        backward is derived from, its first-order gradient and that gradient's adjoint) after
+        it: such a name must be free, neither another program name nor one in ``RESERVED``."""
+        for name, kind in list(self.kinds.items()):
+            if kind != "an array" or self.p.integer(name):
+                continue  # a label has no adjoint
+            roles = (f"the adjoint of '{name}' in the backward",
+                     f"the gradient of '{name}' in the double backward",
+                     f"the adjoint of the gradient of '{name}' in the double backward")
+            for derived, role in zip(derived_names(name, self.double), roles):
+                if derived in self.kinds:
+                    self.fail(f"name '{derived}'", f"{derived} is {self.kinds[derived]} whose "
+                              f"name clashes with {role}; rename it")
+                if derived in RESERVED:
+                    self.fail(self.where_array(name), f"{role} would be named '{derived}', which "
+                              f"the emitted module already uses; rename the array '{name}'")
+
+    def where_array(self, name: str) -> str:
+        found = self.p.input(name)
+        if found is not None:
+            return self.where_input(found)
+        return self.where(next(s for s in self.p.body if s.name == name))
 
     def check_adjoints(self):
         adjoints = self.p.adjoints
@@ -513,6 +619,21 @@ class Checker:
                 self.fail("adjoints", f"'{name}' is not an input or a statement of this program")
             if self.p.integer(name):
                 self.fail("adjoints", f"'{name}' is an integer label; it has no adjoint")
+
+    def check_divisors(self):
+        """Refuse example sizes (and constants) under which a statement divides by zero, such as
+        Bessel's 1/(n - 1) at n = 1: check would have no finite value to compare, and the
+        fix is another example size, not other example values."""
+        values = {**self.sizes, **dict(self.p.constants)}
+        shown = ", ".join(f"{s}={v}" for s, v in values.items())
+        for s in self.p.body:
+            for power in s.rhs.atoms(sp.Pow):
+                base, exponent = power.args
+                if exponent.is_negative and base.free_symbols and \
+                        base.free_symbols <= set(values) and base.xreplace(values) == 0:
+                    self.fail(self.where(s), f"it divides by {base}, which is 0 at the example "
+                              f"values ({shown}); choose example sizes where it is not, e.g. "
+                              "a larger one (sizes stay symbolic in the emitted code)")
 
     # -- memory ----------------------------------------------------------------------------------
     def check_memory(self):

@@ -3,7 +3,8 @@ the oracle, finite differences and its declared torch reference, ``F.<op>``), an
 functions keep forward and backward finite far out (float32 at +-100, float64 at +-800).
 
 Example values are random normal (or uniform), which almost surely miss the kinks of Max, Min, Abs
-and Heaviside, where the subgradient follows torch's convention (see symderive/ops.py)."""
+and Heaviside; the kinks themselves are found from each file's forward and its emitted gradient
+there compared with torch's, and the README lists exactly the kinks where they differ."""
 import runpy
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from symderive.check import example_inputs, load_module, run_check
 from symderive.derivation import derive_backward, load
 from symderive.documents import document
 from symderive.emit import module_source
-from symderive.ops import as_piecewise, log_sigmoid, sigmoid, softplus
+from symderive.ops import Piecewise, as_piecewise, log_sigmoid, sigmoid, softplus
 from symderive.oracle import evaluate, evaluate_expression
 from symderive.simplify import compact_gradients
 
@@ -172,3 +173,112 @@ def test_readme_table_is_current(capsys):
     printed = capsys.readouterr().out.strip()
     readme = (FOLDER.parent.parent / "README.md").read_text()
     assert printed in readme, "README's activation table is stale: rerun examples/activations/table.py"
+
+
+def pointwise(program: Program) -> sp.Expr:
+    """The output (for a loss, its summand) as one expression of the reads of the inputs at
+    [i, j]: every forward name read is replaced by its definition."""
+    definitions = {s.name: s for s in program.body}
+    expr = definitions[program.outputs[0]].rhs
+    while True:
+        expr = expr.replace(lambda e: isinstance(e, sp.Sum), lambda e: e.function)
+        reads = [r for r in expr.atoms(sp.Indexed) if str(r.base.label) in definitions]
+        if not reads:
+            return expr
+        expr = expr.xreplace({r: definitions[str(r.base.label)].rhs.xreplace(dict(zip(
+            definitions[str(r.base.label)].lhs.indices, r.indices))) for r in reads})
+
+
+def kink_arguments(expr: sp.Expr):
+    """What is zero at a kink: the argument of a step, sign or magnitude, the difference of two
+    arguments of a Max or Min, the two sides of a Piecewise condition."""
+    for e in sp.preorder_traversal(expr):
+        if isinstance(e, (sp.Heaviside, sp.sign, sp.Abs)):
+            yield e.args[0]
+        elif isinstance(e, (sp.Max, sp.Min)):
+            yield from (a - b for a in e.args for b in e.args if a != b)
+        elif isinstance(e, Piecewise):
+            for _, condition in e.args:
+                for relation in condition.atoms(sp.core.relational.Relational):
+                    yield relation.lhs - relation.rhs
+
+
+def kinks(program: Program) -> list:
+    """The values of x at which the function has a kink, every other input at 1 and the constants
+    at their values."""
+    at = sp.Symbol("x", real=True)
+    expr = pointwise(program)
+    reads = {r: at if str(r.base.label) == "x" else sp.Integer(1) for r in expr.atoms(sp.Indexed)}
+    constants = {symbol: sp.nsimplify(value) for symbol, value in program.constants}
+    found = set()
+    for argument in kink_arguments(expr):
+        argument = argument.xreplace(reads).xreplace(constants)
+        if argument.has(at):
+            found |= {sp.nsimplify(root) for root in sp.solve(argument, at) if root.is_real}
+    return sorted(found)
+
+
+def gradients_at_kinks(program: Program, points: list) -> dict[str, torch.Tensor]:
+    """d(output)/dx at each point, by the emitted torch and NumPy modules and by autograd through
+    the declared torch reference; for a loss, per element (times the number of elements)."""
+    x = torch.tensor([float(p) for p in points], dtype=torch.float64).reshape(-1, 1)
+    inputs = {v.name: x if v.name == "x" else torch.ones_like(x) for v in program.inputs}
+    derived = derive_backward(program)
+    found = {}
+    for target in ("torch", "numpy"):
+        module = load_module(module_source(program, derived, target, double=False),
+                             f"{program.name}_{target}_kinks")
+        given = inputs if target == "torch" else {k: v.numpy() for k, v in inputs.items()}
+        upstream = [] if program.loss else [torch.ones_like(x) if target == "torch"
+                                            else np.ones(x.shape)]
+        grads = module.backward(module.forward(*given.values()), *upstream)
+        found[target] = torch.as_tensor(grads["x"]).reshape(-1)
+    (function,) = [f for kind, _, f in program.references if kind == "forward"]
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    output = function(*leaves.values())
+    output.backward(None if program.loss else torch.ones_like(output))
+    found["reference"] = leaves["x"].grad.reshape(-1)
+    scale = len(points) if program.loss else 1
+    return {key: value * scale for key, value in found.items()}
+
+
+def kinks_where_torch_differs() -> list[tuple[str, object, float, float]]:
+    """``(file, x, derived, torch)`` at every kink of every activation and loss where the derived
+    gradient (the same in both targets) is not torch's."""
+    rows = []
+    for name in NAMES:
+        program = load(FOLDER / f"{name}.py")
+        points = kinks(program)
+        if not points:
+            continue
+        found = gradients_at_kinks(program, points)
+        torch.testing.assert_close(found["numpy"], found["torch"], rtol=1e-12, atol=1e-12)
+        for point, ours, theirs in zip(points, found["torch"], found["reference"]):
+            if not torch.isclose(ours, theirs, rtol=1e-9, atol=1e-12):
+                rows.append((name, point, float(ours), float(theirs)))
+    return rows
+
+
+def kink_table(rows) -> str:
+    """The README's list of the kinks where the derived gradient is not torch's."""
+    version = torch.__version__.split("+")[0]
+    lines = [f"Measured against torch {version} by `tests/test_activations.py`, which evaluates "
+             "every file's", "emitted gradient at each of its kinks (any other input at 1), they "
+             "differ at exactly these:", "", "| file | at x | derived gradient | torch |",
+             "|---|---|---|---|"]
+    lines += [f"| `{name}` | {point} | {ours:.4g} | {theirs:.4g} |"
+              for name, point, ours, theirs in rows]
+    return "\n".join(lines)
+
+
+def test_kinks_are_found_where_the_functions_bend():
+    assert kinks(load(FOLDER / "hardswish.py")) == [-3, 3]
+    assert kinks(load(FOLDER / "huber_loss.py")) == [0, 1, 2]  # |x - t| = delta, with t = 1
+    assert kinks(load(FOLDER / "softplus.py")) == []
+
+
+def test_readme_lists_exactly_the_kinks_where_torch_differs():
+    """The README's list of convention differences at kinks is what the pinned torch gives."""
+    table = kink_table(kinks_where_torch_differs())
+    readme = (FOLDER.parent.parent / "README.md").read_text()
+    assert table in readme, f"README's list of kinks is stale; it should read:\n{table}"

@@ -63,9 +63,14 @@ def test_leaky_relu_is_one_two_branch_case():
     assert form == Piecewise((slope * DY, X <= 0), (DY, True))
 
 
-def test_a_clip_by_constants_is_a_clamp():
-    clamp, _ = forms(HUBER)
-    assert clamp == sp.Max(-delta, sp.Min(delta, X))
+def test_a_clip_is_a_clamp_only_where_its_ties_take_the_branches_of_the_pieces():
+    """``Max(lo, Min(hi, v))`` takes ``v``'s branch at ``hi`` and the constant's at ``lo`` (the op
+    table's ties), so pieces that agree are a clamp; huber's derivative takes the middle branch
+    at both breakpoints (Min's tie in ``Min(|x|, delta)``) and stays a Piecewise, so no derivative
+    at its kinks changes (of any order)."""
+    clip = sp.Max(-delta, sp.Min(delta, X))
+    assert forms(clip)[0] == clip
+    assert forms(HUBER) == [Piecewise((-delta, X < -delta), (X, X <= delta), (delta, True))]
     assert all(not isinstance(f, (sp.Max, sp.Min)) for f in forms(DECREASING))
 
 
@@ -99,7 +104,8 @@ def test_the_rule_gives_the_textbook_forms_of_the_examples(root):
 
     want = {"leaky_relu": "Piecewise((slope, x[i, j] <= 0), (1, True))*dy[i, j]",
             "celu": "Piecewise((exp(x[i, j]/alpha), x[i, j] <= 0), (1, True))*dy[i, j]",
-            "huber_loss": "Max(-delta, Min(delta, r[i, j]))/(d*n)"}
+            "huber_loss": "Piecewise((-delta, r[i, j] < -delta), (r[i, j], r[i, j] <= delta), "
+                          "(delta, True))/(d*n)"}
     for name, text in want.items():
         program = runpy.run_path(str(root / "examples" / "activations" / f"{name}.py"))["program"]
         (gradient,) = [g for g in compact_gradients(program) if g.name == "x"]
@@ -238,3 +244,33 @@ def test_a_program_whose_gradient_splits_on_one_read_inside_another_checks():
     f.output(a1, a3, a2)
     report = run_check(f.build(), "float64")
     assert report.ok, report
+
+
+@pytest.mark.parametrize("name, kink", [("smooth_l1_piecewise", 0.5), ("huber_piecewise", 1.0),
+                                        ("smooth_l1_loss", 0.5), ("huber_loss", 1.0)])
+def test_second_derivatives_at_the_kinks_keep_the_convention(root, name, kink):
+    """Twice through the emitted Function at both kinks: a Piecewise's derivatives of every order
+    are those of the branch its conditions select (smooth-l1 and huber written as torch writes
+    them, |r| < beta in the quadratic branch: 0 at both kinks, as torch twice); written with
+    Min(|r|, beta), Min's tie takes |r|, the quadratic branch, at both kinks. Before, the case
+    split wrote a clamp whose Max and Min ties then chose one branch at each end."""
+    import torch
+    import torch.nn.functional as F
+
+    from symderive.check import load_module
+    from symderive.derivation import derive_backward, load
+    from symderive.emit import module_source
+
+    program = load(root / "examples" / "activations" / f"{name}.py")
+    module = load_module(module_source(program, derive_backward(program), "torch"), name)
+    scale = 1 / kink if "smooth" in name else 1.0  # 1/beta or 1 in the quadratic branch
+    torch_twice = {"smooth": lambda x, t: F.smooth_l1_loss(x, t, beta=kink),
+                   "huber": lambda x, t: F.huber_loss(x, t, delta=kink)}[name.split("_")[0]]
+    for at in (kink, -kink):
+        seconds = []
+        for function in (getattr(module, name), torch_twice):
+            x = torch.tensor([[at]], dtype=torch.float64, requires_grad=True)
+            (first,) = torch.autograd.grad(function(x, torch.zeros_like(x)), x, create_graph=True)
+            seconds.append(torch.autograd.grad(first.sum(), x)[0].item())
+        ours, torchs = seconds
+        assert ours == (torchs if name.endswith("piecewise") else scale), (at, ours, torchs)

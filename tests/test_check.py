@@ -11,7 +11,7 @@ import sympy as sp
 from sympy import Idx, IndexedBase, Sum, exp, log, symbols, tanh
 
 from symderive import Builder, normal, ops
-from symderive.check import FINITE_DIFFERENCES, ORACLE, run_check
+from symderive.check import FINITE_DIFFERENCES, ORACLE, STRESS, run_check
 from symderive.cli import main
 from symderive.derivation import load
 from symderive.ir import ProgramError
@@ -133,13 +133,44 @@ def test_unusual_program_shapes_match_the_oracle(shape, adjoints):
 @pytest.mark.parametrize("name", DERIVATIONS)
 def test_every_derivation_passes_check_in_float32(name, root):
     """Every row approximate, every gradient float32 and of its value's shape (compare fails
-    a row otherwise), every reference the derivation declares included."""
+    a row otherwise), every reference the derivation declares included, and the float32 rows at
+    the points where cancellation would show (inputs moved by a common offset, scaled up)."""
     program = load(root / "derivations" / f"{name}.py")
     report = run_check(program, "float32", seed=7)
     assert report.ok, [row for row in report.rows + report.forward if not row.approximate]
     declared = {label for _, label, _ in program.references}
+    stressed = {f"the oracle at {label}" for label, *_ in STRESS}
     assert {row.reference for row in report.rows + report.forward} == \
-        {ORACLE, FINITE_DIFFERENCES} | declared
+        {ORACLE, FINITE_DIFFERENCES} | declared | stressed
+    for label in stressed:  # every gradient of both targets there
+        assert sorted(row.name for row in report.rows if row.reference == label) == \
+            sorted(2 * [row.name for row in report.rows if row.reference == ORACLE
+                        and row.target == "torch"])
+
+
+def test_a_gradient_that_cancels_at_an_offset_fails_its_stress_row():
+    """The variance gradient of a gaussian NLL with the square of the difference expanded (as
+    ``expand`` once wrote it): float32 at inputs + 1000 loses digits the statement-by-statement
+    chain rule keeps, and the stress row says so; kept whole, it passes."""
+    from sympy.core.cache import CACHE
+
+    from symderive import terms
+
+    program = load(Path(__file__).parent.parent / "examples" / "activations" /
+                   "gaussian_nll_loss.py")
+    assert run_check(program, "float32").ok
+    original = terms._elementwise
+    try:
+        terms._elementwise = lambda expr: False  # every power of a sum distributed again
+        for cached in CACHE:
+            cached.cache_clear()
+        report = run_check(program, "float32")
+    finally:
+        terms._elementwise = original
+        for cached in CACHE:
+            cached.cache_clear()
+    failed = {(row.name, row.reference) for row in report.rows if not row.approximate}
+    assert failed == {("v", "the oracle at inputs + 1000")}
 
 
 @pytest.mark.parametrize("name", DERIVATIONS)

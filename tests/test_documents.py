@@ -4,6 +4,7 @@ compiles with pdflatex without running off the page."""
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,147 @@ def test_missing_engines_say_what_to_install(tmp_path, monkeypatch):
         latex.compile_pdf(tmp_path / "x.tex")
     with pytest.raises(ProgramError, match="poppler-utils"):
         latex.to_png(tmp_path / "x.pdf")
+
+
+# -- untrusted input: names, spellings and documents ------------------------------------------------
+def test_unicode_names_compile(tmp_path):
+    """Unicode identifiers are valid names; each one the printer spells by default (array, index,
+    size, constant, and the program's own in text mode) compiles with the real pdflatex."""
+    from symderive import Builder
+
+    _require("pdflatex", "texlive-latex-base and texlive-latex-recommended")
+    size, mu = symbols("名", integer=True, positive=True), symbols("μ")
+    index, lam, out = Idx("é", size), IndexedBase("λ"), IndexedBase("y")
+    layer = Builder("ünicode_λ", sizes={size: 3}, constants={mu: 0.5})
+    layer.input(lam[index])
+    layer[out[index]] = mu * tanh(lam[index])
+    layer.output(out)
+    tex = latex.document(layer.build())
+    for spelling in (r"\lambda_{\acute{e}}", r"\mu", r"\langle\mathrm{U{+}540D}\rangle",
+                     r"\texttt{\"{u}nicode\_$\lambda$}"):
+        assert spelling in tex
+    path = tmp_path / "unicode.tex"
+    path.write_text(tex)
+    assert latex.compile_pdf(path).read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("λ", r"\lambda"), ("Λ", r"\Lambda"), ("Α", "A"), ("ς", r"\varsigma"), ("λ2", r"\lambda_{2}"),
+    ("é", r"\acute{e}"), ("名", r"\langle\mathrm{U{+}540D}\rangle"), ("omicron", "o"),
+    ("x٣", r"\mathrm{x{\langle\mathrm{U{+}0663}\rangle}}"),  # another script's digit
+    ("σ_min", r"\mathrm{{\sigma}\_min}"),
+])
+def test_default_names_of_unicode(name, expected):
+    assert default_name(name) == expected
+
+
+def test_spellings_given_to_the_printer_are_checked():
+    program = derived("batchnorm.py")[0]
+    with pytest.raises(ProgramError, match=r"latex\(bnraw=\.\.\.\): '\\input' is not a math"):
+        latex.document(program, {"bnraw": r"\input{/etc/hostname}"})
+
+
+def test_builder_latex_refuses_a_payload_in_one_line():
+    from symderive import Builder
+
+    layer = Builder("case", sizes={n: 3})
+    for spelling, piece in [(r"\input{/etc/hostname}", r"'\input'"), ("^^5cinput{x}", "'^^'"),
+                            (r"\csname input\endcsname", r"'\csname'"),
+                            (r"\immediate\write18{id}", r"'\immediate'"),
+                            (r"\catcode`\~=13", r"'\catcode'")]:
+        with pytest.raises(ProgramError) as error:
+            layer.latex(x=spelling)
+        message = str(error.value)
+        assert message.startswith(f"case: latex(x=...): {piece} ") and "\n" not in message
+    assert layer.latex_names == {}
+    layer.latex(x=r"\hat{\mathbf{x}}_{1}'")  # what a textbook writes still passes
+
+
+PAYLOAD = r"""\documentclass{article}
+\begin{document}
+Start.
+\immediate\openout5=pwned.py\immediate\write5{import os}\immediate\closeout5
+\immediate\write18{touch MARKER}
+
+\IfFileExists{SECRET}{\input{SECRET}}{ABSOLUTE-NOT-READ}
+
+\IfFileExists{beside.tex}{\input{beside}}{BESIDE-NOT-READ}
+
+\IfFileExists{../outside.tex}{\input{../outside}}{PARENT-NOT-READ}
+
+\IfFileExists{SECRET}{^^5cinput{SECRET}}{ESCAPE-NOT-READ}
+\end{document}
+"""  # a paragraph per test, so no line (and no word) is broken
+
+
+def test_a_hand_written_payload_compiles_inertly(tmp_path):
+    """compile_pdf runs pdflatex on a copy in a private folder, without shell escape and with
+    kpathsea's paranoid file access: a .tex that tries to read files (absolutely, beside it, in
+    the parent) or to write or run something gets a PDF with none of it, and the folder gains
+    only the PDF (no .aux, .log or written file)."""
+    _require("pdflatex", "texlive-latex-base and texlive-latex-recommended")
+    _require("pdftotext", "poppler-utils")
+    secret = tmp_path / "secret.tex"
+    secret.write_text("SECRET-ABSOLUTE\n")
+    (tmp_path / "outside.tex").write_text("SECRET-PARENT\n")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "beside.tex").write_text("SECRET-BESIDE\n")
+    (user / "evil.tex").write_text(PAYLOAD.replace("SECRET", str(secret)))
+    pdf = latex.compile_pdf(user / "evil.tex")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "Start." in text and "SECRET" not in text
+    for word in ("ABSOLUTE", "BESIDE", "PARENT", "ESCAPE"):
+        assert f"{word}-NOT-READ" in text
+    assert sorted(p.name for p in user.iterdir()) == ["beside.tex", "evil.pdf", "evil.tex"]
+    assert not list(tmp_path.rglob("MARKER")) and not Path("MARKER").exists()
+    assert not list(tmp_path.rglob("pwned.py")) and not Path("pwned.py").exists()
+
+
+def _png() -> bytes:
+    """A valid 1x1 grey PNG, not written by symderive."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + \
+            zlib.crc32(kind + body).to_bytes(4, "big")
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes([0, 0, 0, 1, 0, 0, 0, 1, 8, 0, 0, 0, 0])) \
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+
+
+def test_png_mark_is_a_valid_chunk():
+    data = latex.marked(_png())
+    position, kinds = 8, []
+    while position < len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
+        crc = data[position + 8 + length:position + 12 + length]
+        assert crc == zlib.crc32(kind + body).to_bytes(4, "big")
+        kinds.append(kind)
+        position += 12 + length
+    assert kinds == [b"IHDR", b"IDAT", b"tEXt", b"IEND"]
+
+
+def test_png_replaces_only_its_own_pages(tmp_path):
+    """to_png writes its pages marked; a stale page of its own is removed, a foreign file with a
+    page-like name (unmarked) or another name is left alone, and the folder gains no other file."""
+    _require("pdflatex", "texlive-latex-base and texlive-latex-recommended")
+    _require("pdftoppm", "poppler-utils")
+    path = tmp_path / "cross_entropy.tex"
+    path.write_text(derived("cross_entropy.py")[2])
+    pdf = latex.compile_pdf(path)
+    foreign = {"cross_entropy-notes.png": _png(), "cross_entropy-9.png": _png()}
+    for name, data in foreign.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "cross_entropy-1.png").write_bytes(latex.marked(_png()))  # an earlier run's
+    (tmp_path / "cross_entropy-8.png").write_bytes(latex.marked(_png()))  # a longer document's
+    pages = latex.to_png(pdf, resolution=30)
+    assert [p.name for p in pages] == [f"cross_entropy-{k}.png" for k in range(1, len(pages) + 1)]
+    assert len(pages) < 8
+    assert all(latex.is_marked(p) for p in pages)
+    assert pages[0].read_bytes() != latex.marked(_png())  # replaced by the rendered page
+    assert not (tmp_path / "cross_entropy-8.png").exists()
+    for name, data in foreign.items():
+        assert (tmp_path / name).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["cross_entropy.tex", "cross_entropy.pdf", *foreign, *(p.name for p in pages)])

@@ -63,7 +63,8 @@ EVIL_SYMBOL = '''class Evil(Symbol):
 '''
 RESERVED_NAMES = ["dict", "tuple", "zip", "range", "len", "float", "int", "print", "super",
                   "object", "type", "device", "dtype", "np", "torch", "math", "F", "ctx",
-                  "values", "grads", "forward", "SAVED", "once_differentiable"]
+                  "values", "grads", "forward", "SAVED", "once_differentiable", "max",
+                  "leading_sums", "generate_vmap_rule", "result", "check_constants"]
 
 CASES = [
     # design.md section 7
@@ -186,6 +187,33 @@ CASES = [
     Case("array-named-like-adjoint", statement("2*x[i, j]", lhs="IndexedBase('dx')[i, j]",
                                                out="b.output(IndexedBase('dx'))"),
          "dx is an array whose name clashes with the adjoint of 'x'"),
+    # a derived name the emitted code would make from an array (d<name>, grad_<name>,
+    # dgrad_<name>) must be free too: 'ict' and 'evice' once ran into dict and device (exit 3)
+    *[Case(f"adjoint-named-{adjoint}", statement("2*x[i, j]", lhs=f"IndexedBase('{name}')[i, j]",
+                                                 out=f"b.output(IndexedBase('{name}'))"),
+           f"statement '{name}[i, j] = 2*x[i, j]' (case.py:11): the adjoint of '{name}' in the "
+           f"backward would be named '{adjoint}', which the emitted module already uses; rename "
+           f"the array '{name}'")
+      for name, adjoint in (("ict", "dict"), ("ouble_backward", "double_backward"))],
+    Case("input-adjoint-named-device",
+         layer(stmts="b.input(IndexedBase('evice')[i, j])\n"
+                     "b[y[i, j]] = x[i, j]*IndexedBase('evice')[i, j]"),
+         "input evice[i, j] (case.py:11): the adjoint of 'evice' in the backward would be named "
+         "'device', which the emitted module already uses; rename the array 'evice'"),
+    Case("array-named-like-gradient", statement("2*x[i, j]", lhs="IndexedBase('grad_x')[i, j]",
+                                                out="b.output(IndexedBase('grad_x'))"),
+         "name 'grad_x': grad_x is an array whose name clashes with the gradient of 'x' in the "
+         "double backward; rename it"),
+    Case("constant-named-like-gradient-adjoint",
+         layer(stmts="b[y[i, j]] = dgrad_y*x[i, j]", options=", constants={dgrad_y: 1.0}",
+               pre="dgrad_y = Symbol('dgrad_y')\n"),
+         "dgrad_y is a constant whose name clashes with the adjoint of the gradient of 'y'"),
+    Case("program-named-forward", layer(name="forward"), "forward: program: 'forward' is reserved",
+         file="forward.py"),
+    Case("constant-named-max", layer(options=", constants={Symbol('max'): 1.0}"),
+         "constant max: 'max' is reserved by the emitted code"),
+    Case("constant-named-valueerror", layer(options=", constants={Symbol('ValueError'): 1.0}"),
+         "constant ValueError: 'ValueError' is reserved by the emitted code"),
     # outputs and adjoints
     Case("output-is-input", layer(out="b.output(x)"), "outputs: 'x' is an input"),
     Case("output-is-size", layer(out="b.output(n)"), "outputs: 'n' is a size"),
@@ -220,6 +248,15 @@ CASES = [
     Case("name-error", statement("x[i, j]*q[i, j]  # here"), "case.py line {line}: NameError"),
     Case("syntax-error", HEAD + "b = Builder('case', sizes={n: 3})\nb[y[i] = 1  # here\n",
          "case.py line {line}: SyntaxError"),
+    Case("sum-over-a-float", statement("Sum(x[i, j], 1.0)  # here", lhs="y[i]"),
+         "case.py line {line}: Sum(..., 1.0): a Sum runs over an index, not a number or a size; "
+         "write Sum(..., i) over an Idx"),
+    Case("sum-over-a-size", statement("Sum(x[i, j], d)  # here", lhs="y[i]"),
+         "case.py line {line}: a Sum runs over an index"),
+    Case("math-sqrt", statement("math.sqrt(x[i, j])  # here", pre="import math"),
+         "case.py line {line}: math.sqrt cannot take a SymPy expression; write sympy.sqrt(...)"),
+    Case("float-of-an-expression", statement("float(x[i, j])  # here"),
+         "case.py line {line}: a SymPy expression was turned into a float"),
     Case("no-program", layer().replace("program = ", "built = "), "defines no 'program'"),
     Case("program-is-builder", layer().replace("program = b.build()", "program = b"),
          "'program' is a Builder, not a Program (call .build() on it)"),
@@ -231,6 +268,33 @@ CASES = [
          file="lambda.py"),
     Case("program-name-not-file-name", layer(name="other"),
          "builds program 'other'; name it 'case'"),
+    # statements with no array lowering: the program, the statement and what to change
+    Case("index-as-a-value", statement("Heaviside(i - k)*x[i, j]  # here", lhs="y[i, j, k]"),
+         "case: statement 'y[i, j, k] = Heaviside(i - k)*x[i, j]' (case.py:{line}): cannot "
+         "lower 'k' to array code (the index is used as a number"),
+    Case("check-index-as-a-value", statement("Heaviside(i - k)*x[i, j]", lhs="y[i, j, k]"),
+         "values computed from indices (a mask such as Heaviside(i - j)) are an input to "
+         "declare and read", command="check"),
+    # an unflattening read lowers (its adjoint is a reshape), but here no input's axis is d long
+    Case("unflattening-read-of-an-unknown-size", HEAD + "T = Symbol('T', integer=True, "
+         "positive=True)\nt, e, c = Idx('t', T), Idx('e', d), Idx('c', T*d)\n"
+         "b = Builder('case', sizes={n: 3, d: 2, T: 2})\nb.input(x[i, c])\n"
+         "b[y[i, t, e]] = x[i, d*t + e]  # here\nb.output(y)\nprogram = b.build()\n",
+         "case: size d is not the length of any input's axis, so the emitted code cannot read "
+         "it; give an input an axis of size d"),
+    Case("windowed-input", HEAD + "P, U = symbols('P U', integer=True, positive=True)\n"
+         "p, u = Idx('p', P), Idx('u', U)\nb = Builder('case', sizes={n: 3, P: 4, U: 2})\n"
+         "b.input(x[i, p + u])  # here\nb[y[i, p]] = Sum(x[i, p + u], u)\nb.output(y)\n"
+         "program = b.build()\n",
+         "input x[i, p + u] (case.py:{line}): input indices must be plain Idx, not 'p + u'; "
+         "declare the input over its whole axis, x[i, l] with l = Idx('l', P + U - 1), and "
+         "read it as x[i, p + u]"),
+    Case("flattened-input", HEAD + "T = Symbol('T', integer=True, positive=True)\n"
+         "t, e = Idx('t', T), Idx('e', d)\nb = Builder('case', sizes={n: 3, d: 2, T: 2})\n"
+         "b.input(x[i, d*t + e])\nb[y[i, t, e]] = x[i, d*t + e]\nb.output(y)\n"
+         "program = b.build()\n",
+         "not 'd*t + e'; declare the input over the axes it stands for, x[i, t, e], and pass it "
+         "reshaped"),
     # the same refusals through derive, check and regen
     Case("derive-undefined", statement("z[i, j]"), "'z' is not defined", command="derive"),
     Case("check-undefined", statement("z[i, j]"), "'z' is not defined", command="check"),
@@ -261,6 +325,30 @@ CASES = [
     Case("not-a-python-file", layer(), "ending in .py", file="case.txt"),
 ]
 
+# LaTeX spellings that would make pdflatex read a file, write one or run a program: each is refused
+# by whichever command loads the derivation, naming the name and the offending piece.
+LATEX_PAYLOADS = [  # (id, spelling, the piece the line names, command)
+    ("input", r"\input{/etc/hostname}", r"latex(y=...): '\input' is not a math command", "latex"),
+    ("openout", r"\immediate\openout5=pwned.py\immediate\write5{import os}",
+     r"latex(y=...): '\immediate' is not a math command", "emit"),
+    ("write18", r"\write18{touch PWNED}", r"latex(y=...): '\write' is not a math command",
+     "regen"),
+    ("hex-escape", r"^^5cinput{/etc/hostname}", "latex(y=...): '^^' is TeX's character-code escape",
+     "latex"),
+    ("csname", r"\csname input\endcsname{/etc/hostname}",
+     r"latex(y=...): '\csname' is not a math command", "emit"),
+    ("catcode", r"\catcode`\^=13", r"latex(y=...): '\catcode' is not a math command", "regen"),
+    # the words are a format string: {{ and }} are one brace
+    ("unbalanced", r"x}\input{/etc/hostname}{", "latex(y=...): a '}}' closes no '{{'", "latex"),
+    ("comment", r"x%", "latex(y=...): '%' is not allowed in a LaTeX spelling", "latex"),
+]
+CASES += [Case(f"latex-{id}", layer(post=f"b.latex(y={spelling!r})"), words, command=command)
+          for id, spelling, words, command in LATEX_PAYLOADS]
+# a Program changed after Builder.build is validated when loaded, so its spellings are checked too
+CASES.append(Case("latex-replaced-program", layer() + "from dataclasses import replace\nprogram = "
+                  "replace(program, latex_names=(('y', r'\\input{/etc/hostname}'),))\n",
+                  r"latex(y=...): '\input' is not a math command", command="latex"))
+
 
 def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -275,6 +363,8 @@ def argv(case: Case, path: Path, project: Path) -> list[str]:
         return ["emit", str(path), "--target", "numpy", "-o", str(project / case.args[0])]
     if case.command == "regen":
         return ["regen", "--root", str(project)]
+    if case.command == "latex":  # into the project, compiled, so a write or read would show
+        return ["latex", str(path), "-o", str(generated / "case.tex"), "--png"]
     return [case.command, str(path), *case.args]
 
 

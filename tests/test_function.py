@@ -19,8 +19,9 @@ from symderive.emit import module_source
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = sorted([*ROOT.glob("derivations/*.py"), *ROOT.glob("examples/layers/*.py")])
 # derivations whose Function stays once differentiable, and the reason it gives
-ONCE = {"makemore_mlp": "adjoints='all'",  # asks for the atomic chain, not a compact backward
-        "makemore_mlp_layers": "cannot be emitted"}  # a flattened embedding read does not lower
+# makemore_mlp_layers is twice differentiable since its flattened embedding read's adjoint
+# lowers (a reshape, lower.Lowerer.flattened)
+ONCE = {"makemore_mlp": "adjoints='all'"}  # asks for the atomic chain, not a compact backward
 
 
 def import_file(path):

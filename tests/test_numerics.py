@@ -126,3 +126,36 @@ def test_log_sum_exp_gradient_keeps_the_shift_inside_exp(target):
     F.cross_entropy(2 * leaf, labels).backward()
     assert torch.isfinite(gradient).all()
     assert torch.allclose(gradient.double(), leaf.grad, rtol=1e-5, atol=1e-6)
+
+
+def _float32_and_float64(root, path, values, wrt):
+    """``wrt``'s gradient by the emitted torch module at ``values`` (one element per input) in
+    float32, and the float64 truth (the oracle under autograd)."""
+    from symderive.check import oracle_gradients
+
+    program = load(root / path)
+    module = load_module(module_source(program, derive_backward(program), "torch", double=False),
+                         program.name)
+    shapes = {x.name: (8, 16) for x in program.inputs}
+    inputs = {name: torch.full(shape, value, dtype=torch.float32)
+              for (name, shape), value in zip(shapes.items(), values)}
+    got = module.backward(module.forward(*inputs.values()))[wrt]
+    return got, oracle_gradients(program, inputs, [])[1][wrt]
+
+
+def test_the_gaussian_nll_variance_gradient_keeps_the_square_of_the_difference(root):
+    """At |t| = 1e4, x - t = 1, v = 1 the variance's gradient is exactly 0; the square of the
+    difference expanded (x*(2*t - x) - t**2) gave 0.0833 in float32. ``expand`` keeps a power of
+    an elementwise difference whole."""
+    got, truth = _float32_and_float64(root, "examples/activations/gaussian_nll_loss.py",
+                                      [1e4 + 1, 1e4, 1.0], "v")
+    assert truth.abs().max() == 0 and got.abs().max() == 0
+
+
+def test_the_focal_loss_gradient_at_a_confident_example(root):
+    """x = 8, t = 1 in float32: (1 - q)**2 expanded to q*(q - 2) + 1 cancels (q = sigmoid(8)),
+    which put an element of dx off by a factor 3. What is left is what the forward itself loses:
+    it computes 1 - q from q (2e-4 relative in float32; torch autograd of the same forward is
+    off by 1e-4)."""
+    got, truth = _float32_and_float64(root, "examples/activations/focal_loss.py", [8.0, 1.0], "x")
+    assert relative_error(got, truth) < 1e-3

@@ -32,13 +32,14 @@ from symderive.simplify import compact_backward, compact_gradients
 
 from .interpret import tensor
 
-SIZES = "{n: 4, d: 3, V: 3}"
+SIZES = "{n: 4, d: 3, V: 3, U: 2}"
 # What every generated program starts from; the drawn part follows it.
 PREAMBLE = """\
-n, d, V = symbols("n d V", integer=True, positive=True)
+n, d, V, U = symbols("n d V U", integer=True, positive=True)
 eps = symbols("eps", positive=True)
 i, j, k, m, v = Idx("i", n), Idx("j", d), Idx("k", n), Idx("m", d), Idx("v", V)
-x, p, w, b, M, T, Y, Z = symbols("x p w b M T Y Z", cls=IndexedBase)
+q, l = Idx("q", U), Idx("l", d + U - 1)
+x, p, w, b, M, T, Y, Z, S, K = symbols("x p w b M T Y Z S K", cls=IndexedBase)
 """
 # Inputs, declared when first read: name -> (kind, declaration arguments, positive).
 INPUTS = {
@@ -48,6 +49,8 @@ INPUTS = {
     "b": ("row", "b[i], normal(0.5)", False),
     "M": ("square", "M[m, j], normal(0.5)", False),
     "T": ("table", "T[v, j], normal(0.5)", False),
+    "S": ("wide", "S[i, l], normal(1.0)", False),  # a signal U - 1 longer than the features
+    "K": ("kernel", "K[q], normal(0.5)", False),  # a 1-D kernel sliding along it
 }
 LABELS = {"Y": "Y[i], V", "Z": "Z[i], d"}  # Z picks a column of an (i, j) array
 
@@ -110,7 +113,8 @@ xent = xent.build()
 LAYER_INPUTS = {"g": "w", "W": "M", "L": "Z"}  # the host inputs a layer's other inputs become
 
 NAMESPACE = {
-    **{name: getattr(sp, name) for name in ("Idx", "IndexedBase", "Rational", "Sum", "symbols")},
+    **{name: getattr(sp, name) for name in ("Idx", "IndexedBase", "KroneckerDelta", "Rational",
+                                            "Sum", "symbols")},
     **{name: getattr(symderive, name) for name in ("Builder", "Maximum", "normal", "uniform")},
     **{key.__name__: key for key in ops.OPS},  # exp, log, ..., Pow: whatever the table holds
     "Piecewise": sp.Piecewise,  # as a user writes it (Builder keeps it as ops.Piecewise)
@@ -212,7 +216,8 @@ class Draft:
         return self.pick("mat", lambda name: name != other_than)
 
     def fresh(self, kind: str) -> str:
-        name = {"mat": "a", "row": "r", "col": "c", "square": "G", "scalar": "s"}[kind]
+        name = {"mat": "a", "row": "r", "col": "c", "square": "G", "scalar": "s",
+                "wide": "h"}[kind]
         name += str(len(self.defined))
         self.kinds[name] = kind
         self.defined.append(name)
@@ -234,7 +239,7 @@ class Draft:
     def define(self, kind: str, rhs: str, *flags: str) -> str:
         name = self.fresh(kind)
         lhs = {"mat": "{}[i, j]", "row": "{}[i]", "col": "{}[j]", "square": "{}[m, j]",
-               "scalar": "{}"}[kind].format(name)
+               "scalar": "{}", "wide": "{}[i, l]"}[kind].format(name)
         self.lines.append(f"f[{lhs}] = {rhs}")
         return self.mark(name, *flags)
 
@@ -460,9 +465,48 @@ def include(g: Draft):
                   "center": ()}[layer])
 
 
+def window(g: Draft):
+    """A 1-D window with a 1-D kernel, as a convolution reads it: ``S[i, j + q]`` slides over an
+    axis of d + U - 1 (of the input, or of a map of it first), weighted by ``K[q]``."""
+    wide = g.pick("wide")
+    if g.draw(st.booleans()):
+        wide = g.define("wide", f"tanh({wide}[i, l])", "unit")
+    g.use("K")
+    read = f"{wide}[i, j + q]"
+    a = g.mat()
+    g.define("mat", g.draw(st.sampled_from([f"Sum(K[q]*{read}, q)", f"Sum(K[q]*{read}, q)*{a}[i, j]",
+                                            f"Sum(K[q]*{read}**2, q)"])))
+
+
+def offset_delta(g: Draft):
+    """A delta at an offset: a value kept on a shifted diagonal, a shifted identity added, or the
+    rows moved up by one (each zero where the shifted index leaves its range)."""
+    a = g.mat()
+    g.define("mat", g.draw(st.sampled_from([f"{a}[i, j]**2*KroneckerDelta(i, j + 1)",
+                                            f"{a}[i, j] + KroneckerDelta(i, j + 1)",
+                                            f"Sum({a}[k, j]*KroneckerDelta(k, i + 1), k)"])))
+
+
+def kink(g: Draft):
+    """Kinks of two arguments and what is built on them: relu, a clip, a tie between two values,
+    a step times a value, and squares and products whose second derivative at the kink is the
+    convention the op table states (a Piecewise: the branch its conditions select)."""
+    a = g.mat()
+    o = g.mat(other_than=a)
+    v = f"{a}[i, j]"
+    g.define("mat", g.draw(st.sampled_from([
+        f"Max({v}, 0)", f"Min({v}, 1)", f"Max({v}, 0)**2", f"{v}*Abs({v})",
+        f"Max(-1, Min(1, {v}))*{v}", f"Max({v}, {o}[i, j])", f"Heaviside({v}, 0)*{o}[i, j]",
+        f"Piecewise(({v}**2/2, Abs({v}) < 1), (Abs({v}) - Rational(1, 2), True))"])))
+
+
 PRODUCTIONS = [squash, *[function_of(key) for key in ops.OPS if _unary(key)], piecewise, power,
                arithmetic, divide, broadcast, reduce_rows, reduce_columns, scalar, centre, gram,
-               contract, gather, include]
+               contract, gather, include, window, offset_delta, kink]
+# What a program on a grid of kink values draws from: no maximum over an index (a tie on the grid
+# would ask which of equal elements is the maximum) and nothing that needs a value off the grid.
+KINK_PRODUCTIONS = [kink, piecewise, arithmetic, squash, power, broadcast, scalar, contract,
+                    window, offset_delta, gather]
 
 
 def finish(g: Draft):
@@ -489,10 +533,10 @@ def finish(g: Draft):
 
 
 @st.composite
-def programs(draw, max_statements: int = 5) -> Draft:
+def programs(draw, max_statements: int = 5, productions=tuple(PRODUCTIONS)) -> Draft:
     g = Draft(draw)
     g.use("x")
-    for production in draw(st.lists(st.sampled_from(PRODUCTIONS), min_size=1,
+    for production in draw(st.lists(st.sampled_from(productions), min_size=1,
                                      max_size=max_statements)):
         production(g)
     finish(g)

@@ -1,7 +1,8 @@
 """hardsigmoid: min(max(x/6 + 1/2, 0), 1).
 
-Example values are random normal, which almost surely miss the kinks (subgradients there
-follow torch, see symderive/ops.py)."""
+Example values are random normal, which almost surely miss the kinks; at its upper kink the
+derived subgradient is not torch's (the README lists where, as tests/test_activations.py
+measures it)."""
 import torch.nn.functional as F
 from sympy import Idx, IndexedBase, Max, Min, Piecewise, Rational, symbols
 

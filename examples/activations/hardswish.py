@@ -1,7 +1,8 @@
 """hardswish: x*min(max(x + 3, 0), 6)/6.
 
-Example values are random normal, which almost surely miss the kinks (subgradients there
-follow torch, see symderive/ops.py)."""
+Example values are random normal, which almost surely miss the kinks; at its upper kink the
+derived subgradient is not torch's (the README lists where, as tests/test_activations.py
+measures it)."""
 import torch.nn.functional as F
 from sympy import Idx, IndexedBase, Max, Min, Piecewise, symbols
 

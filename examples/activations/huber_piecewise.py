@@ -1,5 +1,6 @@
-"""huber loss (delta) written with Piecewise: r**2/2 inside |r| <= delta, delta*(|r| - delta/2)
-outside, the mean."""
+"""huber loss (delta) written with Piecewise: r**2/2 inside |r| < delta, delta*(|r| - delta/2)
+outside, the mean (torch puts |r| = delta in the linear branch, so its second derivative is 0
+there)."""
 import torch.nn.functional as F
 from sympy import Abs, Idx, IndexedBase, Max, Min, Piecewise, Sum, symbols
 
@@ -15,7 +16,7 @@ b = Builder("huber_piecewise", sizes={n: 8, d: 16}, constants={delta: 1.0})
 b.input(x[i, j], normal(1.0))
 b.input(t[i, j], normal(1.0))
 b[r[i, j]] = x[i, j] - t[i, j]
-b[e[i, j]] = Piecewise((r[i, j]**2 / 2, Abs(r[i, j]) <= delta),
+b[e[i, j]] = Piecewise((r[i, j]**2 / 2, Abs(r[i, j]) < delta),
                        (delta*(Abs(r[i, j]) - delta/2), True))
 b[loss] = Sum(Sum(e[i, j], i), j) / (n*d)
 b.loss(loss)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
-from ..lower import ArrayRef, LoweringError
+from ..lower import ArrayRef, LoweringError, holds_array
 from ..ops import OPS, op_for
 
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
@@ -15,6 +15,26 @@ _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
                     "Softmax", "LogSoftmaxAt")
+
+
+# Python's / raises ZeroDivisionError on plain numbers, where an array's division gives inf or nan
+# as IEEE arithmetic does (and torch and NumPy do for the same formula); a size read from a shape
+# can be 0 (an empty batch) and n - 1 is 0 for a batch of one. So a division of plain numbers by
+# anything that can be 0 goes through this helper, emitted into a module that calls it.
+QUOTIENT = '''def quotient(a, b):
+    """``a/b`` as floating point divides: +-inf or nan where ``b`` is 0, not ZeroDivisionError."""
+    return a / b if b else math.copysign(math.inf, a) if a else math.nan'''
+
+
+def _may_divide_by_zero(expr: sp.Expr) -> bool:
+    """Whether ``expr``, of plain numbers alone (sizes, constants), divides by something that can
+    be 0: anything but a number or a constant declared positive (which the emitted code checks;
+    a size, declared positive, is read from a shape that can be empty)."""
+    if holds_array(expr) or not isinstance(expr, (sp.Mul, sp.Pow)):
+        return False
+    denominator = sp.fraction(expr)[1]
+    return not denominator.is_number and not (
+        denominator.is_positive and not any(s.is_integer for s in denominator.free_symbols))
 
 
 class ArrayPrinterMixin:
@@ -45,6 +65,9 @@ class ArrayPrinterMixin:
         return sorted(terms, key=lambda term: term.could_extract_minus_sign())
 
     def _print_Mul(self, expr):
+        if _may_divide_by_zero(expr):
+            numerator, denominator = sp.fraction(expr)
+            return f"quotient({self._print(numerator)}, {self._print(denominator)})"
         # SymPy gives a negative product the precedence of a sum before stripping its sign, so
         # a factor that binds like * (``a @ b``) would lose its parentheses: print the sign apart.
         if expr.as_coeff_Mul()[0].is_negative:
@@ -59,7 +82,7 @@ class ArrayPrinterMixin:
         if op is None:
             raise LoweringError(f"no {self.target} spelling for '{expr.func}'")
         # of sizes and constants alone, a Python float: it keeps the arrays' dtype
-        spelling = getattr(op, self.target) if expr.has(ArrayRef) else \
+        spelling = getattr(op, self.target) if holds_array(expr) else \
             _SCALAR.get(op.name, f"math.{op.name}")
         return self.spell(spelling, expr.args)
 
@@ -80,6 +103,8 @@ class ArrayPrinterMixin:
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
+        if _may_divide_by_zero(expr):
+            return f"quotient(1, {self._print(base ** -exponent)})"
         # not strict: ** is right-associative, so a power as the base needs parentheses too
         text = self.parenthesize(base, PRECEDENCE["Pow"], strict=False)
         if exponent == -1 and base.is_integer:  # a size: 1/n (arrays keep x**-1, as autograd)
@@ -171,7 +196,7 @@ class ArrayPrinterMixin:
         (NumPy) or give it torch's default dtype."""
         *pairs, (otherwise, _) = expr.args
         text = self._print(otherwise)
-        if not any(value.has(ArrayRef) for value, _ in expr.args):
+        if not any(holds_array(value) for value, _ in expr.args):
             text = f"{self.module}.asarray({text}, dtype=dtype{self.placed})"
         for value, condition in reversed(pairs):
             text = f"{self.module}.where({self.condition(condition)}, {self._print(value)}, {text})"
@@ -191,10 +216,13 @@ class ArrayPrinterMixin:
         """The lines that assign ``code`` to ``name``. Nothing is modified in place unless this
         statement made it: accumulating is ``name = name + code``, and a bare name is copied,
         so no two returned arrays share memory."""
-        if type(code).__name__ == "ScatterAdd":
+        if type(code).__name__ in ("ScatterAdd", "FlatScatterAdd"):
             shape, index, values, *axis = code.args
             start = f"{name}.{self.copy_method}()" if accumulate else \
                 f"{self.module}.zeros({self.shape(shape)}, dtype=dtype{self.placed})"
+            if type(code).__name__ == "FlatScatterAdd":  # (a fresh array: its flat view is it)
+                return [f"{name} = {start}", self.spell_flat_scatter(
+                    name, self.postfix(index), self.postfix(values))]
             if axis and int(axis[0]):
                 return self.spell_scatter(name, start, shape, index, values, int(axis[0]))
             return self.spell_scatter(name, start, shape, index, values)
@@ -216,7 +244,8 @@ class ArrayPrinterMixin:
     # -- fused statements (``symderive.fuse``) ---------------------------------------------------
     def _print_Grouped(self, expr):
         inner = expr.args[0]
-        if isinstance(inner, sp.Symbol) or inner.is_Number and not inner.is_negative:
+        if isinstance(inner, sp.Symbol) or inner.is_Number and not inner.is_negative \
+                or _may_divide_by_zero(inner):  # (a quotient(...) call needs no parentheses)
             return self._print(inner)
         return f"({_unwrapped(self._print(inner))})"
 

@@ -10,6 +10,7 @@ powers as powers and constant factors as ``\\frac{1}{n - 1}``. Array names come 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
@@ -18,28 +19,107 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 from ..ir import free_indices
 from ..ops import OPS, ArgMax, Maximum, Piecewise, op_for
 
-_ABBREVIATIONS = {"eps": r"\epsilon", "lamda": r"\lambda"}
+_ABBREVIATIONS = {"eps": r"\epsilon", "lamda": r"\lambda", "omicron": "o"}  # no \omicron
 _ACCENTS = ("hat", "bar", "tilde", "dot", "vec")
 _GREEK = set(greek_letters_set) | {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma",
                                    "Upsilon", "Phi", "Psi", "Omega"}
 
 
 def default_name(name: str) -> str:
-    r"""A LaTeX spelling of an array or scalar name without a user-given one.
+    r"""A LaTeX spelling of an array or scalar name without a user-given one; a non-ASCII
+    character is spelled as ``math_character`` says, so every identifier compiles.
 
     >>> [default_name(x) for x in ("x", "W1", "gamma", "xhat", "eps", "bnvar_inv")]
     ['x', 'W_{1}', '\\gamma', '\\hat{x}', '\\epsilon', '\\mathrm{bnvar\\_inv}']
+    >>> [default_name(x) for x in ("λ2", "aé")]
+    ['\\lambda_{2}', '\\mathrm{a{\\acute{e}}}']
     """
     if name in _ABBREVIATIONS:
         return _ABBREVIATIONS[name]
-    match = re.fullmatch(r"([A-Za-z]+?)(hat|bar|tilde|dot|vec)?(\d*)", name)
+    # [0-9], not \d: a digit of another script is spelled by math_character, not as a subscript
+    match = re.fullmatch(r"([A-Za-z]+?|[^\x00-\x7f])(hat|bar|tilde|dot|vec)?([0-9]*)", name)
     if match:
         base, accent, digits = match.groups()
         if len(base) == 1 or base in _GREEK:
-            text = base if len(base) == 1 else "\\" + base
+            text = math_character(base) if len(base) == 1 else "\\" + base
             text = f"\\{accent}{{{text}}}" if accent else text
             return text + (f"_{{{digits}}}" if digits else "")
-    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+    # a spelled character in braces, so the letters after it do not lengthen its command
+    spelled = (r"\_" if char == "_" else char if char.isascii() else f"{{{math_character(char)}}}"
+               for char in name)
+    return r"\mathrm{" + "".join(spelled) + "}"
+
+
+# Unicode's combining accents as LaTeX's math and text accents (e with U+0301 is \acute{e})
+_MATH_ACCENTS = {"\u0300": r"\grave", "\u0301": r"\acute", "\u0302": r"\hat", "\u0303": r"\tilde",
+                 "\u0304": r"\bar", "\u0306": r"\breve", "\u0307": r"\dot", "\u0308": r"\ddot",
+                 "\u030a": r"\mathring", "\u030c": r"\check"}
+_TEXT_ACCENTS = {"\u0300": "\\`", "\u0301": "\\'", "\u0302": "\\^", "\u0303": "\\~",
+                 "\u0304": "\\=", "\u0306": "\\u", "\u0307": "\\.", "\u0308": '\\"',
+                 "\u030a": "\\r", "\u030c": "\\v", "\u0327": "\\c"}
+# Greek capitals that LaTeX writes with the Latin letter of the same shape (no \Alpha)
+_LATIN_SHAPED = {"ALPHA": "A", "BETA": "B", "EPSILON": "E", "ZETA": "Z", "ETA": "H", "IOTA": "I",
+                 "KAPPA": "K", "MU": "M", "NU": "N", "OMICRON": "O", "RHO": "P", "TAU": "T",
+                 "CHI": "X"}
+_UNICODE_GREEK = {"LAMDA": "lambda", "FINAL SIGMA": "varsigma"}  # Unicode's names that differ
+
+
+def _greek(char: str) -> str | None:
+    """The LaTeX of a Greek letter, found by its Unicode name; None for any other character."""
+    match = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z ]+)", unicodedata.name(char, ""))
+    if not match:
+        return None
+    case, letter = match.groups()
+    if case == "CAPITAL" and letter in _LATIN_SHAPED:
+        return _LATIN_SHAPED[letter]
+    if case == "SMALL" and letter == "OMICRON":
+        return "o"
+    command = _UNICODE_GREEK.get(letter, letter.lower())
+    command = command.capitalize() if case == "CAPITAL" else command
+    return "\\" + command if command in _GREEK or command == "varsigma" else None
+
+
+def _accented(char: str, accents: dict, spell) -> str | None:
+    """A letter with one accent (``é``) as the accent command around the spelled letter."""
+    parts = unicodedata.normalize("NFD", char)
+    if len(parts) == 2 and parts[1] in accents:
+        base = spell(parts[0])
+        if base is not None:
+            return f"{accents[parts[1]]}{{{base}}}"
+    return None
+
+
+def math_character(char: str) -> str:
+    r"""One character of a name in math mode, as pdflatex with texlive-latex-base compiles it:
+    ASCII as itself, a Greek letter as its command, an accented letter with a math accent, any
+    other character by its code point.
+
+    >>> [math_character(c) for c in ("x", "λ", "Λ", "Α", "é", "名")]
+    ['x', '\\lambda', '\\Lambda', 'A', '\\acute{e}', '\\langle\\mathrm{U{+}540D}\\rangle']
+    """
+    if char.isascii():
+        return char
+    return _greek(char) or _accented(char, _MATH_ACCENTS, _plain_letter) or \
+        rf"\langle\mathrm{{U{{+}}{ord(char):04X}}}\rangle"
+
+
+def text_character(char: str) -> str:
+    r"""One non-ASCII character in text mode: a Greek letter in math, an accented letter with a
+    text accent, any other character by its code point.
+
+    >>> [text_character(c) for c in ("λ", "é", "名")]
+    ['$\\lambda$', "\\'{e}", '$\\langle$U+540D$\\rangle$']
+    """
+    greek = _greek(char)
+    if greek is not None:
+        return f"${greek}$"
+    return _accented(char, _TEXT_ACCENTS, lambda c: c if c.isascii() and c.isalpha() else None) \
+        or rf"$\langle$U+{ord(char):04X}$\rangle$"
+
+
+def _plain_letter(char: str) -> str | None:
+    """An ASCII letter or a Greek one, which a math accent can take."""
+    return char if char.isascii() and char.isalpha() else _greek(char)
 
 
 def _subscripted(name: str, sub: str) -> str:

@@ -33,6 +33,9 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         x, shape = expr.args
         return f"np.broadcast_to({self._print(x)}, {self.shape(shape)})"
 
+    def spell_flat_scatter(self, name: str, index: str, values: str) -> str:
+        return f"np.add.at({name}.reshape(-1), {index}.reshape(-1), {values}.reshape(-1))"
+
     def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
         where = self._print(index)
         if axis:  # along a later axis: np.add.at(dx, (slice(None), idx), values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.pytorch import TorchPrinter
 
-from ..lower import ArgMaxAxis, ArrayRef
+from ..lower import Arange, ArgMaxAxis, ArrayRef, holds_array
 from .arrays import ArrayPrinterMixin
 
 
@@ -35,15 +35,20 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         """``torch.maximum`` of two tensors; against a constant ``torch.clamp(x, min=c)``, since
         ``torch.maximum`` takes tensors only (the derived backward decides the kinks, not this)."""
         a, b = expr.args
-        if a.has(ArrayRef) and b.has(ArrayRef):
+        if holds_array(a) and holds_array(b):
             return f"torch.{function}({self._print(a)}, {self._print(b)})"
-        if not (a.has(ArrayRef) or b.has(ArrayRef)):
+        if not (holds_array(a) or holds_array(b)):
             return self._print_Function(expr)
-        array, constant = (a, b) if a.has(ArrayRef) else (b, a)
+        array, constant = (a, b) if holds_array(a) else (b, a)
         return f"torch.clamp({self._print(array)}, {bound}={self._print(constant)})"
 
     def _print_OneHot(self, expr):
         labels, size = expr.args
+        if labels.has(Arange):
+            # computed positions (j + 1 over a range of n) may fall outside range(size), where
+            # the row is zeros; F.one_hot refuses such a class, a comparison gives the zeros
+            return (f"(torch.arange({self._print(size)}{self.placed}) == "
+                    f"{self.postfix(labels)}[..., None]).to(dtype)")
         # F.one_hot takes int64 alone; input labels may be int32 (indexing takes both)
         long = "" if isinstance(labels, ArgMaxAxis) else ".long()"
         return f"F.one_hot({self.postfix(labels)}{long}, {self._print(size)}).to(dtype)"
@@ -52,10 +57,13 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         x, shape = expr.args
         return f"{self.postfix(x)}.expand{self.shape(shape)}"
 
+    def spell_flat_scatter(self, name: str, index: str, values: str) -> str:
+        return f"{name}.view(-1).index_add_(0, {index}.reshape(-1), {values}.reshape(-1))"
+
     def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
-        rows = ", ".join([self._print(size) for size in shape[:axis]] + ["-1"] +
-                         [self._print(size) for size in shape[axis + 1:]])
-        flat = f"{self.postfix(values)}.reshape({rows})"
+        # the index's axes of ``values`` (between the scattered axis and the trailing ones) made
+        # one: flatten, not reshape(..., -1, ...), which cannot infer a size of an empty batch
+        flat = f"{self.postfix(values)}.flatten({axis}, {axis - len(shape)})"
         return [f"{name} = {start}.index_add_({axis}, {self.postfix(index)}.reshape(-1), {flat})"]
 
     def _print_Pad(self, expr):
@@ -70,7 +78,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
     # -- fused statements: one fresh tensor, updated in place (``symderive.fuse``) ---------------
     def _print_AddCMul(self, expr):
         a, x, scale = expr.args
-        if not scale.has(ArrayRef):  # a Python number: torch.addcmul takes tensors only
+        if not holds_array(scale):  # a Python number: torch.addcmul takes tensors only
             return f"torch.add({self._print(a)}, {self._print(x)}, alpha={self._print(scale)})"
         return f"torch.addcmul({self._print(a)}, {self._print(x)}{self.scaled(scale)})"
 
@@ -83,7 +91,7 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         return f"{name}.mul_({self._print(scale)})"
 
     def spell_addcmul(self, name: str, x, scale) -> str:
-        if not scale.has(ArrayRef):
+        if not holds_array(scale):
             return f"{name}.add_({self._print(x)}, alpha={self._print(scale)})"
         return f"{name}.addcmul_({self._print(x)}{self.scaled(scale)})"
 
@@ -92,8 +100,8 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         (sign, ``1/(n - 1)``) go to ``value=``, which costs no tensor operation of its own
         (symderive.fuse)."""
         factors = sp.Mul.make_args(scale)
-        number = sp.Mul(*[f for f in factors if not f.has(ArrayRef)])
-        tensors = self._print(sp.Mul(*[f for f in factors if f.has(ArrayRef)]))
+        number = sp.Mul(*[f for f in factors if not holds_array(f)])
+        tensors = self._print(sp.Mul(*[f for f in factors if holds_array(f)]))
         return f", {tensors}" if number == 1 else f", {tensors}, value={self._print(number)}"
 
     def _print_AddMatMul(self, expr):
