@@ -182,20 +182,20 @@ def split(expr: sp.Expr, a: sp.Expr) -> list[Piece] | None:
         return None
     if any(value.has(sp.nan, sp.zoo, sp.oo, -sp.oo) for value in intervals + points):
         return None
-    # each breakpoint joins the interval whose branch it takes (the same function of a: then
-    # every derivative there is that branch's too), else one whose value reaches it, the one
-    # below first, else it stays a piece of its own
+    # each breakpoint joins the interval whose branch it takes there (the same function of a, so
+    # every derivative there is that interval's too), the one below first; else it stays a
+    # piece of its own, with the branch it takes (a value that merely reaches a neighbour's
+    # would give the breakpoint that neighbour's derivatives: the terms of a sum may each take
+    # another side of one kink)
     pieces: list[Piece] = []
     for p, b in enumerate(breakpoints):
-        below, at = intervals[p], points[p]
-        if _same(intervals[p + 1], branches[p]) and not _same(below, branches[p]):
-            pieces.append(Piece(below, b, False))
-        elif _same(below.xreplace({a: b}), at):
+        below = intervals[p]
+        if _same(below, branches[p]):
             pieces.append(Piece(below, b, True))
-        elif _same(intervals[p + 1].xreplace({a: b}), at):
+        elif _same(intervals[p + 1], branches[p]):
             pieces.append(Piece(below, b, False))
         else:
-            pieces += [Piece(below, b, False), Piece(at, b, True)]
+            pieces += [Piece(below, b, False), Piece(branches[p], b, True)]
     pieces.append(Piece(intervals[-1]))
     merged = [pieces[0]]
     for piece in pieces[1:]:

@@ -24,6 +24,7 @@ from .lower import (
     ArrayRef,
     ArrayStatement,
     BroadcastTo,
+    Equal,
     Eye,
     Full,
     MatMul,
@@ -271,6 +272,8 @@ class Extents:
             return (code.args[0],)
         if isinstance(code, Eye):
             return (code.args[0], code.args[-1])
+        if isinstance(code, Equal):
+            return _broadcast([self(a) for a in code.args])
         if isinstance(code, OneHot):
             labels = self(code.args[0])
             return None if labels is None else labels + (code.args[1],)

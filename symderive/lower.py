@@ -98,6 +98,12 @@ class OneHot(ArrayOp):
     """``OneHot(labels, V)`` -> float rows with a 1 at each label, shape ``labels.shape + (V,)``."""
 
 
+class Equal(ArrayOp):
+    """``Equal(a, b)`` -> 1 where the integer arrays ``a`` and ``b`` are equal, else 0, in the
+    working dtype: a delta between two index expressions that share an index
+    (``KroneckerDelta(Z[i] + 1, i)``)."""
+
+
 class Eye(ArrayOp):
     """``Eye(n)`` -> the identity matrix: a delta between two free indices; ``Eye(n, m)`` the
     rectangular one, for indices over ranges of two lengths."""
@@ -596,7 +602,11 @@ class Lowerer:
             return Value(Eye(idx_size(a)), (a, b))
         row, label = (a, b) if isinstance(a, sp.Idx) else (b, a)
         if not isinstance(row, sp.Idx) or row in free_indices(label):
-            raise LoweringError(f"cannot lower '{e}': a delta needs a free index on one side")
+            # both sides vary along one index: compared element by element
+            left, right = self.index_values(a, order), self.index_values(b, order)
+            axes = _union([left, right], order)
+            return Value(Equal(*[_align(v, axes) if v.axes else v.code for v in (left, right)]),
+                         tuple(axes))
         value = self.affine(label, order) if affine_parts(label) else \
             self.index_values(label, order)
         return Value(OneHot(value.code, idx_size(row)), value.axes + (row,))

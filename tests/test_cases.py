@@ -67,10 +67,13 @@ def test_a_clip_is_a_clamp_only_where_its_ties_take_the_branches_of_the_pieces()
     """``Max(lo, Min(hi, v))`` takes ``v``'s branch at ``hi`` and the constant's at ``lo`` (the op
     table's ties), so pieces that agree are a clamp; huber's derivative takes the middle branch
     at both breakpoints (Min's tie in ``Min(|x|, delta)``) and stays a Piecewise, so no derivative
-    at its kinks changes (of any order)."""
+    at its kinks changes (of any order). At 0 it is ``|x|*sign(x)``'s branch there, 0 (sign(0)
+    = 0, abs'(0) = 0: its derivative at 0 is 0, as autograd of that formula gives), a piece of
+    its own: a value that only reaches the neighbours' would give 0 their derivative 1."""
     clip = sp.Max(-delta, sp.Min(delta, X))
     assert forms(clip)[0] == clip
-    assert forms(HUBER) == [Piecewise((-delta, X < -delta), (X, X <= delta), (delta, True))]
+    assert forms(HUBER) == [Piecewise((-delta, X < -delta), (X, X < 0), (0, X <= 0),
+                                      (X, X <= delta), (delta, True))]
     assert all(not isinstance(f, (sp.Max, sp.Min)) for f in forms(DECREASING))
 
 
@@ -104,8 +107,8 @@ def test_the_rule_gives_the_textbook_forms_of_the_examples(root):
 
     want = {"leaky_relu": "Piecewise((slope, x[i, j] <= 0), (1, True))*dy[i, j]",
             "celu": "Piecewise((exp(x[i, j]/alpha), x[i, j] <= 0), (1, True))*dy[i, j]",
-            "huber_loss": "Piecewise((-delta, r[i, j] < -delta), (r[i, j], r[i, j] <= delta), "
-                          "(delta, True))/(d*n)"}
+            "huber_loss": "Piecewise((-delta, r[i, j] < -delta), (r[i, j], r[i, j] < 0), "
+                          "(0, r[i, j] <= 0), (r[i, j], r[i, j] <= delta), (delta, True))/(d*n)"}
     for name, text in want.items():
         program = runpy.run_path(str(root / "examples" / "activations" / f"{name}.py"))["program"]
         (gradient,) = [g for g in compact_gradients(program) if g.name == "x"]

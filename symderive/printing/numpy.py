@@ -25,6 +25,10 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
     def spell_max(self, x: str, axis: int) -> str:
         return f"{x}.max({axis})"
 
+    def _print_Equal(self, expr):
+        a, b = expr.args
+        return f"({self._print(a)} == {self._print(b)}).astype(dtype)"
+
     def _print_OneHot(self, expr):
         labels, size = expr.args
         return f"(np.arange({self._print(size)}) == {self.postfix(labels)}[..., None]).astype(dtype)"

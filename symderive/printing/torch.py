@@ -42,6 +42,10 @@ class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
         array, constant = (a, b) if holds_array(a) else (b, a)
         return f"torch.clamp({self._print(array)}, {bound}={self._print(constant)})"
 
+    def _print_Equal(self, expr):
+        a, b = expr.args
+        return f"({self._print(a)} == {self._print(b)}).to(dtype)"
+
     def _print_OneHot(self, expr):
         labels, size = expr.args
         if labels.has(Arange):
