@@ -14,8 +14,8 @@ import sympy as sp
 from sympy.core.cache import clear_cache
 
 from symderive.api import derive, emit
-from symderive.derivation import load
-from symderive.ir import name_of
+from symderive.program.load import load
+from symderive.program.ir import name_of
 
 from .programs import tanh_batchnorm_mlp, tanh_chain
 from .timing import ROOT, Row, seconds, threads

@@ -14,7 +14,7 @@ from sympy import Idx, IndexedBase, Sum, exp, symbols
 
 from symderive import Builder, normal
 from symderive.api import emit
-from symderive.check import load_module
+from symderive.verify.check import load_module
 
 from .timing import Row, compare
 

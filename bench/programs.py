@@ -6,7 +6,7 @@ from __future__ import annotations
 from sympy import Idx, IndexedBase, Sum, symbols, tanh
 
 from symderive import Builder, normal
-from symderive.derivation import load
+from symderive.program.load import load
 
 from .timing import ROOT
 

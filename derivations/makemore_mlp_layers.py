@@ -4,8 +4,7 @@ from pathlib import Path
 
 from sympy import Idx, IndexedBase, Sum, symbols, tanh
 
-from symderive import Builder, normal
-from symderive.derivation import load
+from symderive import Builder, load, normal
 
 HERE = Path(__file__).parent
 n, V, B, E, H = symbols("n V B E H", integer=True, positive=True)  # batch, vocab, block, embd, hidden

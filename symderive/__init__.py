@@ -1,35 +1,38 @@
 """symderive: derive a neural-network layer's backward pass symbolically from its forward pass in
 SymPy index notation, simplify it to the compact textbook form, emit vectorised NumPy and torch code,
 check that code against an independent evaluator, and print the derivation as LaTeX. The API for
-notebooks and scripts is ``derive``, ``emit``, ``check`` and ``latex`` (``symderive.api``)."""
-# The submodules emit and check are loaded before the functions of the same names are bound
-# here: a submodule loaded later would replace the package attribute with itself. (Import them as
-# ``from symderive.check import run_check``; ``symderive.check`` is the function.)
-from . import check as _check_module  # noqa: F401
-from . import emit as _emit_module  # noqa: F401
-from .api import Derivation, Document, Emitted, check, derive, emit, latex
-from .builder import Builder
-from .ir import Assign, Init, Input, Program, ProgramError, normal, uniform
-from .ops import ArgMax, Maximum
+notebooks and scripts is ``derive``, ``emit``, ``check`` and ``latex`` (``symderive.api``); a
+derivation file builds its program with ``Builder``. The names load on first use (PEP 562), so
+``symderive --version`` and ``--help`` answer without loading SymPy or torch."""
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-           "ArgMax",
-           "Assign",
-           "Builder",
-           "Derivation",
-           "Document",
-           "Emitted",
-           "Init",
-           "Input",
-           "Maximum",
-           "Program",
-           "ProgramError",
-           "check",
-           "derive",
-           "emit",
-           "latex",
-           "normal",
-           "uniform",
-]
+# public name -> the module that defines it
+_PUBLIC = {
+    **dict.fromkeys(("Derivation", "Document", "Emitted", "check", "derive", "emit", "latex"),
+                    "api"),
+    "Builder": "program.builder",
+    "load": "program.load",
+    **dict.fromkeys(("Assign", "Init", "Input", "Program", "normal", "uniform"), "program.ir"),
+    "ProgramError": "program.errors",
+    **dict.fromkeys(("ArgMax", "Maximum", "Piecewise", "sigmoid", "softplus", "log_sigmoid"),
+                    "program.ops"),
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # the API module registers the rich displays (LaTeX in Jupyter) of programs and gradients,
+    # so it loads with the first public name, whichever is asked for
+    importlib.import_module(f"{__name__}.api")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_PUBLIC))

@@ -1,7 +1,8 @@
 """The Python API for notebooks and scripts: ``derive``, ``emit``, ``check`` and ``latex`` take a
 ``Program`` (or the path of a derivation file) and return a result object with a readable ``repr``
-and, in Jupyter, a LaTeX display (``_repr_latex_``), as ``Program`` and each ``Gradient`` have too.
-They run the same code as the command line; nothing here is a second implementation.
+and, in Jupyter, a LaTeX display (``_repr_latex_``); this module also gives ``Program`` and each
+``Gradient`` theirs (the IR and the algebra know nothing of LaTeX documents). They run the same
+code as the command line; nothing here is a second implementation.
 
 >>> import symderive as sd                                             # doctest: +SKIP
 >>> d = sd.derive("derivations/batchnorm.py"); d["hprebn"]             # doctest: +SKIP
@@ -13,9 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .derivation import derive_backward, load
-from .ir import Program, ProgramError
-from .simplify import Gradient, compact_backward, derive_gradients
+import sympy as sp
+
+from .algebra.simplify import Gradient, compact_backward, derive_backward, derive_gradients
+from .codegen.emit import module_source
+from .codegen.files import write_atomically
+from .latex.documents import document, gradient_latex, program_latex
+from .latex.engines import compile_pdf, to_png
+from .program.ir import Program, ProgramError
+from .program.load import load
+from .verify.smoke import Module, verify
 
 
 def as_program(program: Program | str | Path) -> Program:
@@ -61,8 +69,6 @@ class Derivation:
         return "\n".join(lines)
 
     def _repr_latex_(self) -> str:
-        from .documents import gradient_latex
-
         return "\n".join(display_math(gradient_latex(g, self.program)) for g in self.gradients)
 
 
@@ -89,9 +95,6 @@ class Emitted:
         return f"{self.program.name}_{self.target}.py"
 
     def write(self, folder: str | Path = "generated") -> Path:
-        from .emit import write_atomically
-        from .smoke import Module, verify
-
         verify([Module(self.program, self.target, self.source)])
         path = Path(folder) / self.filename
         write_atomically(path, self.source)
@@ -104,8 +107,6 @@ class Emitted:
 def emit(program: Program | str | Path, target: str = "torch") -> Emitted:
     """The standalone NumPy or torch module of ``program`` (forward, backward and, for torch,
     an ``autograd.Function``), as text; nothing is written until ``.write()``."""
-    from .emit import module_source
-
     if target not in ("numpy", "torch"):
         raise ProgramError(f"target must be 'numpy' or 'torch', not {target!r}")
     program = as_program(program)
@@ -116,7 +117,7 @@ def emit(program: Program | str | Path, target: str = "torch") -> Emitted:
 def check(program: Program | str | Path, dtype: str = "float32", seed: int = 0):
     """Run ``symderive check`` on ``program``: a ``Report`` whose ``ok`` says whether every row
     agrees, printed as makemore's ``cmp`` table."""
-    from .check import DTYPES, run_check
+    from .verify.check import DTYPES, run_check  # torch: loaded only when something is checked
 
     if dtype not in DTYPES:
         raise ProgramError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
@@ -131,22 +132,16 @@ class Document:
     tex: str
 
     def write(self, path: str | Path) -> Path:
-        from .emit import write_atomically
-
         path = Path(path)
         write_atomically(path, self.tex)
         return path
 
     def pdf(self, path: str | Path) -> Path:
         """Write the ``.tex`` at ``path`` and compile it with pdflatex; the PDF's path."""
-        from .documents import compile_pdf
-
         return compile_pdf(self.write(path))
 
     def png(self, path: str | Path) -> list[Path]:
         """Compile as ``pdf`` and convert every page to PNG with pdftoppm."""
-        from .documents import to_png
-
         return to_png(self.pdf(path))
 
     def __repr__(self) -> str:
@@ -159,8 +154,23 @@ class Document:
 def latex(program: Program | str | Path) -> Document:
     """The derivation of ``program`` as a standalone LaTeX document (forward statements; per
     gradient the chain rule, one line per rewrite step, the boxed result)."""
-    from .documents import document
-
     program = as_program(program)
     gradients = None if program.adjoints == "all" else compact_backward(program)[1]
     return Document(program, document(program, gradients=gradients))
+
+
+# -- rich display: the face attaches it to the lower stages' records ----------------------------
+def _program_display(program: Program) -> str:
+    """The forward statements as Jupyter displays them."""
+    return display_math(program_latex(program))
+
+
+def _gradient_display(gradient: Gradient) -> str:
+    """The derivation of one gradient, a line per step, as Jupyter displays it."""
+    if gradient.program is None:
+        return f"$${sp.latex(gradient.expr)}$$"
+    return display_math(gradient_latex(gradient, gradient.program))
+
+
+Program._repr_latex_ = _program_display
+Gradient._repr_latex_ = _gradient_display

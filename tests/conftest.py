@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from symderive.derivation import load
+from symderive.program.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,9 @@ import numpy as np
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
 
-from symderive import ops
-from symderive.ir import idx_size
-from symderive.ops import ArgMax, Maximum
+from symderive.program import ops
+from symderive.program.ir import idx_size
+from symderive.program.ops import ArgMax, Maximum
 
 FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.tanh: math.tanh, sp.sin: math.sin,
              sp.cos: math.cos, sp.sinh: math.sinh, sp.cosh: math.cosh, sp.Abs: abs, sp.Max: max,

@@ -14,13 +14,13 @@ import sympy as sp
 import torch
 
 from symderive import Builder, Program
-from symderive.check import example_inputs, load_module, run_check
-from symderive.derivation import derive_backward, load
-from symderive.documents import document
-from symderive.emit import module_source
-from symderive.ops import Piecewise, as_piecewise, log_sigmoid, sigmoid, softplus
-from symderive.oracle import evaluate, evaluate_expression
-from symderive.simplify import compact_gradients
+from symderive.algebra.simplify import compact_gradients, derive_backward
+from symderive.codegen.emit import module_source
+from symderive.latex.documents import document
+from symderive.program.load import load
+from symderive.program.ops import Piecewise, as_piecewise, log_sigmoid, sigmoid, softplus
+from symderive.verify.check import example_inputs, load_module, run_check
+from symderive.verify.oracle import evaluate, evaluate_expression
 
 FOLDER = Path(__file__).parent.parent / "examples" / "activations"
 NAMES = sorted(p.stem for p in FOLDER.glob("*.py") if p.stem != "table")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from symderive.check import STRESS
 from symderive.cli import main
+from symderive.verify.check import STRESS
 
 BAD_PROGRAM = '''
 from sympy import Idx, IndexedBase, symbols
@@ -128,7 +128,6 @@ def test_sigterm_during_a_write_leaves_no_temp_file(tmp_path, root):
 
     script = f'''
 import os, sys, time
-import symderive.emit as emit
 real = os.fchmod
 def slow(fd, mode):
     print("writing", flush=True)
@@ -150,15 +149,15 @@ sys.exit(main(["emit", {str(root / "derivations" / "cross_entropy.py")!r}, "--ta
 def test_emitted_code_that_does_not_run_is_not_written(tmp_path, root, monkeypatch, capsys,
                                                        command):
     """Exit 3 (symderive's own bug), naming the statement; nothing written or removed."""
-    from symderive import cli
+    from symderive import commands
 
-    real = cli.module_source
+    real = commands.module_source
 
     def broken(forward, backward, target, *origin):
         return real(forward, backward, target, *origin).replace("bndiff*bnvar_inv",
                                                                  "bndiff*bnvar_inv[:, 0]")
 
-    monkeypatch.setattr(cli, "module_source", broken)
+    monkeypatch.setattr(commands, "module_source", broken)
     project = tmp_path / "project"
     (project / "derivations").mkdir(parents=True)
     shutil.copy(root / "derivations" / "batchnorm.py", project / "derivations")
@@ -169,7 +168,7 @@ def test_emitted_code_that_does_not_run_is_not_written(tmp_path, root, monkeypat
                 "-o", str(project / "generated")]
     else:
         args = ["regen", "--root", str(project)]
-    assert cli.main(args) == 3
+    assert main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error" in err[0] and "bnraw[i, j] = " in err[0]
     assert [p.name for p in (project / "generated").iterdir()] == ["keep.py"]
@@ -343,7 +342,7 @@ def test_a_bare_derivations_folder_inside_a_configured_project(root, tmp_path):
     """The configured root wins over a bare derivations/ folder inside its project, not over one
     of another Python project nested in it (a pyproject.toml of its own), nor over a folder that
     configures itself."""
-    from symderive.cli import find_root
+    from symderive.project import find_root
 
     project, package = _src_layout(root, tmp_path)
     (project / "tools" / "derivations").mkdir(parents=True)
@@ -369,7 +368,7 @@ def test_derivations_md_table_is_current(root):
     """docs/derivations.md's functions table is what docs/make_derivations_md.py makes from OPS."""
     import runpy
 
-    from symderive.ops import OPS
+    from symderive.program.ops import OPS
 
     script = runpy.run_path(str(root / "docs" / "make_derivations_md.py"))
     page = (root / "docs" / "derivations.md").read_text()
@@ -419,9 +418,10 @@ def test_a_path_that_is_code_is_refused_before_anything_is_written(root, tmp_pat
 
 
 def test_the_header_cannot_be_given_a_path_that_is_code(root):
-    from symderive.derivation import derive_backward, load
-    from symderive.emit import module_source
-    from symderive.ir import ProgramError
+    from symderive.algebra.simplify import derive_backward
+    from symderive.codegen.emit import module_source
+    from symderive.program.ir import ProgramError
+    from symderive.program.load import load
 
     program = load(root / "derivations" / "layernorm.py")
     for origin in PAYLOAD_FOLDERS + ["a\x1bb.py", "a\u2028b.py", "a\u202eb.py"]:
@@ -432,7 +432,7 @@ def test_the_header_cannot_be_given_a_path_that_is_code(root):
 def test_latex_leaves_the_users_files_alone(root, tmp_path, capsys):
     """latex -o NAME.tex --png: the user's NAME.log and NAME-notes.png, and a NAME-9.png symderive
     did not write, stay as they were; no .aux or .log appears; the pages are symderive's."""
-    from symderive.documents import is_marked
+    from symderive.latex.engines import is_marked
 
     out = tmp_path / "out"
     out.mkdir()

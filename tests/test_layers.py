@@ -12,10 +12,11 @@ import torch
 from sympy import Idx, IndexedBase, KroneckerDelta, Sum, symbols
 
 from symderive import Builder
-from symderive.check import derive_backward, run_check
-from symderive.ir import ProgramError, indices_of
-from symderive.lower import lower
-from symderive.printing import PRINTERS
+from symderive.algebra.simplify import derive_backward
+from symderive.codegen.lower import lower
+from symderive.codegen.printing import PRINTERS
+from symderive.program.ir import ProgramError, indices_of
+from symderive.verify.check import run_check
 
 from .interpret import tensor
 
@@ -182,7 +183,7 @@ def test_norm_over_several_axes_is_compact_by_the_batchnorm_rules(root, name):
     """GroupNorm and InstanceNorm reduce over two axes jointly; the joint fact ``Sum xc = 0``
     removes the mean path's dead term, leaving layernorm's form: two reductions, both of the
     upstream, over the group's axes."""
-    from symderive.simplify import derive_gradients
+    from symderive.algebra.simplify import derive_gradients
 
     program = load(root, name)
     (dx,) = [g for g in derive_gradients(program) if g.name == "x"]

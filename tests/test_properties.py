@@ -2,7 +2,7 @@
 whole pipeline (validate, derive atomic and compact, simplify, emit NumPy and torch, check).
 
 The grammar (``programs()``) draws a short chain of named statements over x[i, j] (n=4, d=3): every
-op of ``symderive.ops.OPS`` with its argument kept inside its domain, integer, rational and float
+op of ``symderive.program.ops.OPS`` with its argument kept inside its domain, integer, rational and float
 powers, division by arrays, broadcasts of rows, columns and scalar intermediates, batch and feature
 reductions, ``Maximum`` over either axis, contractions to a new axis and of three arrays, transposed
 reads, gathers and label picks, ``include`` of small layer programs, and a loss or one or several
@@ -24,11 +24,10 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 import symderive
-from symderive import ops
-from symderive.check import example_inputs, load_module, run_check
-from symderive.derivation import derive_backward
-from symderive.emit import module_source
-from symderive.simplify import compact_backward, compact_gradients
+from symderive.algebra.simplify import compact_backward, compact_gradients, derive_backward
+from symderive.codegen.emit import module_source
+from symderive.program import ops
+from symderive.verify.check import example_inputs, load_module, run_check
 
 from .interpret import tensor
 

@@ -2,8 +2,7 @@
 import torch.nn.functional as F
 from sympy import Idx, IndexedBase, Sum, symbols
 
-from symderive import Builder, normal, uniform
-from symderive.ops import sigmoid, softplus
+from symderive import Builder, normal, sigmoid, softplus, uniform
 
 n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)

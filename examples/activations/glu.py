@@ -4,8 +4,7 @@ from pathlib import Path
 
 from sympy import Idx, IndexedBase, KroneckerDelta, Sum, symbols
 
-from symderive.derivation import load
-from symderive.ops import sigmoid
+from symderive import load, sigmoid
 
 program = load(Path(__file__).parent.parent / "layers" / "glu.py")
 

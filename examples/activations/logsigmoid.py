@@ -5,8 +5,7 @@ follow torch, see symderive/ops.py)."""
 import torch.nn.functional as F
 from sympy import Idx, IndexedBase, symbols
 
-from symderive import Builder, normal
-from symderive.ops import log_sigmoid, sigmoid
+from symderive import Builder, log_sigmoid, normal, sigmoid
 
 n, d = symbols("n d", integer=True, positive=True)
 i, j = Idx("i", n), Idx("j", d)

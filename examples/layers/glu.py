@@ -4,8 +4,7 @@ The two reads are slices; each adjoint pads its half back into the full width.""
 import torch.nn.functional as F
 from sympy import Idx, IndexedBase, symbols
 
-from symderive import Builder, normal
-from symderive.ops import sigmoid
+from symderive import Builder, normal, sigmoid
 
 n, H = symbols("n H", integer=True, positive=True)
 i, j, l = Idx("i", n), Idx("j", H), Idx("l", 2 * H)

@@ -1,0 +1,344 @@
+"""The simplifier: inline a layer's atomic adjoint chain into one expression per materialised
+gradient, then rewrite it with the named rules (``rules``) in three phases (into irreducible
+forward names, reduce to a fixpoint, fold back into saved names) and factor it for output. Every
+rule application that changes the expression is kept as a ``Step(rule, before, after)``: the steps
+are the derivation. ``sp.simplify`` is never called.
+"""
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ..program.ir import Assign, Program, free_indices, name_of
+from .cost import operation_count
+from .factoring import factor, gather
+from .grad import (
+    ReversePass,
+    adjoint_lhs,
+    adjoint_name,
+    backward,
+    backward_program,
+    contribution,
+    reads,
+    upstream_adjoint,
+)
+from .output import OUTPUT_RULES
+from .reduction import BASIS_RULES, REDUCE_RULES, Context, run_to_fixpoint
+from .terms import components, expand, expanded_size, freshen, readable, renamed, to_expr
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule application: the whole expression before and after it."""
+
+    rule: str
+    before: sp.Expr
+    after: sp.Expr
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """A materialised adjoint: its compact expression and the steps that produced it."""
+
+    name: str  # the forward name whose adjoint this is
+    lhs: sp.Expr
+    expr: sp.Expr
+    steps: tuple[Step, ...]
+    program: Program | None = field(default=None, compare=False, repr=False)  # for display
+
+    def uses(self, program: Program) -> list[str]:
+        """The forward names (labels included) and then the adjoints the expression reads."""
+        found = {name_of(x) for x in self.expr.atoms(sp.Indexed)}
+        order = list(program.declared)
+        return sorted(found, key=lambda name: (name not in order, order.index(name)
+                                               if name in order else 0, name))
+
+    def summary(self, program: Program) -> dict:
+        """The fields of ``symderive derive --json``."""
+        return {"wrt": self.name, "expr": str(self.expr), "ops": int(sp.count_ops(self.expr)),
+                "reductions": len([x for x in sp.preorder_traversal(self.expr)
+                                   if isinstance(x, sp.Sum)]),
+                "steps": len(self.steps), "uses": self.uses(program)}
+
+
+def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
+    """Rewrite ``expr`` to its compact form; return it with the steps taken.
+
+    >>> # see tests/test_simplify.py for cross-entropy, batchnorm and layernorm
+    """
+    steps: list[Step] = []
+
+    def show(terms):
+        return readable(to_expr(terms), context.names_for)
+
+    def record(rule, before, after):
+        shown = show(after)
+        if shown != steps[-1].after:  # a change only of internal names is not a step to show
+            steps.append(Step(rule.name, steps[-1].after, shown))
+
+    expr = freshen(expr)  # copies of one adjoint share bound names; give each its own
+    terms = expand(expr, context.nonnegative)
+    start = readable(expr, context.names_for)
+    steps.append(Step("distribute", start, show(terms)))
+    terms = run_to_fixpoint(terms, context, BASIS_RULES, record)
+    terms = run_to_fixpoint(terms, context, REDUCE_RULES, record)
+    terms = run_to_fixpoint(terms, context, OUTPUT_RULES, record)
+    result = readable(factor(terms, context), context.names_for)
+    if result != steps[-1].after:
+        steps.append(Step("factor", steps[-1].after, result))
+    gathered = readable(gather(terms, context), context.names_for)
+    if operations(gathered) < operations(steps[-1].after):
+        steps.append(Step("gather", steps[-1].after, gathered))
+    steps = [step for step in steps if step.before != step.after]
+    return cheapest(start, steps)
+
+
+def operations(expr: sp.Expr) -> int:
+    """``sympy.count_ops``, remembered per subtree (``cost.operation_count``): each form is costed
+    when chosen among and again when the derivation's cheapest form is extracted."""
+    return operation_count(expr)
+
+
+def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
+    """The cheapest form the derivation passed through, by ``sympy.count_ops``, the earliest of
+    equally cheap ones (no steps that go round in a circle), and the steps that lead to it. Every form is equal to the start (each
+    step is sound), so choosing among them is extraction, not a rewrite: rules may go through a
+    larger form to reach a smaller one, but a result never costs more than the chain it came
+    from (a distributed ``-a**2*da + da`` that no rule gathers again stays ``(1 - a**2)*da``)."""
+    forms = [start] + [step.after for step in steps]
+    costs = [operations(form) for form in forms]
+    best = min(range(len(forms)), key=lambda position: (costs[position], position))
+    return forms[best], steps[:best]
+
+
+# The most terms an inlined adjoint may distribute into before it is materialised instead. A
+# product of sums distributes into the product of their sizes: inlining the adjoint of a chain of
+# elementwise maps (tanh after tanh) doubles the terms at every statement, and a person writing
+# the backward by hand keeps ``dh`` there. The layers whose compact forms come from cancellations
+# (batchnorm, cross-entropy, makemore) stay below 10.
+INLINE_TERMS = 8
+
+
+def materialised(program: Program) -> list[str]:
+    """The names whose adjoints the compact backward computes: the float inputs, plus any the
+    program lists (layer boundaries)."""
+    chosen = [] if isinstance(program.adjoints, str) else list(program.adjoints)
+    return chosen + [x.name for x in program.inputs if not x.integer and x.name not in chosen]
+
+
+@contextmanager
+def cycle_collection_paused():
+    """Python's cycle collector paused for the block (restored after, as it was). A derivation
+    allocates millions of small SymPy objects, freed by reference counting (they hold no
+    cycles), and the collector's full passes walk every object alive, the caches that remember
+    forms included: their number grows with the program, so with the collector running a
+    derivation of twice the statements took more than twice as long (the tanh+batchnorm MLP
+    at depth 16 against 8; a third of the time of a 300-statement chain's double backward).
+    What is computed does not depend on when garbage is collected."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
+
+
+def compact_gradients(program: Program, inline_steps: bool = True) -> list[Gradient]:
+    """Each materialised adjoint, with every other adjoint inlined, simplified. With
+    ``inline_steps=False`` the steps start at the inlined expression, without the chain-rule
+    ``inline`` step before it (whose contributions are computed again just to be shown): for
+    callers that keep only the backward program; the expressions are the same.
+
+    Inlining stops where it would multiply work (``materialise_instead``): an adjoint whose
+    inlined form would put more arrays under one contraction than reading it as a name does is
+    materialised too, decided during the walk, as soon as that adjoint is complete."""
+    with cycle_collection_paused():
+        return _compact_gradients(program, inline_steps)
+
+
+def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
+    context = Context(program)
+    keep = set(materialised(program))
+    walk = ReversePass(program)
+    defining = {statement.name: statement for statement in program.body}
+    inlined: dict[str, sp.Expr] = {}  # a name's adjoint, over its axes, other adjoints inlined
+    if not program.loss:  # a layer output's adjoint starts as its upstream adjoint
+        inlined.update({name: adjoint_lhs(program, name) for name in program.outputs})
+    # per name, how the chain rule writes each contribution: (part, statement, read, upstream)
+    sources: dict[str, list[tuple[sp.Expr, Assign, sp.Expr, sp.Expr]]] = {}
+    prepared: dict[str, tuple[sp.Expr, dict[str, sp.Expr]]] = {}  # contributions already made
+    gradients = []
+
+    def chained(name: str) -> sp.Expr:
+        """A kept name's adjoint as the chain rule writes it (a kept output's starts as its
+        upstream): each contribution read through the adjoints it came from."""
+        total = adjoint_lhs(program, name) if not program.loss and name in program.outputs \
+            else sp.S.Zero
+        for part, statement, read, upstream in sources.get(name, ()):
+            total += part if read == upstream else contribution(program, statement, name,
+                                                                context, read)
+        return total
+
+    def complete(name: str) -> None:
+        if name not in keep and name in defining and \
+                expanded_size(inlined[name]) > INLINE_TERMS:
+            keep.add(name)  # inlining further would distribute into ever more terms
+        elif name not in keep and name in defining:
+            upstream = _instantiate(inlined[name], program, defining[name])
+            verdict, parts = materialise_instead(program, defining[name], context, upstream)
+            if verdict:
+                keep.add(name)
+            else:
+                prepared[name] = (upstream, parts)
+        if name in keep:
+            gradients.append(_simplified(name, inlined[name],
+                                         chained(name) if inline_steps else None, program,
+                                         context))
+
+    for statement, used, active in walk:
+        upstream = read = upstream_adjoint(program, statement)
+        parts: dict[str, sp.Expr] = {}
+        if statement.name in prepared:
+            upstream, parts = prepared.pop(statement.name)
+        elif statement.name in inlined and statement.name not in keep:
+            upstream = _instantiate(inlined[statement.name], program, statement)
+        for name in used if active else ():
+            part = parts[name] if name in parts else contribution(program, statement, name,
+                                                                  context, upstream)
+            if part != 0:
+                inlined[name] = inlined.get(name, sp.S.Zero) + part
+                walk.reached.add(name)
+                sources.setdefault(name, []).append((part, statement, read, upstream))
+        for name in walk.visited(used):
+            complete(name)
+    gradients += [_simplified(name, inlined[name], chained(name) if inline_steps else None,
+                              program, context)
+                  for name in walk.remaining() if name in keep]
+    found = {g.name for g in gradients}
+    # An input every contribution to which cancelled (b1 under batchnorm) has gradient 0; say so.
+    gradients += [Gradient(x.name, adjoint_lhs(program, x.name), sp.S.Zero, (), program)
+                  for x in program.inputs if x.name in keep and x.name not in found]
+    return gradients
+
+
+def contraction_width(expr: sp.Expr, context: Context) -> int:
+    """The most arrays any one contraction of ``expr`` multiplies together, in the normal form
+    (each term's factors that share bound indices are one contraction). Factors over the same
+    axes, or over a subset of another factor's axes, are one operand: they multiply elementwise
+    before the contraction. ``Sum_i x[i, d]*dh[i, h]`` is 2 (a matmul); ``Sum_{i, o} x[i, d]*
+    dout[i, o]*U[h, o]*s[i, h]`` is 4, which no single matmul computes. An index only one operand
+    has is summed out of it first (a reduction nested in the contraction), so ``Sum_{j, l}
+    W[k, j]*r[i, j]*r[l, j]*g[l, j]`` is 2: ``r[l, j]*g[l, j]`` reduces to a vector over ``j``.
+
+    >>> from sympy import IndexedBase, Idx, Sum, symbols
+    >>> from symderive import Builder
+    >>> n, d = symbols("n d", integer=True, positive=True)
+    >>> i, j, k = Idx("i", n), Idx("j", d), Idx("k", d)
+    >>> x, w, u, y = IndexedBase("x"), IndexedBase("w"), IndexedBase("u"), IndexedBase("y")
+    >>> b = Builder("t", sizes={n: 2, d: 2}); b.input(x[i, j]); b[y[i, j]] = 2 * x[i, j]
+    >>> b.output(y); context = Context(b.build())
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * x[i, k], j), context)
+    2
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[k, i], j, k), context)
+    3
+    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[i, j], i, j), context)  # (x*u).sum(0) @ w
+    1
+    """
+    worst = 0
+    for term in expand(expr, context.nonnegative):
+        for bound, factors in components(term)[1]:
+            operands = [set(free_indices(atom)) for atom, _ in factors]
+            while True:  # merge subsets; sum an index only one operand has out of it first
+                operands = [a for m, a in enumerate(operands) if not any(
+                    a < b or a == b and m > q for q, b in enumerate(operands))]
+                alone = [(a, k) for a in operands for k in a & set(bound)
+                         if not any(k in b for b in operands if b is not a)]
+                if not alone:
+                    break
+                for a, k in alone:
+                    a.discard(k)
+            worst = max(worst, len(operands))
+    return worst
+
+
+def materialise_instead(program: Program, statement: Assign, context: Context,
+                        upstream: sp.Expr) -> tuple[bool, dict[str, sp.Expr]]:
+    """Whether the adjoint of ``statement``'s name should be materialised rather than inlined:
+    when, inlined as ``upstream``, some contribution of the statement would contract more than two
+    arrays at once and more than the same contribution reading the adjoint by name does. A hand
+    writer's rule (``dh = dout @ U.T``, then ``dW = x.T @ (dh*...)``), not a layer's: layers
+    that stay elementwise-plus-reductions (batchnorm, cross-entropy) never meet it.
+
+    The raw chain can look wider than it is (cross-entropy's unsimplified adjoint has sums that
+    cancel), so a contribution that looks too wide is judged again with the adjoint in its
+    simplified form, the form the emitted code would compute. Also returns the inlined
+    contributions computed on the way, for reuse when the answer is no."""
+    read = upstream_adjoint(program, statement)
+    parts, wide = {}, []
+    for name in reads(program, statement.rhs):
+        part = parts[name] = contribution(program, statement, name, context, upstream)
+        if part != 0 and contraction_width(part, context) > 2:
+            wide.append(name)
+    if not wide:
+        return False, parts
+    compact = simplify(upstream, context)[0]
+    for name in wide:
+        width = contraction_width(contribution(program, statement, name, context, compact),
+                                  context)
+        if width > 2 and width > contraction_width(
+                contribution(program, statement, name, context, read), context):
+            return True, parts
+    return False, parts
+
+
+def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr | None, program: Program,
+                context: Context) -> Gradient:
+    expr, steps = simplify(inlined, context)
+    start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
+    if chained is not None and start != chained:
+        steps.insert(0, Step("inline", chained, start))
+    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps), program)
+
+
+def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:
+    """An inlined adjoint (written over its name's axes) read at the statement's lhs indices."""
+    if not isinstance(statement.lhs, sp.Indexed):
+        return expr
+    return renamed(freshen(expr), dict(zip(program.axes(statement.name), statement.lhs.indices)))
+
+
+def compact_backward(program: Program, inline_steps: bool = True
+                     ) -> tuple[Program, list[Gradient]]:
+    """The backward Program of the compact gradients, and the gradients with their steps
+    (``inline_steps``: see ``compact_gradients``)."""
+    gradients = compact_gradients(program, inline_steps)
+    body = [Assign(g.lhs, g.expr) for g in gradients]  # a symbolic zero is kept: it is a result
+    return backward_program(program, body, [g.name for g in gradients]), gradients
+
+
+def derive_gradients(program: Program) -> list[Gradient]:
+    """The gradients ``symderive derive`` prints: each float input's, simplified; for a program
+    that asks for every adjoint (``adjoints="all"``), each input's atomic statements summed."""
+    if program.adjoints != "all":
+        return [g for g in compact_gradients(program) if program.input(g.name) is not None]
+    atomic = backward(program)
+    result = []
+    for name in (n[1:] for n in atomic.outputs):
+        if program.input(name) is not None:
+            parts = [s for s in atomic.body if s.name == adjoint_name(name)]
+            expr = sp.Add(*[s.rhs for s in parts])
+            result.append(Gradient(name, parts[0].lhs, expr, (), program))
+    return result
+
+
+def derive_backward(program: Program) -> Program:
+    """The backward Program ``program`` asks for: every adjoint, one statement per dependency
+    (``adjoints="all"``, makemore's exercise 1), or only the materialised adjoints, simplified."""
+    if program.adjoints == "all":
+        return backward(program)
+
+    return compact_backward(program, inline_steps=False)[0]  # the program only: no steps shown

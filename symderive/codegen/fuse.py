@@ -1,0 +1,358 @@
+"""Fusion: lowered statements rewritten so that each costs the fewest full-size passes, as an expert
+writes them by hand. Scalar and row factors of a product are multiplied together before they meet
+a full-size array, and a statement whose value is a sum of full-size terms becomes one fresh
+temporary updated in place (``torch.addcmul`` then ``add_``/``addcmul_``/``mul_``, NumPy's
+``+=``/``*=``), so no term allocates an array of its own; only a temporary the statement itself
+just made is ever updated. Column sums print as the emitted ``leading_sums``, and a reduction two
+places compute alike is computed once, under a name (``shared_reductions``).
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+from ..program.ir import Program
+from ..program.names import emitted_names
+from ..program.ops import ArgMax
+from .arrays import (
+    AddCMul,
+    AddMatMul,
+    ArrayOp,
+    ArrayRef,
+    ArrayStatement,
+    Grouped,
+    InPlace,
+    LeadingSums,
+    MatMul,
+    MaxAxis,
+    MaxValues,
+    SumAxes,
+    SumOfProduct,
+    holds_array,
+)
+from .extents import Extents, _rank
+
+
+def _split(factors, rank: int, extents: Extents) -> tuple[list, list]:
+    """Factors of a product as (full: of the product's rank or unknown, small: the rest)."""
+    full, small = [], []
+    for f in factors:
+        r = _rank(extents(f))
+        (full if r is None or r >= rank else small).append(f)
+    return full, small
+
+
+def folded(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """``code`` with the small factors of every product grouped, so they meet each other before
+    a larger array: ``-bnraw*dbngain/(n - 1)`` -> ``bnraw*Grouped(-dbngain/(n - 1))``.
+
+    Grouping only reassociates an elementwise product, which broadcasting keeps exact in shape
+    and value up to rounding; no factor is dropped or added."""
+    if not isinstance(code, sp.Basic) or not code.args or not holds_array(code):
+        return code
+    if isinstance(code, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
+        args = [folded(a, extents) for a in code.args]
+        if isinstance(code, sp.Mul):
+            return _grouped_product(args, extents)
+        if isinstance(code, (sp.Function, sp.Max, sp.Min)) and not isinstance(code, sp.Pow):
+            return code.func(*args, evaluate=False) if not isinstance(code, ArrayOp) else \
+                code.func(*args)
+        return code.func(*args)
+    return code
+
+
+def summed_products(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """Every ``SumAxes`` of a product of two same-extent arrays over axes other than the last
+    as ``SumOfProduct`` (the last axis is left to ``.sum``, whose pairwise summation is more
+    accurate than einsum's running sum along it)."""
+    def rewrite(node):
+        x, axes, ndim = node.args
+        factors = sp.Mul.make_args(x)
+        if len(factors) != 2 or int(ndim) - 1 in {int(a) for a in axes}:
+            return node
+        a, b = factors
+        extent = extents(a)
+        if extent is None or len(extent) != int(ndim) or extents(b) != extent \
+                or 1 in extent:
+            return node
+        return SumOfProduct(a, b, axes, ndim)
+    return code.replace(lambda e: isinstance(e, SumAxes), rewrite)
+
+
+def leading_sums(code: sp.Expr) -> sp.Expr:
+    """Every sum over the leading axes of an array that keeps at least one axis (a column sum)
+    wrapped in ``LeadingSums``, the spelling that streams through the array."""
+    def leading(node) -> bool:
+        axes, ndim = node.args[-2], int(node.args[-1])
+        return 0 < len(axes) < ndim and sorted(int(a) for a in axes) == list(range(len(axes)))
+
+    return code.replace(lambda e: isinstance(e, (SumAxes, SumOfProduct)) and leading(e),
+                        lambda e: LeadingSums(e))
+
+
+def _grouped_product(factors: list, extents: Extents) -> sp.Expr:
+    rank = _rank(extents(sp.Mul(*factors)))
+    if rank is None or rank == 0:
+        return sp.Mul(*factors)
+    full, small = _split(factors, rank, extents)
+    number = sp.Mul(*[f for f in small if f.is_Number])
+    if not full or len(small) < 2 and not (small and number != 1 and number != -1):
+        return sp.Mul(*factors)
+    if len(small) == 1 and number == -1:  # -x: one pass, nothing to group
+        return sp.Mul(*factors)
+    return sp.Mul(*full) * Grouped(scalars_grouped(small))
+
+
+def scalars_grouped(factors) -> sp.Expr:
+    """The product of ``factors`` with its Python scalars (numbers, sizes, constants) multiplied
+    first: ``g*(-1/(n - 1))`` is one pass over ``g`` where ``-g/(n - 1)`` is two."""
+    scalars = [f for f in factors if not holds_array(f)]
+    arrays = [f for f in factors if holds_array(f)]
+    if len(scalars) < 2 or not arrays:
+        return sp.Mul(*factors)
+    return sp.Mul(*arrays) * Grouped(sp.Mul(*scalars))
+
+
+def _term_parts(term: sp.Expr, rank: int, extents: Extents):
+    """A full-size term as (array, small factor): ``x*s`` with one full factor ``x``; None for
+    any other term."""
+    factors = sp.Mul.make_args(_ungrouped(term))
+    full, small = _split(factors, rank, extents)
+    if len(full) != 1 or isinstance(full[0], sp.Add) or not small:
+        return None
+    return full[0], sp.Mul(*small)
+
+
+def _fresh(code: sp.Expr) -> bool:
+    """Whether evaluating ``code`` makes a new array that autograd keeps no reference to: a sum
+    or product, not a name or a view of one (a transpose, slice, reshape or read-only
+    broadcast), nor a function such as ``exp`` whose derivative reads its own output."""
+    return isinstance(code, (sp.Add, sp.Mul))
+
+
+def _ungrouped(code: sp.Expr) -> sp.Expr:
+    """``code`` without ``Grouped`` marks (an in-place step groups its operands itself)."""
+    while code.has(Grouped):
+        code = code.xreplace({g: g.args[0] for g in code.atoms(Grouped)})
+    return code
+
+
+def in_place(code: sp.Expr, extents: Extents) -> sp.Expr | None:
+    """An ``InPlace`` computing ``code`` with one fresh full-size array, or None where that
+    saves nothing (a single term, an unknown extent) or cannot be done safely.
+
+    ``g*r*(dout - x*a/(n - 1) - b/n)`` (``g, r, a, b`` rows) becomes ``t = addcmul(dout, x,
+    -a/(n - 1)); t -= b/n; t *= g*r``: three full-size writes where the plain expression makes
+    five and allocates each."""
+    return _in_place(code, extents, None, False)[0]
+
+
+def _in_place(code: sp.Expr, extents: Extents, scale_name: str | None, distribute: bool) -> tuple:
+    """``(InPlace or None, hoisted)``. Where ``distribute``, a small factor of the whole sum is
+    distributed over its terms (``_distributed``); one that is not a single name is read as
+    ``ArrayRef(scale_name)``, and ``hoisted`` is its value (computed once, by a statement of its
+    own), else None."""
+    extent = extents(code)
+    rank = _rank(extent)
+    if not rank:
+        return None, None
+    steps: list[tuple] = []
+    body, hoisted = code, None
+    if isinstance(code, sp.Mul):
+        full, small = _split(sp.Mul.make_args(_ungrouped(code)), rank, extents)
+        if len(full) == 1 and isinstance(full[0], sp.Add) and small:
+            body, outer = full[0], sp.Mul(*small)
+    if not isinstance(body, sp.Add):
+        return None, None
+    terms = list(body.args)
+    if any(extents(t) is None for t in terms):
+        return None, None
+    if body is not code and distribute:
+        single = isinstance(outer, (ArrayRef, sp.Symbol)) or not holds_array(outer)
+        factor = outer if single or scale_name is None else ArrayRef(scale_name)
+        if factor is not outer:
+            extents.known[scale_name] = extents(outer)
+        spread = _distributed(terms, factor, rank, extents) if single or scale_name else None
+        if spread is not None:  # the factor went into the terms: no pass of its own
+            terms, body, hoisted = spread, code, None if single else outer
+    whole = [t for t in terms if extents(t) == extent]
+    if not whole:
+        return None, None
+    products = {t: _term_parts(t, rank, extents) for t in whole}
+    plain = [t for t in whole if products[t] is None]
+    multiplied = [t for t in whole if products[t] is not None]
+    smalls = [t for t in terms if _rank(extents(t)) < rank and holds_array(t)]
+    if body is code and smalls and multiplied and not plain:
+        # torch.addcmul broadcasts the small term it starts from: one write, no pass to add it
+        start = AddCMul(folded(smalls[0], extents), *products[multiplied[0]])
+        used = smalls[:1] + multiplied[:1]
+    elif plain and multiplied:
+        start, used = AddCMul(plain[0], *products[multiplied[0]]), plain[:1] + multiplied[:1]
+    elif len(plain) > 1:
+        start, used = plain[0] + plain[1], plain[:2]
+    elif multiplied:  # x*s makes a fresh array that the other terms update
+        x, small = products[multiplied[0]]
+        start, used = x * (Grouped(small) if isinstance(small, sp.Mul) else small), multiplied[:1]
+    elif body is not code and _fresh(plain[0]):
+        start, used = plain[0], plain[:1]  # computed here, so a fresh array, then scaled
+    else:
+        return None, None
+    rest = [t for t in terms if t not in used]
+    for term in rest:
+        if _rank(extents(term)) < rank:  # a small term is added whole: its grouping is moot
+            term = _ungrouped(term)
+        parts = products.get(term) or (_term_parts(term, rank, extents)
+                                       if extents(term) == extent else None)
+        steps.append(("addcmul", *parts) if parts else ("add", term))
+    if body is not code:
+        steps.append(("mul", outer))
+    if not steps:
+        return None, None
+    return InPlace(start, sp.Tuple(*[sp.Tuple(sp.Symbol(kind), *args) for kind, *args in steps])
+                   ), hoisted
+
+
+def _distributed(terms: list, outer: sp.Expr, rank: int, extents: Extents) -> list | None:
+    """``(x - y*a - b)*s`` (``a, b, s`` small) as the terms ``x*s - y*(a*s) - b*s``, or None
+    where that saves nothing. Distributing pays where the sum has a small term ``b``: the fresh
+    array then starts as ``addcmul(-b*s, x, s)`` (one write where ``x - b`` and ``*= s`` make
+    two read-write passes) and every other full-size term is one ``addcmul_``. Each term is
+    scaled before the terms meet, so no cancellation is added: every term is rounded once more,
+    as the product of the sum is. Every scaled factor must stay small (a row factor of a term
+    times a column ``s`` would be full-size)."""
+    whole = [t for t in terms if _rank(extents(t)) == rank]
+    small = [t for t in terms if _rank(extents(t)) < rank]
+    if not whole or not any(holds_array(t * outer) for t in small):
+        return None  # no small term (a tensor, for torch.addcmul) to fold into the start
+    scaled = []
+    for term in terms:
+        parts = _term_parts(term, rank, extents) if term in whole else None
+        arrays = _split(sp.Mul.make_args(_ungrouped(term)), rank, extents)[0]
+        if term in whole and parts is None and (len(arrays) != 1 or isinstance(arrays[0], sp.Add)):
+            return None  # a term that is not one array times small factors: keep the sum
+        factor = parts[1] * outer if parts else outer if term in whole else term * outer
+        if _rank(extents(factor)) is None or _rank(extents(factor)) >= rank:
+            return None  # a row times a column is full-size: scaling would add a pass
+        scaled.append(parts[0] * factor if parts else term * outer)
+    return scaled
+
+
+def one_call(code: sp.Expr, extents: Extents) -> sp.Expr:
+    """A sum of two terms that one library call computes without a temporary: ``b1 + x @ W1``
+    as ``AddMatMul`` (matrices only) and ``beta + gamma*xhat`` as ``AddCMul``; else ``code``."""
+    if not isinstance(code, sp.Add) or len(code.args) != 2:
+        return code
+    extent = extents(code)
+    rank = _rank(extent)
+    if not rank:
+        return code
+    for term, other in (code.args, code.args[::-1]):
+        if isinstance(term, MatMul) and all(
+                len(extents(a) or ()) == 2 for a in term.args) and extents(other) is not None \
+                and holds_array(other):  # torch.addmm and addcmul take tensors, not numbers
+            return AddMatMul(other, *term.args)
+    for term, other in (code.args, code.args[::-1]):
+        parts = _term_parts(term, rank, extents) if extents(term) == extent else None
+        if parts is not None and holds_array(parts[1]) and extents(other) is not None \
+                and holds_array(other):
+            return AddCMul(other, *parts)
+    return code
+
+
+def fused(statements: list[ArrayStatement], programs: tuple[Program, ...],
+          update: bool = True, backward: Program | None = None,
+          distribute: bool = False) -> list[ArrayStatement]:
+    """``statements`` with small factors grouped and, where ``update``, sums of full-size
+    terms computed in place in one fresh array (``in_place``); ``distribute`` (a target with a
+    fused multiply-add that broadcasts its start, torch's ``addcmul``) also spreads a small factor
+    of a whole sum over its terms, naming it first when it is compound. Accumulating statements
+    are left as they are: the array they add to may be a view of another. Given the ``backward``
+    of a forward whose gradients read no ``ArgMax``, maxima are computed without their indices.
+    Sums over leading axes become ``LeadingSums``."""
+    extents = Extents(programs)
+    if backward is not None and not any(s.rhs.has(ArgMax) for s in backward.body):
+        statements = [ArrayStatement(s.name, s.code.replace(
+            lambda e: isinstance(e, MaxAxis), lambda e: MaxValues(*e.args)), s.accumulate)
+            for s in statements]
+    taken = {s.name for s in statements} | emitted_names(*programs)
+    result = []
+    for s in statements:
+        code = summed_products(folded(s.code, extents), extents)
+        # a statement reading its own name (an upstream adjoint added to) would read the new
+        # array after the first line rebinds the name: computed as one expression instead
+        if update and not s.accumulate and ArrayRef(s.name) not in code.atoms(ArrayRef):
+            scale_name = _fresh_name(f"{s.name}_scale", taken)
+            updated, hoisted = _in_place(code, extents, scale_name, distribute)
+            if hoisted is not None:  # the shared small factor, computed once
+                taken.add(scale_name)
+                result.append(ArrayStatement(scale_name, folded(hoisted, extents)))
+            code = updated or code
+        code = leading_sums(one_call(code, extents))
+        result.append(ArrayStatement(s.name, code, s.accumulate))
+    return result
+
+
+# The reductions worth computing once: each reads a whole array to make a smaller one.
+_REDUCTIONS = (LeadingSums, SumAxes, SumOfProduct, MaxValues, MaxAxis)
+
+
+def _reduction_uses(code: sp.Expr) -> list[sp.Expr]:
+    """Every outermost reduction in ``code``, once per place it occurs."""
+    if isinstance(code, _REDUCTIONS):
+        return [code]
+    return [use for arg in code.args for use in _reduction_uses(arg)]
+
+
+def _reduction_name(reduction: sp.Expr) -> str:
+    reads = sorted(x.name for x in reduction.atoms(ArrayRef))
+    kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else "sum"
+    return "_".join([kind, *reads]) if reads and len(reads) <= 3 else f"shared_{kind}"
+
+
+def shared_reductions(statements: list[ArrayStatement], taken: set[str]) -> list[ArrayStatement]:
+    """``statements`` with each reduction that is computed in two places or more (the double
+    backward's batchnorm statements held ``leading_dot(bnraw, grad_hpreact)`` four times)
+    computed once, as a statement of its own named after what it reads, just before the first
+    statement that uses it; the emitted guards then run it wherever any of its users runs.
+
+    Side condition, checked: from the first use to the last, no statement assigns or adds into
+    any array the reduction reads, and none adds into an array at all (an accumulated array may
+    be a view of another), so every use would have computed the same value. Only outermost
+    reductions are counted (one inside another is computed with it)."""
+    result = list(statements)
+    changed = True
+    while changed:
+        changed = False
+        uses = [_reduction_uses(s.code) for s in result]
+        counts: dict[sp.Expr, int] = {}
+        for found in uses:
+            for reduction in found:
+                counts[reduction] = counts.get(reduction, 0) + 1
+        for reduction, count in counts.items():
+            if count < 2:
+                continue
+            users = [k for k, found in enumerate(uses) if reduction in found]
+            first, last = users[0], users[-1]
+            reads = {x.name for x in reduction.atoms(ArrayRef)}
+            if any(s.accumulate or s.name in reads and k < last
+                   for k, s in enumerate(result[first:last + 1], first)):
+                continue
+            name = _fresh_name(_reduction_name(reduction), taken)
+            taken.add(name)
+            named = [ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}),
+                                    s.accumulate) if first <= k <= last else s
+                     for k, s in enumerate(result)]
+            result = named[:first] + [ArrayStatement(name, reduction)] + named[first:]
+            changed = True
+            break
+    return result
+
+
+def _fresh_name(wanted: str, taken: set[str]) -> str:
+    """``wanted``, or it with a number added, that is not ``taken``."""
+    name, k = wanted, 2
+    while name in taken:
+        name, k = f"{wanted}{k}", k + 1
+    return name
+
+
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "scalars_grouped", "shared_reductions", "summed_products"]

@@ -1,0 +1,194 @@
+"""The helper functions an emitted module defines when its code calls them, as source text: column
+sums that stream through large arrays (``leading_sums``, ``leading_dot``), floating-point division
+of plain sizes (``quotient``), the log-softmax read at the labels (``log_softmax_at``) and the
+input checks that hold under ``torch.compile`` and ``vmap`` (``labels_in_range``,
+``signs_hold``). ``helpers`` picks the ones a module's text calls.
+"""
+from __future__ import annotations
+
+# The helper ``LeadingSums`` prints as, emitted into a torch module that calls it. Both paths add
+# 16 rows at a time in one streaming pass and then the 16-row partial sums (as accurate as
+# ``.sum``'s cascade): eagerly 16 interleaved blocks of rows through a BLAS matrix-vector product;
+# under ``torch.compile``, 16 consecutive rows at a time, a reduction that inductor fuses with the
+# producer of ``x`` and walks a few pages at a time, where ``x.sum(0)`` becomes one loop down each
+# column at the row stride (about 1.8x ATen's fused batchnorm backward at 4096x1024, 1 thread).
+# The columns stay an axis of their own, so code compiled for symbolic shapes indexes without a
+# modulo (shape-generic code with one ran about 6x slower).
+LEADING_SUMS = '''def leading_sums(x, axes=1):
+    """``x`` summed over its first ``axes`` axes (``x.sum(0)`` for one). A large contiguous ``x``
+    is added 16 rows at a time in one streaming pass, then those sums by ``.sum``: as accurate
+    as ``.sum``, which walks each column at the row stride, and faster."""
+    if x.numel() < 1 << 20:  # small: the call's own cost is the time, so one plain call
+        return x.sum(0) if axes == 1 else x.sum(tuple(range(axes)))
+    rows = x.shape[:axes].numel()
+    blocks = rows // 16
+    if blocks < 2 or not x.is_contiguous() or x.dtype not in (torch.float32, torch.float64):
+        return x.sum(tuple(range(axes)))  # .sum adds half floats in float32; a matmul need not
+    flat = x.reshape(rows, x.numel() // rows)
+    columns = flat.shape[1]
+    if torch.compiler.is_compiling():  # 16 consecutive rows: a fused reduction
+        partial = flat[:16 * blocks].view(blocks, 16, columns).sum(1)
+    else:  # 16 interleaved blocks of rows: one matrix-vector product
+        head = flat[:16 * blocks].view(16, blocks * columns)
+        partial = (x.new_ones(16) @ head).view(blocks, columns)
+    total = partial.sum(0)
+    if 16 * blocks < rows:
+        total = total + flat[16 * blocks:].sum(0)
+    return total.view(x.shape[axes:])'''
+
+
+# The helper a column sum of a product prints as (``LeadingSums`` of a ``SumOfProduct``). The
+# product of two large arrays, made whole and then summed, is written once and read again: two of
+# the four full-size passes of ``leading_sums(a*b)``. Instead the products of each block of rows
+# are added into one block-sized accumulator (``addcmul_``) that stays in cache, so only ``a`` and
+# ``b`` are read from memory, and the accumulator is then summed as ``leading_sums`` sums (16
+# interleaved rows through a matrix-vector product, then ``.sum``). Each accumulator element adds
+# at most 64 products in sequence (the block grows for taller arrays), so the result is as
+# accurate as ``(a*b).sum``. The loop is over blocks of about 512 KiB, never over elements. Under
+# ``torch.compile``, for arrays under 2 MiB (the caches hold them whole: the blocks only add
+# calls), for non-contiguous ones and where autograd must see the product, it is
+# ``leading_sums(a*b)``.
+LEADING_DOT = '''def leading_dot(a, b, axes=1):
+    """``(a*b)`` summed over its first ``axes`` axes, for ``a`` and ``b`` of one shape, without
+    making the full-size product: each block of rows is multiplied and added into one block-sized
+    accumulator that stays in cache, which is then summed as ``leading_sums`` sums."""
+    if torch.compiler.is_compiling() or a.shape != b.shape \\
+            or a.numel() * a.element_size() < 1 << 21 \\
+            or a.dtype not in (torch.float32, torch.float64) or b.dtype != a.dtype \\
+            or not (a.is_contiguous() and b.is_contiguous()) \\
+            or torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return leading_sums(a * b, axes)
+    rows = a.shape[:axes].numel()
+    columns = a.numel() // rows
+    step = max(16, (1 << 19) // (16 * columns * a.element_size()) * 16, -(-rows // 1024) * 16)
+    if rows < 2 * step:
+        return leading_sums(a * b, axes)
+    flat_a, flat_b = a.reshape(rows, columns), b.reshape(rows, columns)
+    blocks = rows // step
+    accumulator = flat_a[:step] * flat_b[:step]
+    for block in range(1, blocks):
+        chosen = slice(block * step, (block + 1) * step)
+        accumulator.addcmul_(flat_a[chosen], flat_b[chosen])
+    partial = a.new_ones(16) @ accumulator.view(16, step // 16 * columns)
+    total = partial.view(step // 16, columns).sum(0)
+    if blocks * step < rows:
+        total = total + (flat_a[blocks * step:] * flat_b[blocks * step:]).sum(0)
+    return total.view(a.shape[axes:])'''
+
+
+# Python's / raises ZeroDivisionError on plain numbers, where an array's division gives inf or nan
+# as IEEE arithmetic does (and torch and NumPy do for the same formula); a size read from a shape
+# can be 0 (an empty batch) and n - 1 is 0 for a batch of one. So a division of plain numbers by
+# anything that can be 0 goes through this helper, emitted into a module that calls it.
+QUOTIENT = '''def quotient(a, b):
+    """``a/b`` as floating point divides: +-inf or nan where ``b`` is 0, not ZeroDivisionError."""
+    return a / b if b else math.copysign(math.inf, a) if a else math.nan'''
+
+# The helper ``LogSoftmaxAt`` prints as in torch. A probability at or above 2**24 times the
+# smallest normal float has all its digits, so its log is as accurate as the shifted form; below
+# that, the shifted form is used for those rows. Deciding whether any row needs it is one check
+# of n values on the CPU; on another device the check would make the host wait, under
+# torch.compile or vmap a value cannot decide a branch, and torch.jit.trace would record the
+# branch taken for its example as the one for every input, so there the shifted form is
+# computed for every row and chosen where needed (what the code did before this rewrite).
+LOG_SOFTMAX_AT = '''def log_softmax_at(probs, logits, labels):
+    """``log_softmax(logits, 1)`` at one label per row, from ``probs = softmax(logits, 1)``: the
+    log of the label's probability where that is a normal float with all its digits, and the
+    shifted form ``logits - max + log(probs.amax(1))`` (finite wherever the logits are) for the
+    rows where it underflows, computed only when some row needs it."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    picked = probs[rows, labels]
+    result = torch.log(picked)
+    small = picked < torch.finfo(picked.dtype).tiny * 2 ** 24
+    if probs.device.type == "cpu" and not torch.compiler.is_compiling() \\
+            and not torch.jit.is_tracing():  # a trace would keep one branch for every input
+        try:
+            if not bool(small.any()):
+                return result
+        except RuntimeError:  # under vmap a value cannot decide a branch: compute both
+            pass
+    shifted = logits[rows, labels] - logits.amax(1) + torch.log(probs.amax(1))
+    return torch.where(small, shifted, result)'''
+
+# The torch modules' test that every label lies in range(classes), as ``check_labels`` calls it.
+# Eager on the CPU it is one min-max pass read by Python. Where no value may decide a branch it
+# cannot return False, so it raises there itself: under torch.compile, tracing (make_fx, export)
+# or on another device through an asynchronous assert (on a GPU, at the next synchronisation, as
+# F.cross_entropy's own check does). Under a torch.func transform (vmap, grad) an assert has no
+# batching rule, so an index that is out of bounds exactly when some label is raises instead, run
+# eagerly even inside torch.compile (a graph break), where an unused index would be dropped.
+# torch.jit.trace keeps neither (it drops what no output reads): a trace checks its example only.
+LABELS_IN_RANGE = '''def labels_in_range(labels, classes):
+    """Whether every entry of the integer array ``labels`` lies in ``range(classes)`` (is not
+    negative, for ``classes`` None); raises a RuntimeError itself where no value may decide a
+    branch (``torch.compile``, tracing, another device)."""
+    if labels.numel() == 0:
+        return True
+    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
+        return transformed_labels_in_range(labels, classes)
+    if labels.device.type == "cpu" and type(labels) is torch.Tensor \\
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \\
+            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
+        low, high = torch.aminmax(labels)
+        return int(low) >= 0 and (classes is None or int(high) < classes)
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    torch._assert_async(~bad.any(), "labels out of range")
+    return True
+
+
+@torch.compiler.disable
+def transformed_labels_in_range(labels, classes):
+    """``labels_in_range`` under vmap or grad: an index out of bounds exactly when a label is."""
+    bad = (labels < 0) if classes is None else (labels < 0) | (labels >= classes)
+    try:
+        labels.new_zeros(1)[bad.any().long().reshape(1)]
+    except IndexError:
+        return False
+    return True'''
+
+# The torch modules' test of an input's declared sign, as ``check_signs`` calls it: eager on the
+# CPU one min (or max) pass read by Python; elsewhere raising itself as ``labels_in_range`` does
+# (an asynchronous assert under torch.compile, tracing and on another device; under vmap or grad
+# an index out of bounds exactly when an entry breaks the sign, run eagerly). NaN passes no test.
+SIGNS_HOLD = '''def signs_hold(x, test):
+    """Whether every entry of ``x`` passes ``test``, one of "> 0", ">= 0", "< 0" and "<= 0" (NaN
+    passes none); raises a RuntimeError itself where no value may decide a branch
+    (``torch.compile``, tracing, another device)."""
+    if x.numel() == 0:
+        return True
+    if torch._C._are_functorch_transforms_active():  # vmap, grad: no assert is batched
+        return transformed_signs_hold(x, test)
+    if x.device.type == "cpu" and type(x) is torch.Tensor \\
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \\
+            and torch.utils._python_dispatch._get_current_dispatch_mode() is None:
+        extreme = x.detach().amin() if test[0] == ">" else x.detach().amax()
+        return bool(sign_test(extreme, test))
+    torch._assert_async(sign_test(x, test).all(), "an input breaks its declared sign")
+    return True
+
+
+def sign_test(x, test):
+    """``x`` compared with 0 as ``test`` says, entry by entry."""
+    return x > 0 if test == "> 0" else x >= 0 if test == ">= 0" else x < 0 if test == "< 0" \\
+        else x <= 0
+
+
+@torch.compiler.disable
+def transformed_signs_hold(x, test):
+    """``signs_hold`` under vmap or grad: an index out of bounds exactly when an entry fails."""
+    try:
+        x.new_zeros(1)[(~sign_test(x, test)).any().long().reshape(1)]
+    except IndexError:
+        return False
+    return True'''
+
+
+def helpers(text: str, target: str) -> list[str]:
+    """The source of the helpers that the emitted module ``text`` calls, in a fixed order."""
+    called = [QUOTIENT] * ("quotient(" in text)
+    if target == "torch":
+        dot = "leading_dot(" in text
+        called += [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \
+            + [LOG_SOFTMAX_AT] * ("log_softmax_at(" in text)
+    return called + [LABELS_IN_RANGE] * ("labels_in_range(" in text) \
+        + [SIGNS_HOLD] * ("signs_hold(" in text)

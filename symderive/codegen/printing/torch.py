@@ -1,0 +1,126 @@
+"""torch spelling of lowered array code: a subclass of SymPy's ``TorchPrinter``."""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.pytorch import TorchPrinter
+
+from ..arrays import Arange, ArgMaxAxis, holds_array
+from .arrays import ArrayPrinterMixin
+
+
+class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
+    """Prints lowered code as torch, e.g. ``MaxAxis(x, 1) -> x.max(1).values``, one-hot via
+    ``F.one_hot``; arrays made from scratch go on the inputs' device."""
+
+    target = "torch"
+    module = "torch"
+    imports = ("import math", "import torch", "import torch.nn.functional as F")  # kept if used
+    copy_method = "clone"
+    placed = ", device=device"
+
+    def spell_permute(self, x: str, perm: tuple) -> str:
+        return f"{x}.permute{perm}"
+
+    def spell_max(self, x: str, axis: int) -> str:
+        # not amax: its autograd splits the gradient between ties, the derived rule does not
+        return f"{x}.max({axis}).values"
+
+    def _print_Max(self, expr):
+        return self.spell_extremum(expr, "maximum", "min")
+
+    def _print_Min(self, expr):
+        return self.spell_extremum(expr, "minimum", "max")
+
+    def spell_extremum(self, expr, function: str, bound: str) -> str:
+        """``torch.maximum`` of two tensors; against a constant ``torch.clamp(x, min=c)``, since
+        ``torch.maximum`` takes tensors only (the derived backward decides the kinks, not this)."""
+        a, b = expr.args
+        if holds_array(a) and holds_array(b):
+            return f"torch.{function}({self._print(a)}, {self._print(b)})"
+        if not (holds_array(a) or holds_array(b)):
+            return self._print_Function(expr)
+        array, constant = (a, b) if holds_array(a) else (b, a)
+        return f"torch.clamp({self._print(array)}, {bound}={self._print(constant)})"
+
+    def _print_Equal(self, expr):
+        a, b = expr.args
+        return f"({self._print(a)} == {self._print(b)}).to(dtype)"
+
+    def _print_OneHot(self, expr):
+        labels, size = expr.args
+        if labels.has(Arange):
+            # computed positions (j + 1 over a range of n) may fall outside range(size), where
+            # the row is zeros; F.one_hot refuses such a class, a comparison gives the zeros
+            return (f"(torch.arange({self._print(size)}{self.placed}) == "
+                    f"{self.postfix(labels)}[..., None]).to(dtype)")
+        # F.one_hot takes int64 alone; input labels may be int32 (indexing takes both)
+        long = "" if isinstance(labels, ArgMaxAxis) else ".long()"
+        return f"F.one_hot({self.postfix(labels)}{long}, {self._print(size)}).to(dtype)"
+
+    def _print_BroadcastTo(self, expr):
+        x, shape = expr.args
+        return f"{self.postfix(x)}.expand{self.shape(shape)}"
+
+    def spell_flat_scatter(self, name: str, index: str, values: str) -> str:
+        return f"{name}.view(-1).index_add_(0, {index}.reshape(-1), {values}.reshape(-1))"
+
+    def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
+        # the index's axes of ``values`` (between the scattered axis and the trailing ones) made
+        # one: flatten, not reshape(..., -1, ...), which cannot infer a size of an empty batch
+        flat = f"{self.postfix(values)}.flatten({axis}, {axis - len(shape)})"
+        return [f"{name} = {start}.index_add_({axis}, {self.postfix(index)}.reshape(-1), {flat})"]
+
+    def _print_Pad(self, expr):
+        x, axis, before, after, ndim = expr.args
+        widths = ["0, 0"] * (int(ndim) - 1 - int(axis))  # F.pad lists the last axis first
+        widths.append(f"{self._print(before)}, {self._print(after)}")
+        return f"F.pad({self._print(x)}, ({', '.join(widths)}))"
+
+    def _print_Piecewise(self, expr):
+        return self.spell_where(expr)
+
+    # -- fused statements: one fresh tensor, updated in place (``codegen.fuse``) ---------------
+    def _print_AddCMul(self, expr):
+        a, x, scale = expr.args
+        if not holds_array(scale):  # a Python number: torch.addcmul takes tensors only
+            return f"torch.add({self._print(a)}, {self._print(x)}, alpha={self._print(scale)})"
+        return f"torch.addcmul({self._print(a)}, {self._print(x)}{self.scaled(scale)})"
+
+    def spell_add(self, name: str, term) -> str:
+        if term.could_extract_minus_sign():
+            return f"{name}.sub_({self._print(-term)})"
+        return f"{name}.add_({self._print(term)})"
+
+    def spell_mul(self, name: str, scale) -> str:
+        return f"{name}.mul_({self._print(scale)})"
+
+    def spell_addcmul(self, name: str, x, scale) -> str:
+        if not holds_array(scale):
+            return f"{name}.add_({self._print(x)}, alpha={self._print(scale)})"
+        return f"{name}.addcmul_({self._print(x)}{self.scaled(scale)})"
+
+    def scaled(self, scale) -> str:
+        """``, tensors[, value=number]`` for an addcmul's ``scale``: its Python-number factors
+        (sign, ``1/(n - 1)``) go to ``value=``, which costs no tensor operation of its own
+        (codegen.fuse)."""
+        factors = sp.Mul.make_args(scale)
+        number = sp.Mul(*[f for f in factors if not holds_array(f)])
+        tensors = self._print(sp.Mul(*[f for f in factors if holds_array(f)]))
+        return f", {tensors}" if number == 1 else f", {tensors}, value={self._print(number)}"
+
+    def _print_AddMatMul(self, expr):
+        c, a, b = expr.args
+        return f"torch.addmm({self._print(c)}, {self._print(a)}, {self._print(b)})"
+
+    def _print_MaxValues(self, expr):
+        x, axis = expr.args
+        return f"{self.postfix(x)}.amax({int(axis)})"
+
+    # -- fused library kernels (``codegen.specialize``) ----------------------------------------
+    def _print_Softmax(self, expr):
+        x, axis = expr.args
+        return f"torch.softmax({self._print(x)}, {int(axis)})"
+
+    def _print_LogSoftmaxAt(self, expr):
+        probs, logits, labels = expr.args
+        return f"log_softmax_at({self._print(probs)}, {self._print(logits)}, {self._print(labels)})"

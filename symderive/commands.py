@@ -1,0 +1,242 @@
+"""The work of each command of the command line (``check``, ``derive``, ``emit``, ``latex``,
+``regen``), loaded by ``cli`` only once the arguments are parsed. Work over several files prints
+progress on stderr; nothing is written unless everything it writes has run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .algebra.grad import backward
+from .algebra.simplify import (
+    Gradient,
+    compact_backward,
+    compact_gradients,
+    derive_backward,
+    derive_gradients,
+)
+from .algebra.stabilize import forward_rewrites
+from .codegen.emit import module_source
+from .codegen.files import TARGETS, is_generated, write_atomically
+from .latex.documents import PREAMBLE, document
+from .latex.engines import compile_pdf, to_png
+from .program.ir import ProgramError
+from .program.load import load
+from .project import find_root, origin_of, project_folders
+from .verify.smoke import Module, verify
+
+
+def _progress(position: int, total: int, name: str, work: str) -> None:
+    """``[2/6] batchnorm: derive, emit, check`` on stderr, for work over several files."""
+    if total > 1:
+        print(f"[{position}/{total}] {name}: {work}", file=sys.stderr, flush=True)
+
+
+def _writable_folder(folder: Path) -> None:
+    """Refuse ``-o`` before any work when nothing could be written there."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is" if existing == folder else f"{existing} is"
+        raise ProgramError(f"cannot write {folder}: {where} a file, not a folder; give -o a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ProgramError(f"cannot write {folder}: {existing} is not writable; give -o a "
+                           "folder you can write")
+
+
+def _derived(program):
+    """The backward Program and, for a compact derivation, its gradients with their steps."""
+    if program.adjoints == "all":
+        return derive_backward(program), None
+
+    return compact_backward(program)
+
+
+def generated_modules(root: Path, progress: bool = False) -> dict[Path, Module | str]:
+    """Every file the generated folder should hold, by path, built in memory first: a Module per
+    derivation and target, and the derivation's LaTeX document as text."""
+    root = Path(root)
+    source_folder, generated = project_folders(root)
+    derivations = sorted(source_folder.glob("*.py"))
+    if not derivations:
+        raise ProgramError(f"no derivations found in {source_folder}")
+    for path in derivations:  # each header can name its file, before any derivation runs
+        origin_of(path, root)
+    files: dict[Path, Module | str] = {}
+    for position, path in enumerate(derivations, 1):
+        if progress:
+            _progress(position, len(derivations), path.stem, "derive, emit, latex")
+        files.update(derivation_modules(load(path), path, root, generated))
+    return files
+
+
+def derivation_modules(program, path: Path, root: Path, generated: Path) -> dict[Path, Module | str]:
+    """The files one derivation (``program``, loaded from ``path``) puts in ``generated``."""
+    backward, gradients = _derived(program)
+    origin = origin_of(path, root)
+    files: dict[Path, Module | str] = {}
+    for target in TARGETS:
+        files[generated / f"{program.name}_{target}.py"] = Module(
+            program, target, module_source(program, backward, target, origin))
+    files[generated / f"{program.name}.tex"] = document(program, gradients=gradients)
+    return files
+
+
+def written_by_symderive(path: Path) -> bool:
+    """A module with symderive's header, or a .tex beginning with its document preamble."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text.startswith(PREAMBLE) if path.suffix == ".tex" else is_generated(text)
+
+
+def generated_files(root: Path) -> dict[Path, str]:
+    """Every file ``generated/`` should hold, by path, with its text."""
+    return {path: item if isinstance(item, str) else item.source
+            for path, item in generated_modules(root).items()}
+
+
+def cmd_check(args) -> int:
+    from .verify.check import run_check  # torch: loaded only by the command that runs modules
+
+    programs = [load(path) for path in args.files]  # every file must load before any runs
+    ok = True
+    for position, program in enumerate(programs, 1):
+        _progress(position, len(programs), program.name, "derive, emit, check")
+        report = run_check(program, args.dtype, args.seed)
+        print(json.dumps(report.as_json()) if args.json else report.table(), flush=True)
+        ok &= report.ok
+    return 0 if ok else 1
+
+
+def materialised_adjoints(program):
+    """Every adjoint the backward materialises, as Gradients: the compact ones (inputs and the
+    names in ``adjoints=``), or for ``adjoints="all"`` every adjoint's atomic statements summed."""
+    import sympy as sp
+
+
+    if program.adjoints != "all":
+        return compact_gradients(program)
+    parts: dict[str, list] = {}
+    for statement in backward(program).body:
+        parts.setdefault(statement.name, []).append(statement)
+    return [Gradient(name[1:], found[0].lhs, sp.Add(*[s.rhs for s in found]), (), program)
+            for name, found in parts.items()]
+
+
+def cmd_derive(args) -> int:
+
+    programs = [load(path) for path in args.files]
+    for position, program in enumerate(programs, 1):
+        _progress(position, len(programs), program.name, "derive")
+        started = time.perf_counter()
+        everything = args.all or args.wrt is not None
+        gradients = materialised_adjoints(program) if everything else derive_gradients(program)
+        seconds = time.perf_counter() - started
+        if args.wrt is not None:
+            known = [g.name for g in gradients]
+            for name in args.wrt:
+                if name not in known:
+                    raise ProgramError(f"{program.name}: no gradient with respect to '{name}'; "
+                                       f"the materialised adjoints are {', '.join(known)} (list "
+                                       "another in the Builder's adjoints= to materialise it)")
+            gradients = [g for name in dict.fromkeys(args.wrt) for g in gradients
+                         if g.name == name]
+        rows = [g.summary(program) for g in gradients]
+        if args.json:
+            print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
+            continue
+        print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
+        if args.steps:
+            for name, rule, before, after, _ in forward_rewrites(program):
+                print(f"forward {name}: {rule}: {before} -> {after}")
+        for gradient, row in zip(gradients, rows):
+            print(f"{gradient.lhs} = {gradient.expr}")
+            print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
+                  f"uses {', '.join(row['uses'])}")
+            if args.steps:
+                for step in gradient.steps:
+                    print(f"    {step.rule:>15}: {step.after}")
+    return 0
+
+
+def cmd_emit(args) -> int:
+    _writable_folder(Path(args.output))
+    targets = TARGETS if args.target == "both" else (args.target,)
+    origins = [origin_of(path) for path in args.files]  # each header can name its file
+    programs = [(load(path), origin) for path, origin in zip(args.files, origins)]
+    modules: dict[Path, Module] = {}
+    for position, (program, origin) in enumerate(programs, 1):
+        _progress(position, len(programs), program.name, "derive, emit")
+        backward = derive_backward(program)
+        for target in targets:
+            modules[Path(args.output) / f"{program.name}_{target}.py"] = Module(
+                program, target, module_source(program, backward, target, origin))
+    verify(list(modules.values()))  # every one runs once on the example sizes, or none is written
+    for path, module in modules.items():
+        write_atomically(path, module.source)
+        print(path)
+    return 0
+
+
+def cmd_latex(args) -> int:
+
+    programs = [load(path) for path in args.files]  # every file must load before any is written
+    if args.output and len(programs) > 1:
+        raise ProgramError("-o names one .tex file; give one derivation file, or leave -o out")
+    for program, source in zip(programs, args.files):
+        tex = Path(args.output) if args.output else Path(source).with_suffix(".tex").name
+        tex = Path(tex)
+        if tex.suffix != ".tex":
+            raise ProgramError(f"-o {tex}: the output must end in .tex")
+        write_atomically(tex, document(program, gradients=_derived(program)[1]))
+        print(tex)
+        if args.pdf or args.png:
+            pdf = compile_pdf(tex)
+            print(pdf)
+            if args.png:
+                for png in to_png(pdf):
+                    print(png)
+    return 0
+
+
+def cmd_regen(args) -> int:
+    if args.root is not None:
+        root = Path(args.root)
+    else:
+        root = find_root()
+        if root is None:
+            raise ProgramError(f"no symderive project at or above {Path.cwd()}: no folder holds "
+                               "derivations/ or a pyproject.toml with [tool.symderive]; give --root")
+    modules = generated_modules(root, progress=True)
+    files = {path: item if isinstance(item, str) else item.source for path, item in modules.items()}
+    folder = project_folders(root)[1]
+    shown = origin_of(folder, root) + "/"  # as configured: src/pkg/generated/
+    existing = set(folder.glob("*.py")) | set(folder.glob("*.tex")) if folder.is_dir() else set()
+    existing = {p for p in existing if p in files or written_by_symderive(p)}  # never another's
+    stale = sorted([p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+                   + [p for p in existing if p not in files])
+    if args.check:
+        for path in stale:
+            print(f"stale: {path}")
+        print(f"{shown}: {len(files)} files, {len(stale)} stale")
+        return 1 if stale else 0
+    verify([modules[path] for path in stale  # all run, or nothing is written
+            if isinstance(modules.get(path), Module)])
+    for path, text in files.items():
+        if path in stale:
+            write_atomically(path, text)
+    for path in stale:
+        if path not in files:
+            path.unlink()
+            print(f"removed: {path}")
+    removed = [p for p in stale if p not in files]
+    print(f"{shown}: {len(files)} files, {len(stale) - len(removed)} rewritten, "
+          f"{len(removed)} removed")
+    return 0
+
