@@ -107,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         "[tool.symderive] (keys derivations and generated name its folders); a configured "
         "folder further up wins over a bare derivations/ inside its project.")
     regen.add_argument("--check", action="store_true",
-                       help="write nothing; exit 1 and name the stale files if any")
+                       help="write nothing; exit 1 and name the stale files if any (every "
+                       "derivation is run and its files compared)")
+    regen.add_argument("--force", action="store_true",
+                       help="run every derivation, also those whose generated files state the "
+                       "digest of their inputs as they are now (their file, what it loads and "
+                       "symderive's version), which regen otherwise leaves as they are")
     regen.add_argument("--root", metavar="DIR",
                        help="the project folder (default: found from the current folder)")
     return parser

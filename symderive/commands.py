@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .algebra.grad import backward
 from .algebra.simplify import (
     Gradient,
@@ -20,11 +21,20 @@ from .algebra.simplify import (
 )
 from .algebra.stabilize import forward_rewrites
 from .codegen.emit import module_source
-from .codegen.files import TARGETS, is_generated, write_atomically
+from .codegen.files import (
+    TARGETS,
+    inputs_digest,
+    inputs_line,
+    is_generated,
+    stated_inputs,
+    text_digest,
+    without_inputs,
+    write_atomically,
+)
 from .latex.documents import PREAMBLE, document
 from .latex.engines import compile_pdf, to_png
 from .program.ir import ProgramError
-from .program.load import load
+from .program.load import load, load_with_files
 from .project import find_root, origin_of, project_folders
 from .verify.smoke import Module, verify
 
@@ -52,13 +62,16 @@ def _derived(program):
     """The backward Program and, for a compact derivation, its gradients with their steps."""
     if program.adjoints == "all":
         return derive_backward(program), None
-
     return compact_backward(program)
 
 
-def generated_modules(root: Path, progress: bool = False) -> dict[Path, Module | str]:
+def generated_modules(root: Path, progress: bool = False, reuse: bool = False
+                      ) -> tuple[dict[Path, Module | str], int]:
     """Every file the generated folder should hold, by path, built in memory first: a Module per
-    derivation and target, and the derivation's LaTeX document as text."""
+    derivation and target, and the derivation's LaTeX document as text; and how many derivations
+    were not run. With ``reuse``, a derivation whose generated files state the digest of its
+    inputs as they are now (its file, what it loads, symderive's version) keeps them as they
+    are, without being run."""
     root = Path(root)
     source_folder, generated = project_folders(root)
     derivations = sorted(source_folder.glob("*.py"))
@@ -67,23 +80,76 @@ def generated_modules(root: Path, progress: bool = False) -> dict[Path, Module |
     for path in derivations:  # each header can name its file, before any derivation runs
         origin_of(path, root)
     files: dict[Path, Module | str] = {}
+    kept = 0
     for position, path in enumerate(derivations, 1):
+        own = own_files(generated, path.stem)
+        if reuse and current(own, root):
+            if progress:
+                _progress(position, len(derivations), path.stem, "unchanged since generated")
+            files.update({file: file.read_text() for file in own})
+            kept += 1
+            continue
         if progress:
             _progress(position, len(derivations), path.stem, "derive, emit, latex")
-        files.update(derivation_modules(load(path), path, root, generated))
-    return files
+        program, read = load_with_files(path)
+        files.update(derivation_modules(program, path, root, generated, read))
+    return files, kept
 
 
-def derivation_modules(program, path: Path, root: Path, generated: Path) -> dict[Path, Module | str]:
-    """The files one derivation (``program``, loaded from ``path``) puts in ``generated``."""
+def own_files(generated: Path, name: str) -> list[Path]:
+    """The files derivation ``name`` puts in the generated folder."""
+    return [generated / f"{name}_{target}.py" for target in TARGETS] + [generated / f"{name}.tex"]
+
+
+def current(files: list[Path], root: Path) -> bool:
+    """Whether every one of a derivation's generated files exists and states the digest its
+    inputs have now (and all state the same inputs)."""
+    stated = []
+    for file in files:
+        try:
+            text = file.read_text()
+        except (OSError, UnicodeDecodeError):
+            return False
+        found = stated_inputs(text)
+        if found is None or found.get("text") != text_digest(without_inputs(text)):
+            return False  # none stated, or the file was edited since it was written
+        stated.append(found)
+    inputs = [{k: v for k, v in s.items() if k != "text"} for s in stated]
+    if any(s != inputs[0] for s in inputs):
+        return False
+    return inputs[0].get("digest") == inputs_digest(inputs[0]["files"], root, __version__)
+
+
+def derivation_modules(program, path: Path, root: Path, generated: Path,
+                       read: tuple[Path, ...] = ()) -> dict[Path, Module | str]:
+    """The files one derivation (``program``, loaded from ``path``, having read the derivation
+    files ``read``: itself and what it loads) puts in ``generated``."""
     backward, gradients = _derived(program)
     origin = origin_of(path, root)
     files: dict[Path, Module | str] = {}
     for target in TARGETS:
+        source = module_source(program, backward, target, origin)
         files[generated / f"{program.name}_{target}.py"] = Module(
-            program, target, module_source(program, backward, target, origin))
-    files[generated / f"{program.name}.tex"] = document(program, gradients=gradients)
+            program, target, stamped(source, path, read, root))
+    files[generated / f"{program.name}.tex"] = stamped(
+        document(program, gradients=gradients), path, read, root, comment="%")
     return files
+
+
+def stamped(text: str, path: Path, read: tuple[Path, ...], root: Path | None,
+            comment: str = "#") -> str:
+    """A generated module's text with its inputs line after the header (a document's as its last
+    line): the derivation ``path`` and the files it ``read``, relative to the project ``root``
+    (none outside a project)."""
+    if root is None:
+        return text
+    names = [origin_of(path, root)] + [origin_of(file, root) for file in read
+                                       if Path(file).resolve() != Path(path).resolve()]
+    line = inputs_line(names, root, __version__, text, comment)
+    if comment == "%":
+        return text + line + "\n"
+    header, rest = text.split("\n", 1)
+    return f"{header}\n{line}\n{rest}"
 
 
 def written_by_symderive(path: Path) -> bool:
@@ -98,7 +164,7 @@ def written_by_symderive(path: Path) -> bool:
 def generated_files(root: Path) -> dict[Path, str]:
     """Every file ``generated/`` should hold, by path, with its text."""
     return {path: item if isinstance(item, str) else item.source
-            for path, item in generated_modules(root).items()}
+            for path, item in generated_modules(root)[0].items()}
 
 
 def cmd_check(args) -> int:
@@ -169,14 +235,17 @@ def cmd_emit(args) -> int:
     _writable_folder(Path(args.output))
     targets = TARGETS if args.target == "both" else (args.target,)
     origins = [origin_of(path) for path in args.files]  # each header can name its file
-    programs = [(load(path), origin) for path, origin in zip(args.files, origins)]
+    programs = [(*load_with_files(path), origin, path)
+                for path, origin in zip(args.files, origins)]
     modules: dict[Path, Module] = {}
-    for position, (program, origin) in enumerate(programs, 1):
+    for position, (program, read, origin, path) in enumerate(programs, 1):
         _progress(position, len(programs), program.name, "derive, emit")
         backward = derive_backward(program)
+        root = find_root(Path(path).resolve().parent)
         for target in targets:
+            source = module_source(program, backward, target, origin)
             modules[Path(args.output) / f"{program.name}_{target}.py"] = Module(
-                program, target, module_source(program, backward, target, origin))
+                program, target, stamped(source, Path(path), read, root))
     verify(list(modules.values()))  # every one runs once on the example sizes, or none is written
     for path, module in modules.items():
         write_atomically(path, module.source)
@@ -213,7 +282,7 @@ def cmd_regen(args) -> int:
         if root is None:
             raise ProgramError(f"no symderive project at or above {Path.cwd()}: no folder holds "
                                "derivations/ or a pyproject.toml with [tool.symderive]; give --root")
-    modules = generated_modules(root, progress=True)
+    modules, kept = generated_modules(root, progress=True, reuse=not (args.check or args.force))
     files = {path: item if isinstance(item, str) else item.source for path, item in modules.items()}
     folder = project_folders(root)[1]
     shown = origin_of(folder, root) + "/"  # as configured: src/pkg/generated/
@@ -237,6 +306,6 @@ def cmd_regen(args) -> int:
             print(f"removed: {path}")
     removed = [p for p in stale if p not in files]
     print(f"{shown}: {len(files)} files, {len(stale) - len(removed)} rewritten, "
-          f"{len(removed)} removed")
+          f"{len(removed)} removed" + (f", {kept} derivations unchanged (not run)" if kept else ""))
     return 0
 

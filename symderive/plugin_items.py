@@ -13,7 +13,7 @@ from torch.autograd.gradcheck import GradcheckError
 
 from .commands import derivation_modules
 from .program.errors import ProgramError
-from .program.load import load
+from .program.load import load_with_files
 from .verify.check import example_inputs, load_module, run_check
 
 DTYPES = ("float64", "float32")
@@ -27,13 +27,14 @@ class DerivationFile(pytest.File):
     """One derivation file; loads its Program once, for all of its items."""
 
     project: tuple[Path, Path]
+    read: tuple[Path, ...] = ()  # the derivation files its program was built from
     _loaded = None
 
     def program(self):
         if self._loaded is None:
 
             try:
-                self._loaded = load(self.path)
+                self._loaded, self.read = load_with_files(self.path)
             except ProgramError as error:
                 self._loaded = error
         if isinstance(self._loaded, Exception):
@@ -66,7 +67,8 @@ class GeneratedItem(_DerivationItem):
         root, generated = self.parent.project
         program = self.parent.program()
         stale = []
-        for path, item in derivation_modules(program, self.path, root, generated).items():
+        for path, item in derivation_modules(program, self.path, root, generated,
+                                             self.parent.read).items():
             text = item if isinstance(item, str) else item.source
             if not path.is_file():
                 stale.append(f"missing: {path}")

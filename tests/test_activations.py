@@ -4,7 +4,7 @@ functions keep forward and backward finite far out (float32 at +-100, float64 at
 
 Example values are random normal (or uniform), which almost surely miss the kinks of Max, Min, Abs
 and Heaviside; the kinks themselves are found from each file's forward and its emitted gradient
-there compared with torch's, and the README lists exactly the kinks where they differ."""
+there compared with torch's, and docs/activations.md lists exactly the kinks where they differ."""
 import runpy
 from pathlib import Path
 
@@ -125,7 +125,7 @@ def assert_finite_far_out(program, dtype: str, far: float) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_textbook_gradient_is_the_derived_one(name):
-    """The README's textbook column is honest: each file's TEXTBOOK equals the derived gradient
+    """docs/activations.md's textbook column is honest: each file's TEXTBOOK equals the derived gradient
     with respect to x at random points (forward values from the oracle, a random upstream)."""
     namespace = runpy.run_path(str(FOLDER / f"{name}.py"), run_name=f"derivation_{name}")
     program = namespace["program"]
@@ -165,14 +165,15 @@ def test_piecewise_emits_where_and_prints_cases():
     assert r"\begin{cases}" in text and r"\text{otherwise}" in text
 
 
-def test_readme_table_is_current(capsys):
-    """The README's activation table is what examples/activations/table.py prints now: the ops
-    it shows are those the rules give today."""
+def test_activations_page_table_is_current(capsys):
+    """docs/activations.md's table is what examples/activations/table.py prints now: the ops it
+    shows are those the rules give today."""
     table = runpy.run_path(str(FOLDER / "table.py"), run_name="table")
     table["main"]()
     printed = capsys.readouterr().out.strip()
-    readme = (FOLDER.parent.parent / "README.md").read_text()
-    assert printed in readme, "README's activation table is stale: rerun examples/activations/table.py"
+    page = (FOLDER.parent.parent / "docs" / "activations.md").read_text()
+    assert printed in page, ("docs/activations.md's table is stale: paste what "
+                             "examples/activations/table.py prints")
 
 
 def pointwise(program: Program) -> sp.Expr:
@@ -260,7 +261,7 @@ def kinks_where_torch_differs() -> list[tuple[str, object, float, float]]:
 
 
 def kink_table(rows) -> str:
-    """The README's list of the kinks where the derived gradient is not torch's."""
+    """docs/activations.md's list of the kinks where the derived gradient is not torch's."""
     version = torch.__version__.split("+")[0]
     lines = [f"Measured against torch {version} by `tests/test_activations.py`, which evaluates "
              "every file's", "emitted gradient at each of its kinks (any other input at 1), they "
@@ -277,8 +278,9 @@ def test_kinks_are_found_where_the_functions_bend():
     assert kinks(load(FOLDER / "softplus.py")) == []
 
 
-def test_readme_lists_exactly_the_kinks_where_torch_differs():
-    """The README's list of convention differences at kinks is what the pinned torch gives."""
+def test_activations_page_lists_exactly_the_kinks_where_torch_differs():
+    """docs/activations.md's list of convention differences at kinks is what the pinned torch
+    gives."""
     table = kink_table(kinks_where_torch_differs())
-    readme = (FOLDER.parent.parent / "README.md").read_text()
-    assert table in readme, f"README's list of kinks is stale; it should read:\n{table}"
+    page = (FOLDER.parent.parent / "docs" / "activations.md").read_text()
+    assert table in page, f"docs/activations.md's list of kinks is stale; it should read:\n{table}"

@@ -448,3 +448,35 @@ def test_latex_leaves_the_users_files_alone(root, tmp_path, capsys):
         assert (out / name).read_bytes() == data
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["cross_entropy.tex", "cross_entropy.pdf", *mine, *(Path(page).name for page in pages)])
+
+
+def test_regen_leaves_a_derivation_whose_inputs_are_unchanged_without_running_it(
+        root, tmp_path, monkeypatch, capsys):
+    """Every generated file states the digest of what it was made from (the derivation file,
+    what it loads, symderive's version) and of its own text: regen runs only the derivations
+    where either differs, writes nothing on an unchanged project, and --force runs them all."""
+    from symderive import commands
+
+    shutil.copytree(root / "derivations", tmp_path / "derivations")
+    assert main(["regen", "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    ran = []
+    real = commands.load_with_files
+    monkeypatch.setattr(commands, "load_with_files", lambda path: ran.append(path.stem) or
+                        real(path))
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "generated").iterdir()}
+    assert main(["regen", "--root", str(tmp_path)]) == 0
+    assert ran == [] and "6 derivations unchanged (not run)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "generated").iterdir()} == written
+    # an included file changed: the file that loads it runs again, the others do not
+    batchnorm = tmp_path / "derivations" / "batchnorm.py"
+    batchnorm.write_text(batchnorm.read_text() + "# a comment\n")
+    # a generated file edited by hand is not current either
+    edited = tmp_path / "generated" / "layernorm_numpy.py"
+    edited.write_text(edited.read_text().replace("xhat", "xhat "))
+    assert main(["regen", "--root", str(tmp_path)]) == 0
+    assert sorted(ran) == ["batchnorm", "layernorm", "makemore_mlp_layers"]
+    assert main(["regen", "--check", "--root", str(tmp_path)]) == 0
+    ran.clear()
+    assert main(["regen", "--force", "--root", str(tmp_path)]) == 0
+    assert len(ran) == 6

@@ -64,15 +64,21 @@ class Gradient:
                 "steps": len(self.steps), "uses": self.uses(program)}
 
 
-def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
-    """Rewrite ``expr`` to its compact form; return it with the steps taken.
+def simplify(expr: sp.Expr, context: Context, shown: bool = True) -> tuple[sp.Expr, list[Step]]:
+    """Rewrite ``expr`` to its compact form; return it with the steps taken. With ``shown``
+    False (a caller that keeps only the result: the emitted backward, the double backward) the
+    forms a step passes through are compared as they are, and only the result gets readable
+    index names: naming every form is a fifth of a large derivation's time.
 
     >>> # see tests/test_simplify.py for cross-entropy, batchnorm and layernorm
     """
     steps: list[Step] = []
 
+    def named(form):
+        return readable(form, context.names_for) if shown else form
+
     def show(terms):
-        return readable(to_expr(terms), context.names_for)
+        return named(to_expr(terms))
 
     def record(rule, before, after):
         shown = show(after)
@@ -81,19 +87,20 @@ def simplify(expr: sp.Expr, context: Context) -> tuple[sp.Expr, list[Step]]:
 
     expr = freshen(expr)  # copies of one adjoint share bound names; give each its own
     terms = expand(expr, context.nonnegative)
-    start = readable(expr, context.names_for)
+    start = named(expr)
     steps.append(Step("distribute", start, show(terms)))
     terms = run_to_fixpoint(terms, context, BASIS_RULES, record)
     terms = run_to_fixpoint(terms, context, REDUCE_RULES, record)
     terms = run_to_fixpoint(terms, context, OUTPUT_RULES, record)
-    result = readable(factor(terms, context), context.names_for)
+    result = named(factor(terms, context))
     if result != steps[-1].after:
         steps.append(Step("factor", steps[-1].after, result))
-    gathered = readable(gather(terms, context), context.names_for)
+    gathered = named(gather(terms, context))
     if operations(gathered) < operations(steps[-1].after):
         steps.append(Step("gather", steps[-1].after, gathered))
     steps = [step for step in steps if step.before != step.after]
-    return cheapest(start, steps)
+    best, steps = cheapest(start, steps)
+    return (best if shown else readable(best, context.names_for)), steps
 
 
 def operations(expr: sp.Expr) -> int:
@@ -285,7 +292,7 @@ def materialise_instead(program: Program, statement: Assign, context: Context,
             wide.append(name)
     if not wide:
         return False, parts
-    compact = simplify(upstream, context)[0]
+    compact = simplify(upstream, context, shown=False)[0]
     for name in wide:
         width = contraction_width(contribution(program, statement, name, context, compact),
                                   context)
@@ -297,7 +304,7 @@ def materialise_instead(program: Program, statement: Assign, context: Context,
 
 def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr | None, program: Program,
                 context: Context) -> Gradient:
-    expr, steps = simplify(inlined, context)
+    expr, steps = simplify(inlined, context, shown=chained is not None)
     start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
     if chained is not None and start != chained:
         steps.insert(0, Step("inline", chained, start))

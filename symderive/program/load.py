@@ -82,8 +82,32 @@ def _stdout_to_stderr():
             os.close(saved)
 
 
+# The derivation files each load in progress has read: its own, and every file a load inside it
+# (an include) read, in the order they were read.
+_READING: list[list[Path]] = []
+
+
 def load(path: str | Path) -> Program:
     """Run a derivation file and return the Program it builds; any failure is a ProgramError."""
+    return load_with_files(path)[0]
+
+
+def load_with_files(path: str | Path) -> tuple[Program, tuple[Path, ...]]:
+    """``load``, and the derivation files the program was built from: ``path`` first, then every
+    file it loaded (``include(load(...))``), at any depth, each once. What ``regen`` hashes to
+    know that a derivation's generated files are current without running it."""
+    resolved = Path(path).resolve()
+    for files in _READING:  # the loads around this one read it too
+        files.append(resolved)
+    _READING.append([resolved])
+    try:
+        program = _load(path)
+    finally:
+        files = _READING.pop()
+    return program, tuple(dict.fromkeys(files))
+
+
+def _load(path: str | Path) -> Program:
     path = Path(path)
     _check_file_name(path)
     if not path.is_file():

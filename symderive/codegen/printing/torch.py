@@ -1,17 +1,19 @@
-"""torch spelling of lowered array code: a subclass of SymPy's ``TorchPrinter``."""
+"""torch spelling of lowered array code: a subclass of SymPy's ``PythonCodePrinter`` (not its
+``TorchPrinter``, which imports torch when it loads: emitting a module must not)."""
 from __future__ import annotations
 
 import sympy as sp
-from sympy.printing.pytorch import TorchPrinter
+from sympy.printing.pycode import PythonCodePrinter
 
 from ..arrays import Arange, ArgMaxAxis, holds_array
 from .arrays import ArrayPrinterMixin
 
 
-class TorchArrayPrinter(ArrayPrinterMixin, TorchPrinter):
+class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
     """Prints lowered code as torch, e.g. ``MaxAxis(x, 1) -> x.max(1).values``, one-hot via
     ``F.one_hot``; arrays made from scratch go on the inputs' device."""
 
+    printmethod = "_torchcode"  # an operation's own torch spelling (LeadingSums._torchcode)
     target = "torch"
     module = "torch"
     imports = ("import math", "import torch", "import torch.nn.functional as F")  # kept if used
