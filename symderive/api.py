@@ -19,10 +19,10 @@ import sympy as sp
 from .algebra.simplify import Gradient, compact_backward, derive_backward, derive_gradients
 from .codegen.emit import module_source
 from .codegen.files import write_atomically
-from .latex.documents import document, gradient_latex, program_latex
-from .latex.engines import compile_pdf, to_png
 from .program.ir import Program, ProgramError
 from .program.load import load
+from .tex.documents import document, gradient_latex, program_latex
+from .tex.engines import compile_pdf, to_png
 from .verify.smoke import Module, verify
 
 

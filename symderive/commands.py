@@ -31,11 +31,11 @@ from .codegen.files import (
     without_inputs,
     write_atomically,
 )
-from .latex.documents import PREAMBLE, document
-from .latex.engines import compile_pdf, to_png
 from .program.ir import ProgramError
 from .program.load import load, load_with_files
 from .project import find_root, origin_of, project_folders
+from .tex.documents import PREAMBLE, document
+from .tex.engines import compile_pdf, to_png
 from .verify.smoke import Module, verify
 
 

@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point, so installing symderive is enough. With
 ``--symderive``, each derivation file of the project (``derivations/*.py``, or the folders that
 ``[tool.symderive]`` in the project's pyproject.toml names: keys ``derivations`` and
-``generated``) is collected as three items:
+``generated``) is collected as five items:
 
 - ``<file>::generated``: the generated modules and LaTeX document are current (``symderive regen``
   would change nothing for this derivation);

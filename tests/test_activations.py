@@ -16,9 +16,9 @@ import torch
 from symderive import Builder, Program
 from symderive.algebra.simplify import compact_gradients, derive_backward
 from symderive.codegen.emit import module_source
-from symderive.latex.documents import document
 from symderive.program.load import load
 from symderive.program.ops import Piecewise, as_piecewise, log_sigmoid, sigmoid, softplus
+from symderive.tex.documents import document
 from symderive.verify.check import example_inputs, load_module, run_check
 from symderive.verify.oracle import evaluate, evaluate_expression
 
@@ -125,8 +125,9 @@ def assert_finite_far_out(program, dtype: str, far: float) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_textbook_gradient_is_the_derived_one(name):
-    """docs/activations.md's textbook column is honest: each file's TEXTBOOK equals the derived gradient
-    with respect to x at random points (forward values from the oracle, a random upstream)."""
+    """docs/activations.md's textbook column is honest: each file's TEXTBOOK equals the derived
+    gradient with respect to x at random points (forward values from the oracle, a random
+    upstream)."""
     namespace = runpy.run_path(str(FOLDER / f"{name}.py"), run_name=f"derivation_{name}")
     program = namespace["program"]
     (gradient,) = [g for g in compact_gradients(program) if g.name == "x"]

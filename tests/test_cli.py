@@ -432,7 +432,7 @@ def test_the_header_cannot_be_given_a_path_that_is_code(root):
 def test_latex_leaves_the_users_files_alone(root, tmp_path, capsys):
     """latex -o NAME.tex --png: the user's NAME.log and NAME-notes.png, and a NAME-9.png symderive
     did not write, stay as they were; no .aux or .log appears; the pages are symderive's."""
-    from symderive.latex.engines import is_marked
+    from symderive.tex.engines import is_marked
 
     out = tmp_path / "out"
     out.mkdir()

@@ -1,7 +1,8 @@
 """The documentation runs: every fenced code block of README.md and docs/*.md is run or compared,
-what a page shows as a command's output is what the command prints now, the generated pages
-(docs/rules.md, the tables of docs/derivations.md and docs/activations.md) are current, and the
-site builds with ``mkdocs build --strict``.
+what a page shows as a command's output is what the command prints now, docs/rules.md and the
+batchnorm document the pages show are current (the generated tables of docs/derivations.md and
+docs/activations.md are checked by tests/test_cli.py and tests/test_activations.py), README.md's
+links lead to files, and the site builds with ``mkdocs build --strict``.
 
 How a block is treated is decided by the word after its opening fence:
 
@@ -21,9 +22,9 @@ How a block is treated is decided by the word after its opening fence:
 - ``console``: a line ``$ COMMAND`` is such a command; the lines after it, up to the next ``$``
   line, are its output, which must equal what it prints (stdout and stderr together, in the
   order a terminal shows them). ``...`` on a line of its own stands for any number of lines and
-  within a line for any text (an absolute path), and a time such as ``0.07 s`` or ``3.66s``
-  matches any time. A command that
-  ends in a comment ``# exit N`` must exit N; any other must exit 0.
+  within a line for any text (an absolute path, a digit that varies), and a time such as
+  ``0.07 s`` or ``3.66s`` matches any time. A command that ends in a comment ``# exit N`` must
+  exit N; any other must exit 0.
 - ``toml``: parsed with tomllib.
 - ``text``: not run. Output shown without its command, a file's contents, or a command that is
   not meant to run here (a full training run, the full benchmark, an install).
@@ -38,8 +39,12 @@ An HTML comment on the line before a block (invisible on GitHub and on the site)
 - ``<!-- docs-test: file PATH -->``: the block is a file that the page's later commands read; it
   is written at PATH in the page's working folder, in its turn, instead of being run.
 
+In plain words: fence a block ``text`` when it is output with no command above it, or a command
+that must not run in a test; everything else runs, and what a page claims a command prints is what
+it prints.
+
 The same file is the runner of a page's blocks: ``python tests/test_docs.py BLOCKS.json`` runs in
-the page's working folder and prints the first failure, exiting 1.
+the page's working folder and prints the first failure, exiting 1. Pages run two at a time.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,7 +136,7 @@ def run_command(words: list[str]) -> tuple[int, str]:
                 code = exit.code if isinstance(exit.code, int) else 1
         return code, printed.getvalue()
     if words[0] in PYTHON:
-        done = subprocess.run([sys.executable, *words[1:]], stdout=subprocess.PIPE,
+        done = subprocess.run([sys.executable, *words[1:]], check=False, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=COMMAND_TIMEOUT,
                               env=os.environ | {"PYTHONUNBUFFERED": "1"})
         return done.returncode, done.stdout
@@ -210,7 +216,7 @@ def main(argv: list[str]) -> int:
     blocks = json.loads(Path(argv[0]).read_text())
     try:
         run_page(blocks)
-    except Exception:
+    except Exception:  # noqa: BLE001 (any failure of a block is the page's to report)
         print(traceback.format_exc())
         return 1
     return 0
@@ -257,19 +263,38 @@ def test_toml_blocks_parse():
                 tomllib.loads(block.text)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_blocks_run(page, tmp_path):
-    """The page's python, pycon, bash and console blocks run in a copy of the project, in order."""
+def run_in_copy(page: Path, folder: Path) -> tuple[int, str]:
+    """Run the page's blocks in a fresh copy of the project at ``folder``."""
     todo = [asdict(b) | {"label": b.label} for b in blocks(page) if runnable(b)]
     if not todo:
-        return
-    for folder in COPIED:
-        shutil.copytree(ROOT / folder, tmp_path / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "blocks.json").write_text(json.dumps(todo))
+        return 0, ""
+    for name in COPIED:
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "blocks.json").write_text(json.dumps(todo))
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "blocks.json"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=PAGE_TIMEOUT)
-    assert done.returncode == 0, done.stdout + done.stderr
+                          check=False, cwd=folder, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=PAGE_TIMEOUT)
+    return done.returncode, done.stdout
+
+
+@pytest.fixture(scope="module")
+def page_runs(request, tmp_path_factory):
+    """The selected pages' runs, started together, two at a time (a page mostly waits for one
+    CPU), the largest first; each test waits for its own."""
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if getattr(item, "originalname", "") == "test_page_blocks_run"]
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {page: pool.submit(run_in_copy, page, tmp_path_factory.mktemp(page.stem))
+            for page in sorted(selected, key=lambda p: -p.stat().st_size)}
+    yield runs
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_blocks_run(page, page_runs):
+    """The page's python, pycon, bash and console blocks run in a copy of the project, in order."""
+    code, printed = page_runs[page].result()
+    assert code == 0, printed
 
 
 def test_readme_links_point_at_files():
@@ -279,11 +304,30 @@ def test_readme_links_point_at_files():
             assert (ROOT / target).exists(), f"README.md links to {target}, which is missing"
 
 
+def test_rules_page_is_current():
+    """docs/rules.md's reference is what docs/make_rules_md.py makes from the rule table now."""
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "docs" / "make_rules_md.py"))
+    page = (ROOT / "docs" / "rules.md").read_text()
+    assert page == script["render"](page), "run .venv/bin/python docs/make_rules_md.py"
+
+
+def test_batchnorm_document_is_current():
+    """The pictures the README and docs/latex.md show are of the document symderive writes now."""
+    from symderive.api import latex
+
+    shown = (ROOT / "docs" / "batchnorm.tex").read_text()
+    assert shown == latex(ROOT / "derivations" / "batchnorm.py").tex, (
+        "run .venv/bin/symderive latex derivations/batchnorm.py --png -o docs/batchnorm.tex")
+
+
 def test_mkdocs_builds_strictly(tmp_path):
     """The site builds with every page in the nav and no broken link (strict: a warning fails)."""
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
                            "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir",
-                           str(tmp_path / "site")], capture_output=True, text=True, timeout=120)
+                           str(tmp_path / "site")], check=False, capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert (tmp_path / "site" / "index.html").is_file()

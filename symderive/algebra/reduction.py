@@ -374,7 +374,7 @@ FOLD_ATOM = Rule("fold-power", fold_atom,
                  "only when the power is a multiple r of the definition's power p: a**(p*r) = "
                  "(a**p)**r for integers p and r wherever the left side is defined, and for "
                  "rational p and r only where the program establishes a > 0 "
-                 "(symderive.signs): for a < 0, a**(-1) is defined, (a**(-1/2))**2 is not; at "
+                 "(symderive.program.signs): for a < 0, a**(-1) is defined, (a**(-1/2))**2 is not; at "
                  "a = 0 a fractional power's derivative is infinite where the left side's is "
                  "not")
 

@@ -260,6 +260,30 @@ def _union(values: list[Value], order: list[sp.Idx]) -> list[sp.Idx]:
     return [k for k in order if k in present]
 
 
+def _merged_matmuls(values: list[Value]) -> list[Value]:
+    """Terms of a sum that are matmuls sharing an operand, one matmul: ``x @ W + y @ W ->
+    (x + y) @ W`` (the other operands are made over the same axes, as the matmuls' results
+    are), so one contraction is made where there were several; a number factor goes with its
+    operand."""
+    groups: dict = {}
+    for value in values:
+        number, rest = value.code.as_coeff_Mul()
+        if isinstance(rest, MatMul):
+            for side in (0, 1):  # the shared operand: the right one first
+                key = (1 - side, rest.args[1 - side], value.axes)
+                groups.setdefault(key, []).append((number, rest, value))
+    merged, used = [], set()
+    for (shared, operand, axes), group in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        group = [g for g in group if id(g[2]) not in used]
+        if len(group) < 2:
+            continue
+        other = sp.Add(*[number * rest.args[1 - shared] for number, rest, _ in group])
+        code = MatMul(other, operand) if shared == 1 else MatMul(operand, other)
+        merged.append(Value(code, axes))
+        used |= {id(g[2]) for g in group}
+    return [v for v in values if id(v) not in used] + merged
+
+
 def _merged_pads(values: list[Value]) -> list[Value]:
     """Terms of a sum padded the same way pad once: ``pad(a) - pad(b) -> pad(a - b)``."""
     groups: dict = {}

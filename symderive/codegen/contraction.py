@@ -29,6 +29,19 @@ from .arrays import (
 )
 
 
+def _contracts_apart(factor: sp.Expr) -> bool:
+    """Whether ``factor`` is a sum with a term that is itself a contraction (two arrays over
+    index sets neither of which holds the other): summed whole, such a sum is made over the union
+    of its terms' indices first."""
+    if not isinstance(factor, sp.Add):
+        return False
+    for term in factor.args:
+        reads = [set(free_indices(f)) for f in sp.Mul.make_args(term) if f.has(sp.Indexed)]
+        if any(not (a <= b or b <= a) for m, a in enumerate(reads) for b in reads[m + 1:]):
+            return True
+    return False
+
+
 class Contractions:
     """Reductions and contractions. Mixed into ``Lowerer``, whose ``expr`` and ``program`` they use."""
 
@@ -39,6 +52,13 @@ class Contractions:
             return padded
         inner = list(order) + [k for k in bound if k not in order]
         scale, body = e.function.as_coeff_Mul()
+        mixed = next((f for f in sp.Mul.make_args(body) if _contracts_apart(f)), None)
+        if mixed is not None:
+            # Sum_h (A[i,h]*Wr[d,h] + B[i,h]*Wn[d,h]) as one Sum per term, each a matmul: the sum
+            # itself, made first, spans (i, h, d), an array larger than any operand
+            rest = sp.Mul(*[f for f in sp.Mul.make_args(body) if f is not mixed])
+            return self.expr(sp.Add(*[sp.Sum(scale * term * rest, *e.limits)
+                                      for term in sp.Add.make_args(mixed)]), order)
         parts = [(f, self.expr(f, inner)) for f in sp.Mul.make_args(body)]
         arrays = [value for _, value in parts if value.axes]
         scale = scale * sp.Mul(*[value.code for _, value in parts if not value.axes])

@@ -43,6 +43,7 @@ from .arrays import (
     Value,
     Zeros,
     _align,
+    _merged_matmuls,
     _merged_pads,
     _slice_of,
     _union,
@@ -145,7 +146,7 @@ class Lowerer(Scatters, Contractions):
         if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
             values = [self.expr(arg, order) for arg in e.args]
             if isinstance(e, sp.Add):
-                values = _merged_pads(values)
+                values = _merged_matmuls(_merged_pads(values))
             axes = _union(values, order)
             args = [_align(v, axes) if v.axes else v.code for v in values]
             # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x)) and

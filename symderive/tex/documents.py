@@ -11,9 +11,8 @@ import re
 
 import sympy as sp
 
-from ..algebra.factoring import FACTOR_CONDITION, GATHER_CONDITION
 from ..algebra.grad import adjoint_name, backward
-from ..algebra.rules import DISTRIBUTE_CONDITION, RULES
+from ..algebra.rules import step_conditions
 from ..algebra.simplify import compact_gradients
 from ..algebra.stabilize import forward_rewrites
 from ..program.ir import Program, ProgramError, lhs_index_set
@@ -210,10 +209,7 @@ def _backward_intro(program: Program, printer: IndexLatexPrinter) -> str:
 
 def _rules_used(gradients) -> str:
     """Each rule the steps apply, with the side condition under which it holds."""
-    conditions = {rule.name: rule.condition for rule in RULES}
-    conditions.update({"distribute": DISTRIBUTE_CONDITION, "factor": FACTOR_CONDITION,
-                       "gather": GATHER_CONDITION,
-                       "inline": "none: each adjoint is replaced by its definition"})
+    conditions = step_conditions()
     used = list(dict.fromkeys(step.rule for g in gradients for step in g.steps))
     if not used:
         return ""

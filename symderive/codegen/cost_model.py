@@ -1,0 +1,222 @@
+"""What lowered code costs: the floating-point work and the memory traffic of every array statement
+as it is lowered, as polynomials in the size symbols, read off the array operations themselves (an
+elementwise operation does one operation per element of its result and reads its operands and
+writes its result once; a matmul does ``2*m*k*n``; a sum reads what it sums; a view (transpose, new
+axes, slice, broadcast) costs nothing; a gather or one-hot row writes what it makes), never from
+numbers per layer. ``Cost`` adds, and is evaluated at the example sizes and at a large-size
+profile (the example sizes scaled together until the largest array of the forward has about 2**20
+elements), where the cost of a backward decides what it materialises; ``weighted`` combines
+operations and memory as one CPU thread spends them (a word moved costs about as much as four
+operations: a memory-bound elementwise pass runs at a quarter of the arithmetic rate).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..program.ir import Program
+from .arrays import (
+    AddAt,
+    AddCMul,
+    AddMatMul,
+    Arange,
+    ArgMaxAxis,
+    ArrayOp,
+    ArrayRef,
+    ArrayStatement,
+    BroadcastTo,
+    Colon,
+    Einsum,
+    Equal,
+    Eye,
+    FlatScatterAdd,
+    Full,
+    Grouped,
+    InPlace,
+    LeadingSums,
+    MatMul,
+    MaxAxis,
+    MaxValues,
+    NewAxes,
+    OneHot,
+    Pad,
+    Reshape,
+    ScatterAdd,
+    Sliced,
+    SumAxes,
+    SumOfProduct,
+    Take,
+    Transpose,
+    Zeros,
+    holds_array,
+)
+from .extents import Extent, Extents, _broadcast
+
+WORD = 4  # what moving one element weighs against one operation in ``weighted``
+LARGE = 2**20  # elements of the largest forward array in the large-size profile
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Operations and elements moved (read or written), polynomials in the size symbols."""
+
+    flops: sp.Expr = sp.S.Zero
+    words: sp.Expr = sp.S.Zero
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(sp.expand(self.flops + other.flops), sp.expand(self.words + other.words))
+
+    def at(self, sizes: dict) -> tuple[int, int]:
+        """(operations, elements moved) at concrete ``sizes``."""
+        return int(sp.sympify(self.flops).xreplace(sizes)), \
+            int(sp.sympify(self.words).xreplace(sizes))
+
+    def weighted(self, sizes: dict) -> int:
+        """One number to compare backward programs by: operations plus ``WORD`` per element."""
+        flops, words = self.at(sizes)
+        return flops + WORD * words
+
+    def summary(self, sizes: dict, large: dict) -> dict:
+        """The fields ``derive --json`` prints for a cost."""
+        flops, words = self.at(sizes)
+        big_flops, big_words = self.at(large)
+        return {"flops": str(self.flops), "bytes": str(sp.expand(4 * self.words)),
+                "example": {"flops": flops, "bytes": 4 * words},
+                "large": {"flops": big_flops, "bytes": 4 * big_words}}
+
+
+def _count(extent: Extent | None) -> sp.Expr:
+    """The number of elements of an extent (an unknown extent counts as none: the operations
+    whose results cost nothing to read are views, and every other one has a known extent)."""
+    return sp.Mul(*extent) if extent else sp.S.One if extent == () else sp.S.Zero
+
+
+class Costs(Extents):
+    """Extents of every array operation lowering makes (also those fusion does not need), and
+    the cost of code built of them."""
+
+    def __call__(self, code: sp.Expr) -> Extent | None:
+        found = super().__call__(code)
+        if found is not None or not isinstance(code, ArrayOp):
+            return found
+        if isinstance(code, Reshape):
+            return tuple(code.args[1])
+        if isinstance(code, (ScatterAdd, FlatScatterAdd)):
+            return tuple(code.args[0])
+        if isinstance(code, AddAt):
+            return self(code.args[0])
+        if isinstance(code, ArgMaxAxis):
+            inner = self(code.args[0])
+            return None if inner is None else tuple(
+                s for k, s in enumerate(inner) if k != int(code.args[1]))
+        if isinstance(code, MaxValues):
+            inner = self(code.args[0])
+            return None if inner is None else tuple(
+                s for k, s in enumerate(inner) if k != int(code.args[1]))
+        if isinstance(code, Sliced):
+            inner = self(code.args[0])
+            if inner is None:
+                return None
+            return tuple(size if start == 0 and stop == 0 else sp.expand(stop - start)
+                         for size, (start, stop) in zip(inner, code.args[1]))
+        if isinstance(code, Pad):
+            inner = self(code.args[0])
+            if inner is None:
+                return None
+            axis = int(code.args[1])
+            grown = sp.expand(inner[axis] + code.args[2] + code.args[3])
+            return inner[:axis] + (grown,) + inner[axis + 1:]
+        if isinstance(code, Take):
+            x, *indices = code.args
+            inner = self(x)
+            advanced = [self(i) for i in indices if not isinstance(i, Colon)]
+            if inner is None or any(a is None for a in advanced):
+                return None
+            lead = len([i for i in indices if isinstance(i, Colon)])
+            picked = _broadcast(advanced) if advanced else ()
+            return None if picked is None else \
+                inner[:lead] + picked + inner[lead + len(indices) - lead:]
+        if isinstance(code, Einsum):
+            spec, *arrays = code.args
+            inputs, output = str(spec).split("->")
+            sizes = {}
+            for letters, array in zip(inputs.split(","), arrays):
+                extent = self(array)
+                if extent is None:
+                    return None
+                sizes.update(zip(letters, extent))
+            return tuple(sizes[letter] for letter in output)
+        return None
+
+    # -- cost ------------------------------------------------------------------------------------
+    def cost(self, code: sp.Expr) -> Cost:
+        """The cost of evaluating ``code`` once, operation by operation as the printers spell it."""
+        if not isinstance(code, sp.Basic) or not holds_array(code) or isinstance(code, ArrayRef):
+            return Cost()
+        inner = sum((self.cost(arg) for arg in code.args if isinstance(arg, sp.Basic)), Cost())
+        out = _count(self(code))
+        operands = sp.Add(*[_count(self(arg)) for arg in code.args
+                            if isinstance(arg, sp.Basic) and holds_array(arg)])
+        if isinstance(code, (Transpose, NewAxes, Sliced, BroadcastTo, Reshape, Grouped, Colon)):
+            return inner  # a view, or a mark for the printers
+        if isinstance(code, MatMul):
+            a, b = (self(x) for x in code.args)
+            shared = a[-1] if a else sp.S.One
+            return inner + Cost(2 * out * shared, operands + out)
+        if isinstance(code, AddMatMul):
+            c, a, b = code.args
+            shared = (self(a) or (sp.S.One,))[-1]
+            return inner + Cost(2 * out * shared + out, operands + out)
+        if isinstance(code, Einsum):
+            spec, *arrays = code.args
+            sizes = {}
+            for letters, array in zip(str(spec).split("->")[0].split(","), arrays):
+                sizes.update(zip(letters, self(array) or ()))
+            return inner + Cost(2 * sp.Mul(*sizes.values()), operands + out)
+        if isinstance(code, (SumAxes, MaxAxis, ArgMaxAxis, MaxValues, LeadingSums)):
+            summed = _count(self(code.args[0]))
+            return inner + Cost(summed, summed + out)
+        if isinstance(code, SumOfProduct):
+            summed = _count(self(code.args[0]))
+            return inner + Cost(2 * summed, 2 * summed + out)
+        if isinstance(code, (Take, Pad, Zeros, Full, Arange, Eye)):
+            return inner + Cost(sp.S.Zero, 2 * out if isinstance(code, Take) else out)
+        if isinstance(code, (OneHot, Equal)):
+            return inner + Cost(out, out)
+        if isinstance(code, (ScatterAdd, FlatScatterAdd)):
+            values = _count(self(code.args[2]))
+            return inner + Cost(values, 2 * values + out)
+        if isinstance(code, AddAt):
+            return inner + Cost(sp.S.Zero, 2 * out)
+        if isinstance(code, (AddCMul, InPlace)):
+            return inner + Cost(2 * out, operands + out)
+        # elementwise: a binary operation makes one pass per operand after the first
+        passes = max(len([a for a in code.args if isinstance(a, sp.Basic)]) - 1, 1) \
+            if isinstance(code, (sp.Add, sp.Mul)) else 1
+        return inner + Cost(passes * out, operands + passes * out)
+
+    def statements(self, statements: list[ArrayStatement]) -> dict[str, Cost]:
+        """Each assigned name's cost (a name assigned twice: both statements)."""
+        found: dict[str, Cost] = {}
+        for statement in statements:
+            found[statement.name] = found.get(statement.name, Cost()) + self.cost(statement.code)
+            if self.named(statement.name) is None:  # a temporary: later statements read it
+                extent = self(statement.code)
+                if extent is not None:
+                    self.known[statement.name] = extent
+        return found
+
+
+def large_sizes(program: Program) -> dict:
+    """The example sizes scaled together (whole numbers) until the largest array of the forward
+    has about ``LARGE`` elements: where a backward's cost decides what it materialises."""
+    sizes = dict(program.sizes)
+    largest = max((sp.Mul(*program.shape(name)).xreplace(sizes) for name in program.names
+                   if program.shape(name)), default=1)
+    rank = max((len(program.shape(name)) for name in program.names), default=1) or 1
+    scale = max(1.0, (LARGE / float(largest)) ** (1 / rank))
+    return {symbol: max(1, round(value * scale)) for symbol, value in sizes.items()}
+
+
+__all__ = ["Cost", "Costs", "large_sizes"]
