@@ -7,6 +7,8 @@ statement.
 """
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 
 from ..algebra.stabilize import stabilized
@@ -152,7 +154,12 @@ class Lowerer(Scatters, Contractions):
             # a function is rebuilt as written: evaluated, Abs(exp(x)) would become exp(re(x)) and
             # Max of array code would compare it (Max and Min are not sp.Function subclasses)
             rebuilt = isinstance(e, (sp.Function, sp.Max, sp.Min))
-            code = e.func(*args, evaluate=False) if rebuilt else e.func(*args)
+            if isinstance(e, (sp.Max, sp.Min)) and len(args) > 2:
+                # SymPy flattens Max(Max(x, p), 0) into one Max of three; the libraries'
+                # maximum takes two (NumPy's third argument is where to write the result)
+                code = functools.reduce(lambda a, b: e.func(a, b, evaluate=False), args)
+            else:
+                code = e.func(*args, evaluate=False) if rebuilt else e.func(*args)
             return Value(code, tuple(axes))
         if isinstance(e, sp.Idx):
             raise LoweringError(f"cannot lower '{e}' to array code (the index is used as a "

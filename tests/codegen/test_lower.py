@@ -179,3 +179,23 @@ def test_an_unflattening_read_and_its_adjoint_are_reshapes():
     assert run_check(program, "float64").ok
     source = module_source(program, derive_backward(program), "numpy")
     assert "dx = (dy2*w).reshape(n, T*d)" in source and "T = (x.shape[1])//d" in source
+
+
+def test_a_maximum_of_three_lowers_as_maxima_of_two():
+    """A read through maps turns ``Max(a0, 0)`` with ``a0 = Max(x, p)`` into SymPy's flattened
+    ``Max(0, p, x)``; the libraries' maximum takes two values (NumPy's third argument is where to
+    write), so it is nested (found by the long fuzz)."""
+    from symderive import normal, uniform
+    from symderive.verify.check import run_check
+
+    p_, a0, a1, Z = symbols("p a0 a1 Z", cls=IndexedBase)
+    loss = symbols("loss")
+    b = Builder("max3", sizes={n: 4, d: 3})
+    b.input(x[i, j], normal(1.0))
+    b.input(p_[i, j], uniform(0.5, 2.0))
+    b.labels(Z[i], d)
+    b[a0[i, j]] = sp.Max(x[i, j], p_[i, j])
+    b[a1[i, j]] = sp.Max(a0[i, j], 0)
+    b[loss] = -Sum(a1[i, Z[i]], i) / n
+    b.loss(loss)
+    assert run_check(b.build(), "float64").ok
