@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from . import derive, gated_mlp, kernels, makemore, memory
+from . import derive, gated_mlp, kernels, layers, makemore, memory
 from .timing import Row, steady_allocator, threads
 
-MODULES = (kernels, memory, makemore, gated_mlp, derive)
+MODULES = (kernels, memory, makemore, gated_mlp, layers, derive)
 
 
 def run(quick: bool, only: str = "", progress=None) -> list[Row]:

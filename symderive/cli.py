@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="every materialised adjoint, not only the inputs' gradients")
     derive.add_argument("--steps", action="store_true", help="also print the rewrite steps")
     derive.add_argument("--json", action="store_true", help="print one JSON object per file")
+    derive.add_argument("--cost", action="store_true",
+                        help="also print each gradient's and the whole backward's cost as lowered "
+                             "(operations and bytes, at the example sizes and a large profile)")
 
     emit = commands.add_parser(
         "emit", help="write generated modules",

@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .algebra.grad import backward
+from .algebra.cost import large_sizes
+from .algebra.grad import adjoint_name, backward
 from .algebra.simplify import (
     Gradient,
     compact_backward,
     compact_gradients,
     derive_backward,
-    derive_gradients,
 )
 from .algebra.stabilize import forward_rewrites
+from .codegen.cost_model import backward_costs
 from .codegen.emit import module_source
 from .codegen.files import (
     TARGETS,
@@ -202,8 +203,15 @@ def cmd_derive(args) -> int:
         _progress(position, len(programs), program.name, "derive")
         started = time.perf_counter()
         everything = args.all or args.wrt is not None
-        gradients = materialised_adjoints(program) if everything else derive_gradients(program)
+        if program.adjoints == "all" or everything:
+            gradients = materialised_adjoints(program)
+            backward_of = derive_backward(program)
+        else:
+            backward_of, gradients = compact_backward(program)
         seconds = time.perf_counter() - started
+        chosen = [g for g in gradients if g.choice is not None]
+        if not everything:
+            gradients = [g for g in gradients if program.input(g.name) is not None]
         if args.wrt is not None:
             known = [g.name for g in gradients]
             for name in args.wrt:
@@ -213,22 +221,45 @@ def cmd_derive(args) -> int:
                                        "another in the Builder's adjoints= to materialise it)")
             gradients = [g for name in dict.fromkeys(args.wrt) for g in gradients
                          if g.name == name]
+        costs = backward_costs(program, backward_of)
+        sizes, large = dict(program.sizes), large_sizes(program)
         rows = [g.summary(program) for g in gradients]
+        for gradient, row in zip(gradients, rows):
+            found = costs.get(adjoint_name(gradient.name))
+            row["cost"] = found.summary(sizes, large) if found is not None else None
+        total = costs["total"].summary(sizes, large)
         if args.json:
-            print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows}))
+            print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows,
+                              "materialised": {g.name: _choice_json(g.choice) for g in chosen},
+                              "cost": total, "large_sizes": {str(k): v for k, v in
+                                                             large.items()}}))
             continue
         print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
         if args.steps:
             for name, rule, before, after, _ in forward_rewrites(program):
                 print(f"forward {name}: {rule}: {before} -> {after}")
+        for gradient in chosen:
+            print(f"materialised {adjoint_name(gradient.name)}: {gradient.choice}")
         for gradient, row in zip(gradients, rows):
             print(f"{gradient.lhs} = {gradient.expr}")
             print(f"    ops {row['ops']}, reductions {row['reductions']}, steps {row['steps']}, "
                   f"uses {', '.join(row['uses'])}")
+            if args.cost and row["cost"] is not None:
+                print(f"    cost {row['cost']['flops']} operations, {row['cost']['bytes']} bytes")
             if args.steps:
                 for step in gradient.steps:
                     print(f"    {step.rule:>15}: {step.after}")
+        if args.cost:
+                print(f"backward cost: {total['flops']} operations, {total['bytes']} bytes moved "
+                  f"(example sizes: {total['example']['flops']:.3g} operations; large "
+                  f"{', '.join(f'{k}={v}' for k, v in large.items())}: "
+                  f"{total['large']['flops']:.3g} operations)")
     return 0
+
+
+def _choice_json(choice) -> dict:
+    return {"rule": choice.rule, "consumers": list(choice.consumers), "why": str(choice),
+            "inlined": choice.inlined, "named": choice.named}
 
 
 def cmd_emit(args) -> int:

@@ -1,6 +1,7 @@
 """What a form costs, remembered: ``operation_count`` is ``sympy.count_ops`` (its number, exactly)
-computed once per distinct subtree, and ``printed`` is ``str`` of an expression computed once per
-expression. The simplifier and ``gather`` cost and sort many forms that share most of their
+computed once per distinct subtree, ``work`` is the floating-point work of a form evaluated as
+array code at given sizes (what the choice of materialised adjoints minimises), and ``printed`` is
+``str`` of an expression computed once per expression. The simplifier and ``gather`` cost and sort many forms that share most of their
 subtrees (a Horner-like search rebuilds candidates from the same memoised parts), and SymPy's own
 ``count_ops`` and printer walk every subtree again each time. Both caches are dropped by SymPy's
 ``clear_cache()`` (see ``ir.remembered``).
@@ -12,7 +13,7 @@ from sympy.core.function import _coeff_isneg
 from sympy.core.operations import LatticeOp
 from sympy.simplify.radsimp import fraction
 
-from ..program.ir import remembered
+from ..program.ir import Program, free_indices, idx_size, remembered
 
 
 def operation_count(expr: sp.Expr) -> int:
@@ -98,4 +99,73 @@ def printed(expr) -> str:
     return str(expr)
 
 
-__all__ = ["operation_count", "printed"]
+LARGE = 2**20  # elements of the largest forward array in the large-size profile
+
+
+def large_sizes(program: Program) -> dict:
+    """The example sizes scaled together (whole numbers) until the largest array of the forward
+    has about ``LARGE`` elements: where a backward's cost decides what it materialises."""
+    sizes = dict(program.sizes)
+    largest = max((sp.Mul(*program.shape(name)).xreplace(sizes) for name in program.names
+                   if program.shape(name)), default=1)
+    rank = max((len(program.shape(name)) for name in program.names), default=1) or 1
+    scale = max(1.0, (LARGE / float(largest)) ** (1 / rank))
+    return {symbol: max(1, round(value * scale)) for symbol, value in sizes.items()}
+
+
+def work(expr: sp.Expr, sizes: dict) -> float:
+    """The operations of evaluating ``expr`` as array code at concrete ``sizes``, counted as the
+    lowering spells it: an elementwise operation costs one per element of its result (its free
+    indices), a sum one per element it adds, and a product multiplies its factors over the same
+    axes (or a subset of them) first and then the groups in order of growing extent, so a
+    contraction ``Sum_i x[i, d]*y[i, h]`` costs ``2*n*d*h``, a matmul's count. A number per form,
+    not per layer: it is what ``codegen.cost_model`` reads off the lowered statements, without
+    lowering.
+
+    >>> from sympy import IndexedBase, Idx, Sum, symbols
+    >>> n, d, h = symbols("n d h", integer=True, positive=True)
+    >>> i, k, j = Idx("i", n), Idx("k", d), Idx("j", h)
+    >>> x, y = IndexedBase("x"), IndexedBase("y")
+    >>> work(Sum(x[i, k] * y[i, j], i), {n: 10, d: 3, h: 2})
+    120.0
+    >>> work((1 - x[i, j]**2) * y[i, j], {n: 10, h: 2})
+    60.0
+    """
+    def extent(indices) -> float:
+        total = 1.0
+        for k in indices:
+            total *= float(idx_size(k).xreplace(sizes))
+        return total
+
+    def visit(node: sp.Basic) -> float:
+        if not isinstance(node, sp.Expr) or not node.args or isinstance(node, (sp.Indexed,
+                                                                               sp.Idx)):
+            return 0.0
+        inner = sum(visit(arg) for arg in node.args)
+        if isinstance(node, sp.Sum):
+            return inner + extent(free_indices(node.function))
+        if node.is_Mul:
+            groups: list[set] = []  # factors over the same axes, or a subset, multiply first
+            for factor in sorted((a for a in node.args if not a.is_Number),
+                                 key=lambda a: -len(free_indices(a))):
+                axes = set(free_indices(factor))
+                home = next((g for g in groups if axes <= g), None)
+                if home is None:
+                    groups.append(axes)
+                else:
+                    inner += extent(home)
+            groups.sort(key=extent)
+            running: set = set()
+            for position, axes in enumerate(groups):
+                running |= axes
+                inner += extent(running) if position else 0
+            return inner + (extent(running) if any(a.is_Number and a != -1
+                                                   for a in node.args) else 0)
+        if node.is_Add:
+            return inner + (len(node.args) - 1) * extent(free_indices(node))
+        return inner + extent(free_indices(node))  # a power, a function, a case
+
+    return visit(expr)
+
+
+__all__ = ["LARGE", "large_sizes", "operation_count", "printed", "work"]

@@ -134,4 +134,4 @@ def derive_double(forward: Program, backward: Program) -> Double | str:
     return Double(program, second, tuple(upstream.items()))
 
 
-__all__ = ["Double", "PREFIX", "derive_double", "gradient_program"]
+__all__ = ["PREFIX", "Double", "derive_double", "gradient_program"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ..program.ir import Assign, Program, free_indices, name_of
-from .cost import operation_count
+from ..program.ir import Assign, Program, name_of
+from .cost import large_sizes, operation_count
 from .factoring import factor, gather
 from .grad import (
     ReversePass,
@@ -22,12 +22,12 @@ from .grad import (
     backward,
     backward_program,
     contribution,
-    reads,
     upstream_adjoint,
 )
+from .materialise import INLINE_TERMS, Choice, by_cost, wider_inlined
 from .output import OUTPUT_RULES
 from .reduction import BASIS_RULES, REDUCE_RULES, Context, run_to_fixpoint
-from .terms import components, expand, expanded_size, freshen, readable, renamed, to_expr
+from .terms import expand, expanded_size, freshen, readable, renamed, to_expr
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Gradient:
     expr: sp.Expr
     steps: tuple[Step, ...]
     program: Program | None = field(default=None, compare=False, repr=False)  # for display
+    choice: Choice | None = field(default=None, compare=False)  # why an intermediate is named
 
     def uses(self, program: Program) -> list[str]:
         """The forward names (labels included) and then the adjoints the expression reads."""
@@ -121,14 +122,6 @@ def cheapest(start: sp.Expr, steps: list[Step]) -> tuple[sp.Expr, list[Step]]:
     return forms[best], steps[:best]
 
 
-# The most terms an inlined adjoint may distribute into before it is materialised instead. A
-# product of sums distributes into the product of their sizes: inlining the adjoint of a chain of
-# elementwise maps (tanh after tanh) doubles the terms at every statement, and a person writing
-# the backward by hand keeps ``dh`` there. The layers whose compact forms come from cancellations
-# (batchnorm, cross-entropy, makemore) stay below 10.
-INLINE_TERMS = 8
-
-
 def materialised(program: Program) -> list[str]:
     """The names whose adjoints the compact backward computes: the float inputs, plus any the
     program lists (layer boundaries)."""
@@ -178,7 +171,12 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
     # per name, how the chain rule writes each contribution: (part, statement, read, upstream)
     sources: dict[str, list[tuple[sp.Expr, Assign, sp.Expr, sp.Expr]]] = {}
     prepared: dict[str, tuple[sp.Expr, dict[str, sp.Expr]]] = {}  # contributions already made
+    choices: dict[str, Choice | None] = {}  # the intermediates named by cost, and why
+    sizes = large_sizes(program)
     gradients = []
+
+    def simplified(expr: sp.Expr) -> sp.Expr:
+        return simplify(expr, context, shown=False)[0]
 
     def chained(name: str) -> sp.Expr:
         """A kept name's adjoint as the chain rule writes it (a kept output's starts as its
@@ -194,17 +192,25 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
         if name not in keep and name in defining and \
                 expanded_size(inlined[name]) > INLINE_TERMS:
             keep.add(name)  # inlining further would distribute into ever more terms
+            choices[name] = Choice("terms", ())
         elif name not in keep and name in defining:
             upstream = _instantiate(inlined[name], program, defining[name])
-            verdict, parts = materialise_instead(program, defining[name], context, upstream)
-            if verdict:
+            choice, parts = wider_inlined(program, defining[name], context, upstream,
+                                          simplified)
+            if choice is None:
+                choice = by_cost(program, defining[name], context, upstream, simplified, sizes)
+            if choice is not None:
                 keep.add(name)
+                choices[name] = choice
+                if choice.kept_inlined:
+                    prepared[name] = (upstream_adjoint(program, defining[name]),
+                                      choice.kept_inlined)
             else:
                 prepared[name] = (upstream, parts)
         if name in keep:
             gradients.append(_simplified(name, inlined[name],
                                          chained(name) if inline_steps else None, program,
-                                         context))
+                                         context, choices.get(name)))
 
     for statement, used, active in walk:
         upstream = read = upstream_adjoint(program, statement)
@@ -232,83 +238,13 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
     return gradients
 
 
-def contraction_width(expr: sp.Expr, context: Context) -> int:
-    """The most arrays any one contraction of ``expr`` multiplies together, in the normal form
-    (each term's factors that share bound indices are one contraction). Factors over the same
-    axes, or over a subset of another factor's axes, are one operand: they multiply elementwise
-    before the contraction. ``Sum_i x[i, d]*dh[i, h]`` is 2 (a matmul); ``Sum_{i, o} x[i, d]*
-    dout[i, o]*U[h, o]*s[i, h]`` is 4, which no single matmul computes. An index only one operand
-    has is summed out of it first (a reduction nested in the contraction), so ``Sum_{j, l}
-    W[k, j]*r[i, j]*r[l, j]*g[l, j]`` is 2: ``r[l, j]*g[l, j]`` reduces to a vector over ``j``.
-
-    >>> from sympy import IndexedBase, Idx, Sum, symbols
-    >>> from symderive import Builder
-    >>> n, d = symbols("n d", integer=True, positive=True)
-    >>> i, j, k = Idx("i", n), Idx("j", d), Idx("k", d)
-    >>> x, w, u, y = IndexedBase("x"), IndexedBase("w"), IndexedBase("u"), IndexedBase("y")
-    >>> b = Builder("t", sizes={n: 2, d: 2}); b.input(x[i, j]); b[y[i, j]] = 2 * x[i, j]
-    >>> b.output(y); context = Context(b.build())
-    >>> contraction_width(Sum(x[i, j] * w[j, k] * x[i, k], j), context)
-    2
-    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[k, i], j, k), context)
-    3
-    >>> contraction_width(Sum(x[i, j] * w[j, k] * u[i, j], i, j), context)  # (x*u).sum(0) @ w
-    1
-    """
-    worst = 0
-    for term in expand(expr, context.nonnegative):
-        for bound, factors in components(term)[1]:
-            operands = [set(free_indices(atom)) for atom, _ in factors]
-            while True:  # merge subsets; sum an index only one operand has out of it first
-                operands = [a for m, a in enumerate(operands) if not any(
-                    a < b or a == b and m > q for q, b in enumerate(operands))]
-                alone = [(a, k) for a in operands for k in a & set(bound)
-                         if not any(k in b for b in operands if b is not a)]
-                if not alone:
-                    break
-                for a, k in alone:
-                    a.discard(k)
-            worst = max(worst, len(operands))
-    return worst
-
-
-def materialise_instead(program: Program, statement: Assign, context: Context,
-                        upstream: sp.Expr) -> tuple[bool, dict[str, sp.Expr]]:
-    """Whether the adjoint of ``statement``'s name should be materialised rather than inlined:
-    when, inlined as ``upstream``, some contribution of the statement would contract more than two
-    arrays at once and more than the same contribution reading the adjoint by name does. A hand
-    writer's rule (``dh = dout @ U.T``, then ``dW = x.T @ (dh*...)``), not a layer's: layers
-    that stay elementwise-plus-reductions (batchnorm, cross-entropy) never meet it.
-
-    The raw chain can look wider than it is (cross-entropy's unsimplified adjoint has sums that
-    cancel), so a contribution that looks too wide is judged again with the adjoint in its
-    simplified form, the form the emitted code would compute. Also returns the inlined
-    contributions computed on the way, for reuse when the answer is no."""
-    read = upstream_adjoint(program, statement)
-    parts, wide = {}, []
-    for name in reads(program, statement.rhs):
-        part = parts[name] = contribution(program, statement, name, context, upstream)
-        if part != 0 and contraction_width(part, context) > 2:
-            wide.append(name)
-    if not wide:
-        return False, parts
-    compact = simplify(upstream, context, shown=False)[0]
-    for name in wide:
-        width = contraction_width(contribution(program, statement, name, context, compact),
-                                  context)
-        if width > 2 and width > contraction_width(
-                contribution(program, statement, name, context, read), context):
-            return True, parts
-    return False, parts
-
-
 def _simplified(name: str, inlined: sp.Expr, chained: sp.Expr | None, program: Program,
-                context: Context) -> Gradient:
+                context: Context, choice: Choice | None = None) -> Gradient:
     expr, steps = simplify(inlined, context, shown=chained is not None)
     start = steps[0].before if steps else expr  # the inlined expression, as simplify showed it
     if chained is not None and start != chained:
         steps.insert(0, Step("inline", chained, start))
-    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps), program)
+    return Gradient(name, adjoint_lhs(program, name), expr, tuple(steps), program, choice)
 
 
 def _instantiate(expr: sp.Expr, program: Program, statement: Assign) -> sp.Expr:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..algebra.cost import large_sizes
 from ..program.ir import Program
 from .arrays import (
     AddAt,
@@ -52,9 +53,9 @@ from .arrays import (
     holds_array,
 )
 from .extents import Extent, Extents, _broadcast
+from .lower import lower
 
 WORD = 4  # what moving one element weighs against one operation in ``weighted``
-LARGE = 2**20  # elements of the largest forward array in the large-size profile
 
 
 @dataclass(frozen=True)
@@ -208,15 +209,12 @@ class Costs(Extents):
         return found
 
 
-def large_sizes(program: Program) -> dict:
-    """The example sizes scaled together (whole numbers) until the largest array of the forward
-    has about ``LARGE`` elements: where a backward's cost decides what it materialises."""
-    sizes = dict(program.sizes)
-    largest = max((sp.Mul(*program.shape(name)).xreplace(sizes) for name in program.names
-                   if program.shape(name)), default=1)
-    rank = max((len(program.shape(name)) for name in program.names), default=1) or 1
-    scale = max(1.0, (LARGE / float(largest)) ** (1 / rank))
-    return {symbol: max(1, round(value * scale)) for symbol, value in sizes.items()}
+def backward_costs(program: Program, backward: Program) -> dict[str, Cost]:
+    """Each statement's cost in ``backward`` as lowered (by the name it assigns), and the
+    whole backward's under ``"total"``."""
+    found = Costs((backward, program)).statements(lower(backward, program))
+    found["total"] = sum(found.values(), Cost())
+    return found
 
 
-__all__ = ["Cost", "Costs", "large_sizes"]
+__all__ = ["Cost", "Costs", "backward_costs", "large_sizes"]

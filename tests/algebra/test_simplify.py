@@ -99,9 +99,14 @@ def test_layered_mlp_uses_the_compact_layer_forms(root):
 def test_b1_gradient_is_symbolically_zero_when_everything_is_inlined(makemore):
     """Batchnorm removes any per-column constant, so b1's gradient is 0, not rounding noise.
     Inlining stops where it would contract three arrays at once: dbngain would sum W2*bnraw*probs
-    over (i, c), and dC would scatter W1*dhprebn, so dhpreact and demb are materialised."""
+    over (i, c), and dC would scatter W1*dhprebn, so dhpreact and demb are materialised; and where
+    an adjoint feeds two matmuls and naming it costs less (dlogits: dW2 and dh; dhprebn: dW1 and
+    dembcat), as a person writes it."""
     gradients = {g.name: g for g in compact_gradients(makemore)}
-    assert set(gradients) == {"C", "W1", "b1", "bngain", "bnbias", "W2", "b2", "hpreact", "emb"}
+    assert set(gradients) == {"C", "W1", "b1", "bngain", "bnbias", "W2", "b2", "hpreact", "emb",
+                              "logits", "hprebn"}
+    assert gradients["logits"].choice.consumers == ("h", "W2")
+    assert gradients["hprebn"].choice.consumers == ("embcat", "W1")
     assert gradients["b1"].expr == 0
     assert not any(g.expr.has(ArgMax) for g in gradients.values())  # the max shift vanished
 
@@ -177,7 +182,7 @@ def test_a_three_array_contraction_in_an_inlined_adjoint_materialises_it():
     by name, dW1 = x.T @ dy contracts two, so y's adjoint is materialised."""
     from symderive import Builder
     from symderive.algebra.reduction import Context
-    from symderive.algebra.simplify import contraction_width
+    from symderive.algebra.materialise import contraction_width
 
     D, Hd, O = symbols("D Hd O", integer=True, positive=True)
     i, dd, h, o = Idx("i", n), Idx("d", D), Idx("h", Hd), Idx("o", O)
@@ -215,7 +220,9 @@ def test_a_contraction_the_forward_itself_has_is_not_a_reason_to_materialise():
     layer[z[i, o]] = Sum(x[i, dd] * A[dd, e] * B[e, o], dd, e)
     layer[w[i, o]] = z[i, o] ** 2
     layer.output(w)
-    assert {g.name for g in compact_gradients(layer.build())} == {"x", "A", "B"}
+    gradients = {g.name: g for g in compact_gradients(layer.build())}
+    assert set(gradients) == {"x", "A", "B", "z"}
+    assert gradients["z"].choice.consumers == ("x", "A", "B")
 
 
 def _elementwise(name, rhs, constants=None):
@@ -294,7 +301,8 @@ def test_a_long_elementwise_chain_materialises_rather_than_distributing():
     product of the 1 - y**2 factors); past ``INLINE_TERMS`` the adjoint is materialised, as a hand
     writer keeps ``dh``, so a long chain derives in time linear in its length."""
     from symderive import Builder
-    from symderive.algebra.simplify import INLINE_TERMS, compact_backward
+    from symderive.algebra.materialise import INLINE_TERMS
+    from symderive.algebra.simplify import compact_backward
     from symderive.algebra.terms import expanded_size
 
     m = symbols("m", integer=True, positive=True)

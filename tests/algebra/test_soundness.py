@@ -64,7 +64,8 @@ def magnitude(expr: sp.Expr) -> sp.Expr:
 
 def replay(program, gradient, point: dict, upstream: dict) -> list[str]:
     """The steps of ``gradient`` that change a defined value at ``point`` by more than rounding:
-    relative to the value's scale and to the size of the terms either form adds up."""
+    relative to the value's scale and to the size of the terms either form adds up. The
+    gradient's value joins ``upstream`` for the gradients that read it."""
     arrays = evaluate(program, point) | upstream
     scalars = dict(program.sizes) | dict(program.constants)
     axes = [k for k in gradient.lhs.indices] if isinstance(gradient.lhs, sp.Indexed) else []
@@ -83,6 +84,9 @@ def replay(program, gradient, point: dict, upstream: dict) -> list[str]:
         close = (after - before).abs() <= 1e-9 * (1 + scale) + 1e-11 * terms
         if not bool((close | ~defined).all()):
             wrong.append(f"{step.rule}: {step.before} -> {step.after}")
+    # a materialised intermediate adjoint (attention's dP) is read by the gradients after it
+    upstream[str(gradient.lhs.base) if isinstance(gradient.lhs, sp.Indexed) else
+             str(gradient.lhs)] = evaluate_expression(gradient.expr, axes, arrays, scalars)
     return wrong
 
 
