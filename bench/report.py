@@ -14,6 +14,7 @@ import sys
 import torch
 
 from .__main__ import run, table
+from .layers import MISSING
 from .timing import ROOT, steady_allocator
 
 HEADER = """# Benchmark results
@@ -118,6 +119,27 @@ def goals(rows) -> str:
     return "\n".join(lines)
 
 
+def layer_goals(rows) -> str:
+    """Issue 21's goal: each layer's default backward (no ``adjoints=``), forward + backward of
+    the emitted Function, at most 1.1x autograd at the large size (the larger of its rows)."""
+    lines = ["| layer | shape | ratio to autograd | <= 1.1 |", "|---|---|---|---|"]
+    by_layer: dict = {}
+    for row in rows:
+        if row.case.startswith("layer "):
+            by_layer.setdefault(row.case, []).append(row)
+    for case, found in by_layer.items():
+        measured = [r for r in found if r.ratio is not None]
+        if not measured:
+            lines.append(f"| {case} | - | unavailable: {found[0].note} | no |")
+            continue
+        large = measured[-1]  # the rows run small, then large
+        lines.append(f"| {case} | {large.shape} | {large.ratio:.2f} | "
+                     f"{'yes' if large.ratio <= 1.1 else 'no'} |")
+    lines += [f"| layer {label} | - | not expressible yet: {why} | no |"
+              for label, why in MISSING.items()]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report")
     parser.add_argument("--quick", action="store_true")
@@ -126,6 +148,7 @@ def main(argv=None) -> int:
     folder = ROOT / "bench"
     plot(rows, folder / "derive_depth.png")
     text = f"{HEADER}\n{machine()}\n\n## Issue 11's goals\n\n{goals(rows)}\n\n" \
+        f"## Issue 21's goal: layers at most 1.1x autograd\n\n{layer_goals(rows)}\n\n" \
         f"![derivation time against depth](derive_depth.png)\n\n## All rows\n\n{table(rows)}\n"
     (folder / "results.md").write_text(text)
     return 0

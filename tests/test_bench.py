@@ -37,7 +37,8 @@ def test_quick_run_covers_the_cases_of_the_issue(rows):
     for expected in ("batchnorm backward (bessel) torch", "batchnorm backward (biased) torch",
                      "batchnorm backward (bessel) numpy", "cross-entropy", "makemore",
                      "gated MLP", "derive+emit tanh+batchnorm MLP", "tanh chain",
-                     "derive derivations/", "bytes allocated"):
+                     "derive derivations/", "bytes allocated", "layer GRU cell",
+                     "layer causal attention", "layer LayerNorm"):
         assert expected in cases, expected
     baselines = {row["baseline"] for row in rows}
     assert {"ATen native_batch_norm_backward", "F.cross_entropy + autograd",

@@ -270,11 +270,13 @@ CASES = [
          "builds program 'other'; name it 'case'"),
     # statements with no array lowering: the program, the statement and what to change
     Case("index-as-a-value", statement("Heaviside(i - k)*x[i, j]  # here", lhs="y[i, j, k]"),
-         "case: statement 'y[i, j, k] = Heaviside(i - k)*x[i, j]' (case.py:{line}): cannot "
-         "lower 'k' to array code (the index is used as a number"),
+         "case: statement 'y[i, j, k] = Heaviside(i - k)*x[i, j]' (case.py:{line}): "
+         "'Heaviside(i - k)': a step of the indices is a mask only with its value at 0 given "
+         "as 0 or 1"),
     Case("check-index-as-a-value", statement("Heaviside(i - k)*x[i, j]", lhs="y[i, j, k]"),
-         "values computed from indices (a mask such as Heaviside(i - j)) are an input to "
-         "declare and read", command="check"),
+         "or in a mask Heaviside(i - j, 1) (1 where j <= i; Heaviside(i - j, 0) for j < i); "
+         "other values computed from indices are an input to declare and read",
+         command="check"),
     # an unflattening read lowers (its adjoint is a reshape), but here no input's axis is d long
     Case("unflattening-read-of-an-unknown-size", HEAD + "T = Symbol('T', integer=True, "
          "positive=True)\nt, e, c = Idx('t', T), Idx('e', d), Idx('c', T*d)\n"

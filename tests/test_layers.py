@@ -197,3 +197,52 @@ def test_norm_over_several_axes_is_compact_by_the_batchnorm_rules(root, name):
         report = run_check(program, dtype)
         assert report.ok, str(report)
     assert NORMS[name] in str(report)
+
+
+@pytest.mark.parametrize("at_zero, spelled", [(1, ">="), (0, ">")])
+def test_a_step_of_the_indices_lowers_to_a_comparison_of_aranges(at_zero, spelled):
+    """Heaviside(t - s, h0) over two axes is a mask: 1 where s <= t (s < t for h0 = 0), in the
+    working dtype, computed by comparing aranges; every entry matches the definition."""
+    T, E = symbols("T E", integer=True, positive=True)
+    t, s = Idx("t", T), Idx("s", T)
+    a, y = IndexedBase("a"), IndexedBase("y")
+    b = Builder("mask", sizes={T: 5})
+    b.input(a[t, s])
+    b[y[t, s]] = a[t, s] * sp.Heaviside(t - s, at_zero)
+    b.output(y)
+    program = b.build()
+    for target in ("numpy", "torch"):
+        lines = _run(derive_backward(program), {"a": np.random.rand(5, 5),
+                                                "dy": np.random.rand(5, 5)}, {T: 5}, target)
+        assert any(spelled in line and ("astype(dtype)" in line or "to(dtype)" in line)
+                   for line in lines), lines
+    forward = "\n".join(PRINTERS["numpy"]().statement(st.name, st.code, st.accumulate)[0]
+                        for st in lower(program))
+    mask = np.tril(np.ones((5, 5)), 0 if at_zero else -1)
+    env = {"np": np, "a": np.ones((5, 5), dtype=np.float32), "T": 5, "dtype": np.float32}
+    exec(forward, env)  # noqa: S102 - the code under test
+    assert env["y"].dtype == np.float32 and (env["y"] == mask).all()
+
+
+def test_a_step_of_the_indices_with_half_at_zero_is_refused_with_the_fix():
+    T = symbols("T", integer=True, positive=True)
+    t, s = Idx("t", T), Idx("s", T)
+    a, y = IndexedBase("a"), IndexedBase("y")
+    b = Builder("half", sizes={T: 3})
+    b.input(a[t, s])
+    b[y[t, s]] = a[t, s] * sp.Heaviside(t - s)
+    b.output(y)
+    with pytest.raises(Exception, match="Heaviside\\(t - s, 1\\)"):
+        lower(b.build())
+
+
+def test_a_piecewise_on_indices_says_to_write_the_mask_as_a_step():
+    T = symbols("T", integer=True, positive=True)
+    t, s = Idx("t", T), Idx("s", T)
+    a, y = IndexedBase("a"), IndexedBase("y")
+    b = Builder("causal", sizes={T: 3})
+    b.input(a[t, s])
+    b[y[t, s]] = sp.Piecewise((a[t, s], s <= t), (0, True))
+    b.output(y)
+    with pytest.raises(ProgramError, match="compares indices.*Heaviside\\(t - s, 1\\)"):
+        b.build()

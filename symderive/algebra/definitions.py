@@ -19,7 +19,7 @@ from functools import cached_property
 import sympy as sp
 
 from ..program.ir import Program, array_names, free_indices, indices_of, name_of
-from .terms import Term, expand
+from .terms import Term, expand, to_expr
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Pattern:
     coeff: sp.Expr
     factors: tuple[tuple[sp.Expr, sp.Expr], ...]
     bound: tuple[sp.Idx, ...] = ()
+    exponentiated: bool = False  # the factors are exp(target), not target (``exponentials``)
 
     @cached_property
     def variables(self) -> frozenset:
@@ -60,6 +61,9 @@ class Fact:
 @dataclass
 class Definitions:
     monomials: list[Pattern] = field(default_factory=list)
+    # exp of a name defined as a sum with logs in it, as a product: y = z - m - log(s) gives
+    # exp(y) == exp(z - m)*s**-1 (log_softmax's softmax, read back from its output)
+    exponentials: list[Pattern] = field(default_factory=list)
     atoms: list[Pattern] = field(default_factory=list)
     sums: list[Pattern] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
@@ -128,11 +132,14 @@ def collect_definitions(program: Program, definitions: Definitions, simplify_ter
             (term,) = terms
             if term.bound:
                 definitions.sums.append(Pattern(name, lhs, term.coeff, term.factors, term.bound))
-            elif term.factors and all(_is_name(a, program) for a, _ in term.factors):
+            elif term.factors and _product_to_fold(statement.rhs, program, nonnegative):
                 definitions.monomials.append(Pattern(name, lhs, term.coeff, term.factors))
             elif len(term.factors) == 1:
                 definitions.atoms.append(Pattern(name, lhs, term.coeff, term.factors))
             continue
+        exponential = _exponential(name, lhs, terms)
+        if exponential is not None:
+            definitions.exponentials.append(exponential)
         single = []
         for axes in _candidate_axes(lhs, definitions):
             if len(axes) > 1 and any(k in single for k in axes):
@@ -143,6 +150,37 @@ def collect_definitions(program: Program, definitions: Definitions, simplify_ter
                 definitions.facts.append(Fact(name, lhs, axes, tuple(summed)))
                 if len(axes) == 1:
                     single.append(axes[0])
+
+
+def _product_to_fold(rhs: sp.Expr, program: Program, nonnegative) -> bool:
+    """Whether a definition written as one product is read back as its name where its factors
+    appear: a product of names (``probs = counts*counts_sum_inv``), or of factors none of which
+    reads an array bare (a masked ``exp(A - m)*Heaviside(t - s, 1)``). An array times other
+    factors is left to the rules, which write it better (softsign's ``x/(1 + |x|)``: its
+    derivative ``1/(1 + |x|)**2``, not ``(1 - sign(x)*y)/(1 + |x|)``)."""
+    (term,) = expand(rhs, nonnegative)  # as written, before names are unfolded
+    if all(_is_name(a, program) for a, _ in term.factors):
+        return bool(term.factors)
+    return len(term.factors) > 1 and not any(isinstance(a, sp.Indexed) for a, _ in term.factors)
+
+
+def _exponential(name: str, lhs: sp.Indexed, terms: list[Term]) -> Pattern | None:
+    """``exp(lhs)`` as a product, for a definition that adds logs (each with a rational
+    coefficient) to other terms: ``exp(a + c*log(b)) == exp(a)*b**c``. Sound wherever the forward
+    value is defined (its logs are of positive values); None for any other definition."""
+    logs, rest = [], []
+    for term in terms:
+        if not term.bound and len(term.factors) == 1 and isinstance(term.factors[0][0], sp.log) \
+                and term.factors[0][1] == 1 and term.coeff.is_Rational:
+            logs.append((term.factors[0][0].args[0], term.coeff))
+        elif term.bound or any(isinstance(a, sp.log) for a, _ in term.factors):
+            return None
+        else:
+            rest.append(term)
+    if not logs or not rest:
+        return None
+    return Pattern(name, lhs, sp.S.One, ((sp.exp(to_expr(rest)), sp.S.One), *logs),
+                   exponentiated=True)
 
 
 def _candidate_axes(lhs: sp.Indexed, definitions: Definitions):

@@ -32,6 +32,8 @@ def _fold_once(term: Term, pattern: Pattern) -> Term | None:
         target = instantiate(pattern, binding)
         if target is None:
             continue
+        if pattern.exponentiated:
+            target = sp.exp(target)
         factors = dict(term.factors)
         times = sp.Integer(min(int(factors[a.xreplace(binding)] / e) for a, e in pattern.factors))
         for atom, e in pattern.factors:
@@ -49,10 +51,11 @@ def _worth_folding(pattern: Pattern) -> bool:
 
 def fold(terms: list[Term], context: Context) -> list[Term]:
     """Fold products back into the forward names that hold them, largest first, moving factors
-    into sums where that completes a product: ``counts*counts_sum**-1 -> probs``,
+    into sums where that completes a product (and exponentials of names defined with logs:
+    ``exp(z - m)*s**-1 -> exp(y)`` for ``y = z - m - log(s)``): ``counts*counts_sum**-1 -> probs``,
     ``bnvar_inv**3*bndiff[i]*Sum(bndiff[k]*g[k], k) -> bnvar_inv*bnraw[i]*Sum(bnraw[k]*g[k], k)``."""
-    patterns = sorted((p for p in context.definitions.monomials if _worth_folding(p)),
-                      key=lambda p: -len(p.factors))
+    patterns = sorted([p for p in context.definitions.monomials if _worth_folding(p)] +
+                      context.definitions.exponentials, key=lambda p: -len(p.factors))
     result = []
     for term in terms:
         term = combine(term)
@@ -271,7 +274,9 @@ def steps_to_cases(terms: list[Term], context: Context) -> list[Term]:
 
 FOLD = Rule("fold", fold,
             "only whole, integer multiples of the name's product are folded: prod a**(f*t) = "
-            "name**t for integer t wherever the name (computed by the forward) is defined")
+            "name**t for integer t wherever the name (computed by the forward) is defined; a "
+            "name defined as a + c*log(b) folds exp(a)*b**c into exp(name), which holds "
+            "wherever the forward computes the log (b > 0)")
 
 
 SIGN_ABS = Rule("sign-abs", sign_abs,

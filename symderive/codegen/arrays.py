@@ -75,6 +75,12 @@ class Equal(ArrayOp):
     (``KroneckerDelta(Z[i] + 1, i)``)."""
 
 
+class AtLeast(ArrayOp):
+    """``AtLeast(a, b, strict)`` -> 1 where the integer arrays satisfy ``a >= b`` (``a > b`` when
+    ``strict`` is 1), else 0, in the working dtype: a mask computed from the indices
+    (``Heaviside(t - s, 1)``, causal attention's)."""
+
+
 class Eye(ArrayOp):
     """``Eye(n)`` -> the identity matrix: a delta between two free indices; ``Eye(n, m)`` the
     rectangular one, for indices over ranges of two lengths."""

@@ -29,6 +29,7 @@ from .arrays import (
     BroadcastTo,
     Colon,
     Einsum,
+    AtLeast,
     Equal,
     Eye,
     FlatScatterAdd,
@@ -183,7 +184,7 @@ class Costs(Extents):
             return inner + Cost(2 * summed, 2 * summed + out)
         if isinstance(code, (Take, Pad, Zeros, Full, Arange, Eye)):
             return inner + Cost(sp.S.Zero, 2 * out if isinstance(code, Take) else out)
-        if isinstance(code, (OneHot, Equal)):
+        if isinstance(code, (OneHot, Equal, AtLeast)):
             return inner + Cost(out, out)
         if isinstance(code, (ScatterAdd, FlatScatterAdd)):
             values = _count(self(code.args[2]))

@@ -13,6 +13,7 @@ from .arrays import (
     ArrayOp,
     ArrayRef,
     BroadcastTo,
+    AtLeast,
     Equal,
     Eye,
     Full,
@@ -120,6 +121,8 @@ class Extents:
             return (code.args[0], code.args[-1])
         if isinstance(code, Equal):
             return _broadcast([self(a) for a in code.args])
+        if isinstance(code, AtLeast):
+            return _broadcast([self(a) for a in code.args[:2] if holds_array(a)])
         if isinstance(code, OneHot):
             labels = self(code.args[0])
             return None if labels is None else labels + (code.args[1],)

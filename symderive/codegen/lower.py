@@ -32,6 +32,7 @@ from .arrays import (
     ArrayStatement,
     Colon,
     Einsum,
+    AtLeast,
     Equal,
     Eye,
     LoweringError,
@@ -145,6 +146,8 @@ class Lowerer(Scatters, Contractions):
             return self.delta(e, order)
         if isinstance(e, Piecewise):
             return self.piecewise(e, order)
+        if isinstance(e, sp.Heaviside) and _of_indices(e.args[0]):
+            return self.index_step(e, order)
         if isinstance(e, (sp.Add, sp.Mul, sp.Pow, sp.Function, sp.Max, sp.Min)):
             values = [self.expr(arg, order) for arg in e.args]
             if isinstance(e, sp.Add):
@@ -165,6 +168,18 @@ class Lowerer(Scatters, Contractions):
             raise LoweringError(f"cannot lower '{e}' to array code (the index is used as a "
                                 "number, not to index an array)")
         raise LoweringError(f"cannot lower '{e}' to array code")
+
+    def index_step(self, e: sp.Heaviside, order: list[sp.Idx]) -> Value:
+        """A step of an index expression (``Heaviside(t - s, 1)``: causal attention's mask) as a
+        comparison of aranges, 1 or 0 in the working dtype: ``x >= 0`` where the step is 1 at 0,
+        ``x > 0`` where it is 0 there; a step of 1/2 at 0 has no integer mask."""
+        x, *at_zero = e.args
+        at_zero = at_zero[0] if at_zero else sp.S.Half
+        if at_zero not in (sp.S.Zero, sp.S.One):
+            raise LoweringError(f"'{e}': a step of the indices is a mask only with its value at "
+                                "0 given as 0 or 1 (Heaviside(t - s, 1) keeps s <= t)")
+        value = self.index_values(x, order)
+        return Value(AtLeast(value.code, sp.S.Zero, sp.Integer(at_zero == 0)), value.axes)
 
     def piecewise(self, e: Piecewise, order: list[sp.Idx]) -> Value:
         """A Piecewise with its branch values and both sides of every comparison lowered and
@@ -282,6 +297,12 @@ class Lowerer(Scatters, Contractions):
         return Value(OneHot(value.code, idx_size(row)), value.axes + (row,))
 
 
+def _of_indices(e: sp.Expr) -> bool:
+    """Whether ``e`` is computed from indices (and numbers, sizes) alone, reading no array."""
+    return bool(free_indices(e)) and not e.atoms(sp.Indexed) and \
+        all(isinstance(x, sp.Idx) or x.is_integer for x in e.free_symbols)
+
+
 def lower(program: Program, forward: Program | None = None) -> list[ArrayStatement]:
     """Every statement of ``program`` as an array statement, after the stabilising rewrites of
     ``algebra.stabilize``, a contraction that several of them (or one, twice) compute done
@@ -323,9 +344,10 @@ def _quoted(statement: Assign) -> str:
     return f"statement '{statement}'" + (f" ({statement.source})" if statement.source else "")
 
 
-_REWRITE_FORWARD = ("write the statement another way: an index may index arrays, bound a Sum or "
-                    "stand in a KroneckerDelta; values computed from indices (a mask such as "
-                    "Heaviside(i - j)) are an input to declare and read")
+_REWRITE_FORWARD = ("write the statement another way: an index may index arrays, bound a Sum, "
+                    "stand in a KroneckerDelta or in a mask Heaviside(i - j, 1) (1 where j <= i; "
+                    "Heaviside(i - j, 0) for j < i); other values computed from indices are an "
+                    "input to declare and read")
 
 
 _REWRITE_READ = ("this gradient has no vectorised form yet: write that read another way "

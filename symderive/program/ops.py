@@ -207,6 +207,12 @@ def piecewise_problem(expr: Piecewise, constant: Callable[[sp.Expr], bool]) -> s
                 return (f"the condition '{condition}' of a Piecewise must compare a value with a "
                         "constant using <, <=, > or >= (several joined by & or |)")
             if constant(comparison.lhs) == constant(comparison.rhs):
+                sides = comparison.lhs - comparison.rhs
+                if sides.free_symbols and all(isinstance(x, sp.Idx) or x.is_integer for x in
+                                              sides.free_symbols) and not sides.has(sp.Indexed):
+                    return (f"the condition '{comparison}' compares indices: write that mask as a "
+                            "factor, Heaviside(t - s, 1) for 1 where s <= t and 0 elsewhere "
+                            "(Heaviside(t - s, 0) for s < t)")
                 return (f"the condition '{comparison}' of a Piecewise must compare a value with "
                         "a constant (a number, size or named constant)")
     return None

@@ -13,7 +13,8 @@ from symderive.codegen.lower import lower
 from symderive.program.load import load
 from symderive.verify.check import run_check
 
-NEW_LAYERS = ["gru", "lstm", "mlp_ce", "attention", "log_softmax", "logsumexp", "rmsnorm"]
+NEW_LAYERS = ["gru", "lstm", "mlp_ce", "attention", "causal_attention", "log_softmax",
+              "logsumexp", "rmsnorm"]
 
 
 def layer(root, name):
@@ -65,6 +66,28 @@ def test_attention_materialises_the_score_adjoint_and_reads_each_gradient_throug
     for name in ("Q", "K"):
         reads = {str(x.base) for x in gradients[name].expr.atoms(sp.Indexed)}
         assert reads == {"dA", "K" if name == "Q" else "Q"}
+
+
+def test_causal_attention_with_its_mask_from_the_indices_has_the_same_textbook_backward(root):
+    """The masked exp(A - m)*Heaviside(t - s, 1) is read back as the saved ex, so the max shift
+    cancels as without the mask and dA = P*(dP - rowsum(P*dP)), the mask inside the saved P."""
+    gradients = by_name(layer(root, "causal_attention"))
+    dA = gradients["A"].expr
+    assert not dA.has(sp.Heaviside) and not dA.has(sp.exp)
+    assert {str(x.base) for x in dA.atoms(sp.Indexed)} == {"P", "dP"}
+    for name in ("Q", "K"):
+        assert {str(x.base) for x in gradients[name].expr.atoms(sp.Indexed)} == \
+            {"dA", "K" if name == "Q" else "Q"}
+
+
+def test_log_softmax_reads_the_softmax_back_from_its_output(root):
+    """y = z - m - log(s) gives exp(y) == exp(z - m)/s, a fold like any saved product's: the
+    textbook dz = dy - softmax(z)*sum(dy), softmax being exp(y)."""
+    (gradient,) = by_name(layer(root, "log_softmax")).values()
+    y = sp.IndexedBase("y")
+    assert {str(x.base) for x in gradient.expr.atoms(sp.Indexed)} == {"y", "dy"}
+    assert gradient.expr.has(sp.exp(y[gradient.lhs.indices]))
+    assert any(step.rule == "fold" for step in gradient.steps)
 
 
 def test_mlp_materialises_dlogits_and_dpre(root):

@@ -29,6 +29,10 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         a, b = expr.args
         return f"({self._print(a)} == {self._print(b)}).astype(dtype)"
 
+    def _print_AtLeast(self, expr):
+        a, b, strict = expr.args
+        return f"({self._print(a)} {'>' if strict else '>='} {self._print(b)}).astype(dtype)"
+
     def _print_OneHot(self, expr):
         labels, size = expr.args
         return f"(np.arange({self._print(size)}) == {self.postfix(labels)}[..., None]).astype(dtype)"

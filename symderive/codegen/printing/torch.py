@@ -48,6 +48,10 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         a, b = expr.args
         return f"({self._print(a)} == {self._print(b)}).to(dtype)"
 
+    def _print_AtLeast(self, expr):
+        a, b, strict = expr.args
+        return f"({self._print(a)} {'>' if strict else '>='} {self._print(b)}).to(dtype)"
+
     def _print_OneHot(self, expr):
         labels, size = expr.args
         if labels.has(Arange):
