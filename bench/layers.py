@@ -34,6 +34,10 @@ CASES = {
                          {"T": 512, "E": 64}),
     "conv1d": (LAYERS / "conv1d.py", {"n": 8, "C": 8, "O": 8, "P": 32, "U": 3},
                {"n": 32, "C": 64, "O": 64, "P": 256, "U": 3}),
+    "avg pool stride 2": (LAYERS / "avg_pool.py", {"n": 8, "C": 16, "P": 64},
+                          {"n": 32, "C": 64, "P": 512}),
+    "max pool stride 2": (LAYERS / "max_pool.py", {"n": 8, "C": 16, "P": 64},
+                          {"n": 32, "C": 64, "P": 512}),
     "log_softmax": (LAYERS / "log_softmax.py", {"n": 64, "V": 100}, {"n": 1024, "V": 1024}),
     "logsumexp": (LAYERS / "logsumexp.py", {"n": 64, "V": 100}, {"n": 1024, "V": 1024}),
     "RMSNorm": (LAYERS / "rmsnorm.py", {"n": 64, "d": 64}, {"n": 1024, "d": 1024}),
@@ -45,8 +49,8 @@ CASES = {
 # Layers of the issue the tool cannot write yet, and why (listed by bench.report).
 MISSING = {
     "conv2d": "not yet benchmarked: its dx lowers through dense one-hot matrices",
-    "avg pool stride 2": "a strided window x[i, c, 2*p + u] does not lower yet",
-    "max pool stride 2": "a maximum over a strided window does not lower yet",
+    "pooling with overlapping windows": "a strided window wider than its stride "
+                                        "(x[i, c, 2*p + u], u in range(3)) does not lower yet",
 }
 
 

@@ -199,21 +199,28 @@ def test_norm_over_several_axes_is_compact_by_the_batchnorm_rules(root, name):
     assert NORMS[name] in str(report)
 
 
+T_ = symbols("T", integer=True, positive=True)
+t_, s_ = Idx("t", T_), Idx("s", T_)
+
+
+def masked(name, value):
+    """``y[t, s] = value(a[t, s], t, s)`` over a (T, T) input ``a``, T = 5 in examples."""
+    a, y = IndexedBase("a"), IndexedBase("y")
+    b = Builder(name, sizes={T_: 5})
+    b.input(a[t_, s_])
+    b[y[t_, s_]] = value(a[t_, s_], t_, s_)
+    b.output(y)
+    return b
+
+
 @pytest.mark.parametrize("at_zero, spelled", [(1, ">="), (0, ">")])
 def test_a_step_of_the_indices_lowers_to_a_comparison_of_aranges(at_zero, spelled):
     """Heaviside(t - s, h0) over two axes is a mask: 1 where s <= t (s < t for h0 = 0), in the
     working dtype, computed by comparing aranges; every entry matches the definition."""
-    T, E = symbols("T E", integer=True, positive=True)
-    t, s = Idx("t", T), Idx("s", T)
-    a, y = IndexedBase("a"), IndexedBase("y")
-    b = Builder("mask", sizes={T: 5})
-    b.input(a[t, s])
-    b[y[t, s]] = a[t, s] * sp.Heaviside(t - s, at_zero)
-    b.output(y)
-    program = b.build()
+    program = masked("mask", lambda a, t, s: a * sp.Heaviside(t - s, at_zero)).build()
     for target in ("numpy", "torch"):
         lines = _run(derive_backward(program), {"a": np.random.rand(5, 5),
-                                                "dy": np.random.rand(5, 5)}, {T: 5}, target)
+                                                "dy": np.random.rand(5, 5)}, {T_: 5}, target)
         assert any(spelled in line and ("astype(dtype)" in line or "to(dtype)" in line)
                    for line in lines), lines
     forward = "\n".join(PRINTERS["numpy"]().statement(st.name, st.code, st.accumulate)[0]
@@ -225,24 +232,24 @@ def test_a_step_of_the_indices_lowers_to_a_comparison_of_aranges(at_zero, spelle
 
 
 def test_a_step_of_the_indices_with_half_at_zero_is_refused_with_the_fix():
-    T = symbols("T", integer=True, positive=True)
-    t, s = Idx("t", T), Idx("s", T)
-    a, y = IndexedBase("a"), IndexedBase("y")
-    b = Builder("half", sizes={T: 3})
-    b.input(a[t, s])
-    b[y[t, s]] = a[t, s] * sp.Heaviside(t - s)
-    b.output(y)
+    program = masked("half", lambda a, t, s: a * sp.Heaviside(t - s)).build()
     with pytest.raises(Exception, match="Heaviside\\(t - s, 1\\)"):
-        lower(b.build())
+        lower(program)
 
 
 def test_a_piecewise_on_indices_says_to_write_the_mask_as_a_step():
-    T = symbols("T", integer=True, positive=True)
-    t, s = Idx("t", T), Idx("s", T)
-    a, y = IndexedBase("a"), IndexedBase("y")
-    b = Builder("causal", sizes={T: 3})
-    b.input(a[t, s])
-    b[y[t, s]] = sp.Piecewise((a[t, s], s <= t), (0, True))
-    b.output(y)
+    b = masked("causal", lambda a, t, s: sp.Piecewise((a, s <= t), (0, True)))
     with pytest.raises(ProgramError, match="compares indices.*Heaviside\\(t - s, 1\\)"):
         b.build()
+
+
+@pytest.mark.parametrize("name, reduced", [("avg_pool", ".sum(3)"), ("max_pool", ".max(3)")])
+def test_pooling_with_stride_2_is_a_reshape_not_a_gather(root, name, reduced):
+    """x[i, c, 2*p + u], u in range(2), reads each position once: the emitted forward reshapes
+    x to (n, C, P, 2) and reduces the last axis; no index arrays are built."""
+    from symderive.api import emit
+
+    source = emit(load(root, name), "torch").source
+    forward = source[source.index("def forward"):source.index("def backward")]
+    assert ".reshape(n, C, P, 2)" in forward and reduced in forward, forward
+    assert "arange" not in forward

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ..program.ir import Assign, Program, free_indices
+from ..program.ir import Assign, Program, free_indices, name_of
 from .cost import work
 from .grad import contribution, reads, upstream_adjoint
 from .reduction import Context
@@ -126,6 +126,17 @@ def wider_inlined(program: Program, statement: Assign, context: Context, upstrea
     return (Choice("width", found) if found else None), parts
 
 
+def _may_contract(statement: Assign, name: str) -> bool:
+    """Whether the contribution of ``statement`` to ``name``'s adjoint can sum a product (a
+    necessary condition, cheap to test before any contribution is built): the statement binds an
+    index (a Sum, a Maximum) or reads ``name`` without one of its own axes (an outer product)."""
+    axes = set(free_indices(statement.lhs))
+    if set(statement.rhs.atoms(sp.Idx)) - axes:
+        return True
+    return any(not axes <= set(free_indices(x)) for x in statement.rhs.atoms(sp.Indexed)
+               if name_of(x) == name)
+
+
 def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
             simplified: Callable[[sp.Expr], sp.Expr], sizes: dict) -> Choice | None:
     """A ``Choice`` when the adjoint of ``statement``'s name, inlined as ``upstream``, should be
@@ -135,8 +146,10 @@ def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.
     computed once, than with that form repeated in each of them. Every other contribution is
     costed simplified both ways and takes the cheaper (batchnorm's ``dx`` sums to exactly 0 over
     the batch when inlined, so the bias before it keeps gradient 0). ``None`` otherwise."""
-    read = upstream_adjoint(program, statement)
     names = reads(program, statement.rhs)
+    if len([name for name in names if _may_contract(statement, name)]) < 2:
+        return None  # fewer than two consumers can be contractions: nothing to share
+    read = upstream_adjoint(program, statement)
     by_name = {name: contribution(program, statement, name, context, read) for name in names}
     consumers = tuple(name for name, part in by_name.items()
                       if part != 0 and contraction_width(part, context) >= 2)

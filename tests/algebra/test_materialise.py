@@ -14,7 +14,7 @@ from symderive.program.load import load
 from symderive.verify.check import run_check
 
 NEW_LAYERS = ["gru", "lstm", "mlp_ce", "attention", "causal_attention", "log_softmax",
-              "logsumexp", "rmsnorm"]
+              "logsumexp", "rmsnorm", "avg_pool", "max_pool"]
 
 
 def layer(root, name):
