@@ -22,7 +22,9 @@ LAYERS = sorted([*ROOT.glob("derivations/*.py"), *ROOT.glob("examples/layers/*.p
 # derivations whose Function stays once differentiable, and the reason it gives
 # makemore_mlp_layers is twice differentiable since its flattened embedding read's adjoint
 # lowers (a reshape, lower.Lowerer.flattened)
-ONCE = {"makemore_mlp": "adjoints='all'"}  # asks for the atomic chain, not a compact backward
+ONCE = {"makemore_mlp": "adjoints='all'",  # asks for the atomic chain, not a compact backward
+        # its backward reads the window's argmax; a program with ArgMax is not derived again
+        "max_pool": "'ArgMax' is not supported"}
 
 
 def import_file(path):
