@@ -253,3 +253,15 @@ def test_pooling_with_stride_2_is_a_reshape_not_a_gather(root, name, reduced):
     forward = source[source.index("def forward"):source.index("def backward")]
     assert ".reshape(n, C, P, 2)" in forward and reduced in forward, forward
     assert "arange" not in forward
+
+
+def test_max_pooling_adjoint_adds_at_each_windows_argmax(root):
+    """dx = Sum_p delta(argmax_u + 2*p, l)*dy: an index_add_ at the argmax's flat positions (each
+    position of its window, checked in range), not a comparison over every (p, l) pair."""
+    from symderive.api import emit
+
+    source = emit(load(root, "max_pool"), "torch").source
+    start = source.index("def backward")
+    backward = source[start:source.index("\ndef ", start + 1)]
+    assert "index_add_" in backward and ".argmax(3)" in backward
+    assert "torch.arange(2*P" not in backward, backward

@@ -21,7 +21,7 @@ from .codetext import signature, size_lines, tuple_lines, wrapped
 from .extents import Extents
 from .files import HEADER, checked_origin
 from .functions import Pair, autograd_functions, function_tables
-from .fuse import fused, shared_reductions
+from .fuse import fused, shared_reductions, shared_subexpressions
 from .helpers import helpers
 from .input_checks import (
     check_constants_function,
@@ -146,7 +146,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
                           (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts
     taken = {s.name for s in backward_code} | emitted_names(forward, backward)
-    backward_code = shared_reductions(backward_code, taken)
+    backward_code = shared_subexpressions(shared_reductions(backward_code, taken), taken)
     forward_code = shared_reductions(forward_code, taken | {s.name for s in backward_code})
     inputs = [x.name for x in forward.inputs]
     floats = [x.name for x in forward.inputs if not x.integer]

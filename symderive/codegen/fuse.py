@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..algebra.cost import operation_count
+
 from ..program.ir import Program
 from ..program.names import emitted_names
 from ..program.ops import ArgMax
 from .arrays import (
     AddCMul,
     AddMatMul,
+    Arange,
+    ArgMaxAxis,
     ArrayOp,
     ArrayRef,
     ArrayStatement,
@@ -304,7 +308,8 @@ def _reduction_uses(code: sp.Expr) -> list[sp.Expr]:
 
 def _reduction_name(reduction: sp.Expr) -> str:
     reads = sorted(x.name for x in reduction.atoms(ArrayRef))
-    kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else "sum"
+    kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else \
+        "sum" if isinstance(reduction, _REDUCTIONS) else "common"
     return "_".join([kind, *reads]) if reads and len(reads) <= 3 else f"shared_{kind}"
 
 
@@ -313,38 +318,73 @@ def shared_reductions(statements: list[ArrayStatement], taken: set[str]) -> list
     backward's batchnorm statements held ``leading_dot(bnraw, grad_hpreact)`` four times)
     computed once, as a statement of its own named after what it reads, just before the first
     statement that uses it; the emitted guards then run it wherever any of its users runs.
+    Only outermost reductions are counted (one inside another is computed with it)."""
+    return _shared(statements, taken, _reduction_uses, lambda found: found[0])
+
+
+def _elementwise_uses(code: sp.Expr) -> list[sp.Expr]:
+    """Every compound elementwise subexpression of ``code`` worth computing once when it recurs:
+    a sum or a function of arrays of two operations or more (not a view, not inside a reduction,
+    which ``shared_reductions`` names whole, not integer index arithmetic), once per place it
+    occurs."""
+    if isinstance(code, _REDUCTIONS) or not isinstance(code, sp.Basic):
+        return []
+    found = [use for arg in code.args for use in _elementwise_uses(arg)]
+    if holds_array(code) and isinstance(code, (sp.Add, sp.Function)) and \
+            not isinstance(code, ArrayOp) and not code.has(Arange, ArgMaxAxis) and \
+            operation_count(code) >= 2:  # index arithmetic stays inline: printers read it
+        found.append(code)
+    return found
+
+
+def shared_subexpressions(statements: list[ArrayStatement], taken: set[str]
+                          ) -> list[ArrayStatement]:
+    """``statements`` with each compound elementwise subexpression that recurs (an LSTM's cell
+    adjoint ``dcn + dhn*og*(1 - tanh(cn)**2)``, read by four gate adjoints) computed once, the
+    largest first, as ``shared_reductions`` computes a reduction once, under the same side
+    condition."""
+    return _shared(statements, taken, _elementwise_uses,
+                   lambda found: max(found, key=lambda e: (operation_count(e), -found.index(e))))
+
+
+def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, pick
+            ) -> list[ArrayStatement]:
+    """Name one recurring part of ``statements`` at a time (``uses_of`` lists a statement's
+    candidates, ``pick`` chooses among those that recur) until none is left.
 
     Side condition, checked: from the first use to the last, no statement assigns or adds into
-    any array the reduction reads, and none adds into an array at all (an accumulated array may
-    be a view of another), so every use would have computed the same value. Only outermost
-    reductions are counted (one inside another is computed with it)."""
+    any array the part reads, and none adds into an array at all (an accumulated array may
+    be a view of another), so every use would have computed the same value."""
     result = list(statements)
-    changed = True
-    while changed:
-        changed = False
-        uses = [_reduction_uses(s.code) for s in result]
+    known: dict[sp.Expr, list[sp.Expr]] = {}  # a statement's candidates, kept until it changes
+    while True:
+        uses = [known[s.code] if s.code in known else known.setdefault(s.code, uses_of(s.code))
+                for s in result]
         counts: dict[sp.Expr, int] = {}
         for found in uses:
-            for reduction in found:
-                counts[reduction] = counts.get(reduction, 0) + 1
-        for reduction, count in counts.items():
+            for part in found:
+                counts[part] = counts.get(part, 0) + 1
+        recurring = []
+        for part, count in counts.items():
             if count < 2:
                 continue
-            users = [k for k, found in enumerate(uses) if reduction in found]
+            users = [k for k, found in enumerate(uses) if part in found]
             first, last = users[0], users[-1]
-            reads = {x.name for x in reduction.atoms(ArrayRef)}
-            if any(s.accumulate or s.name in reads and k < last
-                   for k, s in enumerate(result[first:last + 1], first)):
-                continue
-            name = _fresh_name(_reduction_name(reduction), taken)
-            taken.add(name)
-            named = [ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}),
-                                    s.accumulate) if first <= k <= last else s
-                     for k, s in enumerate(result)]
-            result = named[:first] + [ArrayStatement(name, reduction)] + named[first:]
-            changed = True
-            break
-    return result
+            reads = {x.name for x in part.atoms(ArrayRef)}
+            if not any(s.accumulate or s.name in reads and k < last
+                       for k, s in enumerate(result[first:last + 1], first)):
+                recurring.append(part)
+        if not recurring:
+            return result
+        part = pick(recurring)
+        users = [k for k, found in enumerate(uses) if part in found]
+        first, last = users[0], users[-1]
+        name = _fresh_name(_reduction_name(part), taken)
+        taken.add(name)
+        named = [ArrayStatement(s.name, s.code.xreplace({part: ArrayRef(name)}),
+                                s.accumulate) if first <= k <= last else s
+                 for k, s in enumerate(result)]
+        result = named[:first] + [ArrayStatement(name, part)] + named[first:]
 
 
 def _fresh_name(wanted: str, taken: set[str]) -> str:
@@ -355,4 +395,4 @@ def _fresh_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "scalars_grouped", "shared_reductions", "summed_products"]
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]

@@ -15,6 +15,7 @@ from ..program.ir import (
     idx_size,
     name_of,
 )
+from ..program.ops import ArgMax
 from .arrays import (
     AddAt,
     Arange,
@@ -185,8 +186,8 @@ class Scatters:
     def within(self, position: sp.Expr, size: sp.Expr) -> bool:
         """Whether every value of the integer index expression ``position`` lies in
         ``range(size)``, for every size: each index contributes ``0 .. size - 1`` times its
-        coefficient, each label read ``0 .. classes - 1`` (labels are checked in range), and what
-        is left is a constant offset."""
+        coefficient, each label read ``0 .. classes - 1`` (labels are checked in range), each
+        argmax over a window ``0 .. width - 1``, and what is left is a constant offset."""
         low = high = sp.S.Zero
         for term in sp.Add.make_args(sp.expand(position)):
             coeff, atom = term.as_coeff_Mul()
@@ -194,6 +195,8 @@ class Scatters:
                 top = idx_size(atom) - 1
             elif isinstance(atom, sp.Indexed) and self.program.integer(name_of(atom)):
                 top = self.program.input(name_of(atom)).classes - 1
+            elif isinstance(atom, ArgMax):  # a position in its window (max pooling's adjoint)
+                top = idx_size(atom.limits[0][0]) - 1
             elif not atom.free_symbols - set(dict(self.program.sizes)):
                 low, high = low + term, high + term  # a number or a size: an offset
                 continue

@@ -305,3 +305,29 @@ def test_a_reduction_is_not_shared_across_a_change_to_what_it_reads():
     assert shared_reductions(added, {"x", "y", "a", "p", "q", "z"}) == added
     # the name is fresh: a value already called sum_x keeps its name
     assert shared_reductions(same, {"x", "y", "a", "p", "q", "sum_x"})[0].name == "sum_x2"
+
+
+def test_a_recurring_elementwise_subexpression_is_computed_once_unless_its_inputs_change():
+    """The largest sum or function of arrays (two operations or more) that two statements
+    compute is named and computed once, before its first use, under shared_reductions' side
+    condition; one operation alone (a sum of two arrays) is left inline."""
+    from symderive.codegen.fuse import shared_subexpressions
+
+    x, y, a, b = ArrayRef("x"), ArrayRef("y"), ArrayRef("a"), ArrayRef("b")
+    common = x + y * sp.tanh(a)
+    same = [ArrayStatement("p", b * common), ArrayStatement("q", (1 - b) * common)]
+    shared = shared_subexpressions(same, {"x", "y", "a", "b", "p", "q"})
+    assert [s.name for s in shared] == ["common_a_x_y", "p", "q"]
+    assert shared[0].code == common and shared[1].code == b * ArrayRef("common_a_x_y")
+    changed = [same[0], ArrayStatement("a", 2 * y), same[1]]
+    assert shared_subexpressions(changed, {"x", "y", "a", "b", "p", "q"}) == changed
+    small = [ArrayStatement("p", b * (x + y)), ArrayStatement("q", a * (x + y))]
+    assert shared_subexpressions(small, {"x", "y", "a", "b", "p", "q"}) == small
+
+
+def test_the_lstm_backward_computes_its_cell_adjoint_once(root):
+    """dcn + dhn*og*(1 - tanh(cn)**2) is read by the four gate adjoints and dcp: one pass."""
+    program = load(root / "examples" / "layers" / "lstm.py")
+    source = module_source(program, derive_backward(program), "torch")
+    backward = source[source.index("def backward"):source.index("def gradients")]
+    assert backward.count("torch.tanh(cn)**2") == 1, backward
