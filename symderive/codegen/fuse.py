@@ -319,7 +319,7 @@ def shared_reductions(statements: list[ArrayStatement], taken: set[str]) -> list
     computed once, as a statement of its own named after what it reads, just before the first
     statement that uses it; the emitted guards then run it wherever any of its users runs.
     Only outermost reductions are counted (one inside another is computed with it)."""
-    return _shared(statements, taken, _reduction_uses, lambda found: found[0])
+    return _shared(statements, taken, _reduction_uses, lambda found: found)
 
 
 def _elementwise_uses(code: sp.Expr) -> list[sp.Expr]:
@@ -327,13 +327,22 @@ def _elementwise_uses(code: sp.Expr) -> list[sp.Expr]:
     a sum or a function of arrays of two operations or more (not a view, not inside a reduction,
     which ``shared_reductions`` names whole, not integer index arithmetic), once per place it
     occurs."""
-    if isinstance(code, _REDUCTIONS) or not isinstance(code, sp.Basic):
-        return []
-    found = [use for arg in code.args for use in _elementwise_uses(arg)]
-    if holds_array(code) and isinstance(code, (sp.Add, sp.Function)) and \
-            not isinstance(code, ArrayOp) and not code.has(Arange, ArgMaxAxis) and \
-            operation_count(code) >= 2:  # index arithmetic stays inline: printers read it
-        found.append(code)
+    found: list[sp.Expr] = []
+
+    def visit(node) -> bool:
+        """Collect under ``node``; whether it holds index arithmetic (printers read it)."""
+        if isinstance(node, _REDUCTIONS) or not isinstance(node, sp.Basic):
+            return isinstance(node, sp.Basic) and node.has(Arange, ArgMaxAxis)
+        indexing = isinstance(node, (Arange, ArgMaxAxis))
+        for arg in node.args:
+            indexing = visit(arg) or indexing
+        if not indexing and isinstance(node, (sp.Add, sp.Function)) and \
+                not isinstance(node, ArrayOp) and holds_array(node) and \
+                operation_count(node) >= 2:
+            found.append(node)
+        return indexing
+
+    visit(code)
     return found
 
 
@@ -344,47 +353,53 @@ def shared_subexpressions(statements: list[ArrayStatement], taken: set[str]
     largest first, as ``shared_reductions`` computes a reduction once, under the same side
     condition."""
     return _shared(statements, taken, _elementwise_uses,
-                   lambda found: max(found, key=lambda e: (operation_count(e), -found.index(e))))
+                   lambda found: sorted(found, key=lambda e: -operation_count(e)))
 
 
-def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, pick
+def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, order
             ) -> list[ArrayStatement]:
     """Name one recurring part of ``statements`` at a time (``uses_of`` lists a statement's
-    candidates, ``pick`` chooses among those that recur) until none is left.
+    candidates, ``order`` ranks those that recur, best first) until none is left. Each round
+    costs one count over the statements' candidates (remembered per statement until it changes)
+    and the side condition of the parts it tries, so a double backward of hundreds of
+    statements names hundreds of parts in linear rounds, not a quadratic search.
 
     Side condition, checked: from the first use to the last, no statement assigns or adds into
     any array the part reads, and none adds into an array at all (an accumulated array may
     be a view of another), so every use would have computed the same value."""
     result = list(statements)
     known: dict[sp.Expr, list[sp.Expr]] = {}  # a statement's candidates, kept until it changes
+    members: dict[sp.Expr, set[sp.Expr]] = {}  # the same as a set, to find a part's users
+    refused: set[sp.Expr] = set()  # parts whose side condition failed (nothing they read changes)
     while True:
         uses = [known[s.code] if s.code in known else known.setdefault(s.code, uses_of(s.code))
                 for s in result]
+        sets = [members[s.code] if s.code in members else
+                members.setdefault(s.code, set(found)) for s, found in zip(result, uses)]
         counts: dict[sp.Expr, int] = {}
         for found in uses:
             for part in found:
                 counts[part] = counts.get(part, 0) + 1
-        recurring = []
-        for part, count in counts.items():
-            if count < 2:
-                continue
-            users = [k for k, found in enumerate(uses) if part in found]
+        chosen = None
+        for part in order([p for p, count in counts.items() if count > 1 and p not in refused]):
+            users = [k for k, found in enumerate(sets) if part in found]
             first, last = users[0], users[-1]
             reads = {x.name for x in part.atoms(ArrayRef)}
-            if not any(s.accumulate or s.name in reads and k < last
-                       for k, s in enumerate(result[first:last + 1], first)):
-                recurring.append(part)
-        if not recurring:
+            if any(s.accumulate or s.name in reads and k < last
+                   for k, s in enumerate(result[first:last + 1], first)):
+                refused.add(part)
+                continue
+            chosen = part, users
+            break
+        if chosen is None:
             return result
-        part = pick(recurring)
-        users = [k for k, found in enumerate(uses) if part in found]
-        first, last = users[0], users[-1]
+        part, users = chosen
         name = _fresh_name(_reduction_name(part), taken)
         taken.add(name)
         named = [ArrayStatement(s.name, s.code.xreplace({part: ArrayRef(name)}),
-                                s.accumulate) if first <= k <= last else s
+                                s.accumulate) if k in users else s
                  for k, s in enumerate(result)]
-        result = named[:first] + [ArrayStatement(name, part)] + named[first:]
+        result = named[:users[0]] + [ArrayStatement(name, part)] + named[users[0]:]
 
 
 def _fresh_name(wanted: str, taken: set[str]) -> str:
