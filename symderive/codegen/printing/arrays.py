@@ -33,6 +33,15 @@ class ArrayPrinterMixin:
     target = ""
     placed = ""  # extra keyword arguments for arrays made from scratch (torch: the device)
 
+    # -- comparisons of integer arrays, as 1 or 0 in the working dtype ---------------------------
+    def _print_Equal(self, expr):
+        a, b = expr.args
+        return self.spell_cast(f"{self._print(a)} == {self._print(b)}")
+
+    def _print_AtLeast(self, expr):
+        a, b, strict = expr.args
+        return self.spell_cast(f"{self._print(a)} {'>' if strict else '>='} {self._print(b)}")
+
     # -- helpers ---------------------------------------------------------------------------------
     def postfix(self, expr) -> str:
         """``expr`` printed so that ``.method()`` or ``[...]`` can follow it."""

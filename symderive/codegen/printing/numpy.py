@@ -25,13 +25,8 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
     def spell_max(self, x: str, axis: int) -> str:
         return f"{x}.max({axis})"
 
-    def _print_Equal(self, expr):
-        a, b = expr.args
-        return f"({self._print(a)} == {self._print(b)}).astype(dtype)"
-
-    def _print_AtLeast(self, expr):
-        a, b, strict = expr.args
-        return f"({self._print(a)} {'>' if strict else '>='} {self._print(b)}).astype(dtype)"
+    def spell_cast(self, comparison: str) -> str:
+        return f"({comparison}).astype(dtype)"
 
     def _print_OneHot(self, expr):
         labels, size = expr.args

@@ -44,13 +44,8 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         array, constant = (a, b) if holds_array(a) else (b, a)
         return f"torch.clamp({self._print(array)}, {bound}={self._print(constant)})"
 
-    def _print_Equal(self, expr):
-        a, b = expr.args
-        return f"({self._print(a)} == {self._print(b)}).to(dtype)"
-
-    def _print_AtLeast(self, expr):
-        a, b, strict = expr.args
-        return f"({self._print(a)} {'>' if strict else '>='} {self._print(b)}).to(dtype)"
+    def spell_cast(self, comparison: str) -> str:
+        return f"({comparison}).to(dtype)"
 
     def _print_OneHot(self, expr):
         labels, size = expr.args
