@@ -15,57 +15,26 @@ the notebook's seed, so every run is reproducible.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import random
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
+import common
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
 SEED, SAMPLE_SEED = 2147483647, 2147483647 + 10
 BLOCK, EMBED, VOCAB, BATCH, EPS = 3, 10, 27, 32, 1e-5
 PARAMETERS = ("C", "W1", "b1", "W2", "b2", "bngain", "bnbias")
 
 
 def load_generated(target: str):
-    """generated/makemore_mlp_layers_<target>.py, imported from the project's generated/."""
-    path = ROOT / "generated" / f"makemore_mlp_layers_{target}.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return common.load_generated("makemore_mlp_layers", target)
 
 
-def dataset(path: Path = ROOT / "data" / "names.txt"):
-    """The notebook's data: shuffled with random.seed(42), split 80/10/10 by words, contexts of
-    three characters; (X, Y) per split as int64 tensors, and the index-to-character map."""
-    words = path.read_text().splitlines()
-    chars = sorted(set("".join(words)))
-    stoi = {ch: position + 1 for position, ch in enumerate(chars)}
-    stoi["."] = 0
-    itos = {position: ch for ch, position in stoi.items()}
-
-    def build(part):
-        xs, ys = [], []
-        for word in part:
-            context = [0] * BLOCK
-            for ch in word + ".":
-                xs.append(context)
-                ys.append(stoi[ch])
-                context = context[1:] + [stoi[ch]]
-        return torch.tensor(xs), torch.tensor(ys)
-
-    random.seed(42)
-    random.shuffle(words)
-    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
-    return {"train": build(words[:n1]), "val": build(words[n1:n2]),
-            "test": build(words[n2:])}, itos
+def dataset():
+    return common.dataset(BLOCK)
 
 
 def initialise(hidden: int, dtype: torch.dtype):
@@ -147,54 +116,14 @@ def logits_of(params, stats, X) -> torch.Tensor:
 
 
 def sample(params, stats, itos, count: int = 20) -> list[str]:
-    g = torch.Generator().manual_seed(SAMPLE_SEED)
-    names = []
-    for _ in range(count):
-        context, out = [0] * BLOCK, []
-        while True:
-            probs = F.softmax(logits_of(params, stats, torch.tensor([context])), dim=1)
-            index = torch.multinomial(probs.float(), 1, generator=g).item()
-            context = context[1:] + [index]
-            if index == 0:
-                break
-            out.append(itos[index])
-        names.append("".join(out))
-    return names
-
-
-def plot(losses: list[float], path: str, label: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    values = np.log10(np.asarray(losses))
-    window = max(1, len(values) // 200)
-    smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-    figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(values, color="0.8", linewidth=0.5, label="minibatch")
-    axes.plot(np.arange(len(smooth)) + window - 1, smooth, color="C0",
-              label=f"mean of {window} steps")
-    axes.set_xlabel("step")
-    axes.set_ylabel("log10 loss")
-    axes.set_title(f"makemore MLP, {label}")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return common.sample(lambda context: logits_of(params, stats, context), BLOCK, itos,
+                         SAMPLE_SEED, count)
 
 
 def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200000, help="SGD steps (default 200000)")
     parser.add_argument("--hidden", type=int, default=200, help="hidden units (default 200)")
-    parser.add_argument("--backend", choices=("torch", "numpy", "autograd"), default="torch")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--check-autograd", action="store_true",
-                        help="train an autograd copy side by side; report the largest relative "
-                             "difference of the losses")
-    parser.add_argument("--plot", metavar="PATH", help="write the loss curve as a PNG")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    common.training_arguments(parser, 200000, ("torch", "numpy", "autograd"))
     args = parser.parse_args(argv)
     if args.steps < 1 or args.hidden < 1:
         parser.error("--steps and --hidden must be positive")
@@ -238,7 +167,8 @@ def main(argv=None) -> int:
                       for name, (X, Y) in splits.items() if name in ("train", "val")}
         names = sample(trained, stats, itos)
     if args.plot:
-        plot(losses, args.plot, f"{args.backend} backend, hidden {args.hidden}")
+        common.plot(losses, args.plot,
+                    f"makemore MLP, {args.backend} backend, hidden {args.hidden}")
     result = {"backend": args.backend, "steps": args.steps, "hidden": args.hidden,
               "train_loss": split_loss["train"], "val_loss": split_loss["val"],
               "seconds_per_step": seconds / args.steps, "samples": names,

@@ -85,9 +85,9 @@ class Choice:
 
     def __str__(self) -> str:
         if self.rule == "terms":
-            return f"inlined, it would distribute into more than {INLINE_TERMS} terms"
+            return f"if inlined, it would distribute into more than {INLINE_TERMS} terms"
         if self.rule == "width":
-            return (f"inlined, the contributions to {', '.join(self.consumers)} would contract "
+            return (f"if inlined, the contributions to {', '.join(self.consumers)} would contract "
                     f"more than two arrays at once")
         return (f"feeds {len(self.consumers)} contractions ({', '.join(self.consumers)}): "
                 f"{self.inlined:.3g} operations inlined, {self.named:.3g} named")

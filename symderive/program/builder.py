@@ -135,31 +135,44 @@ class Builder:
         self.body.append(Assign(lhs, rhs, source=source))
         self.declared.append(name_of(lhs))
 
-    def include(self, layer: Program, **names: str) -> None:
+    def include(self, layer: Program, *, sizes: dict | None = None, prefix: str = "",
+                **names: str) -> None:
         """Append a layer's statements, renaming its names by ``names`` (``Y="Yb"``). Its inputs
         must already be declared or defined here; its float inputs and its outputs become layer
-        boundaries whose adjoints the compact backward materialises.
+        boundaries whose adjoints the compact backward materialises. ``sizes`` puts this
+        program's sizes for the layer's (``sizes={T: 2*P}``: a layer over ``T`` positions used
+        where there are ``2*P``), and ``prefix`` renames every name the layer defines that
+        ``names`` does not, so one layer can be included twice (``prefix="bn1_"``).
 
         >>> mlp.include(load(HERE / "batchnorm.py"))  # doctest: +SKIP
         """
         if not isinstance(layer, Program):
             raise ProgramError(f"{self.name}: include takes a loaded Program, e.g. "
                                f"include(load(HERE / 'layer.py')), not {type(layer).__name__}")
-        rename = {}
+        where = f"{self.name}: include {layer.name}"
+        rename = self._size_renames(layer, sizes or {}, where)
+        if prefix and not (isinstance(prefix, str) and prefix.isidentifier()):
+            raise ProgramError(f"{where}: prefix={prefix!r} must start a Python identifier, "
+                               "like 'bn1_'")
+        names = dict(names)
+        for statement in layer.body:  # the names the layer defines take the prefix
+            defined = name_of(statement.lhs)
+            names.setdefault(defined, prefix + defined)
         for old, new in names.items():
             rename[sp.IndexedBase(old)] = sp.IndexedBase(new)
             rename[sp.Symbol(old)] = sp.Symbol(new)
         for x in layer.inputs:
             name = names.get(x.name, x.name)
             if name not in self.declared:
-                raise ProgramError(f"{self.name}: include {layer.name}: its input '{name}' is not "
-                                   "declared or defined yet")
+                raise ProgramError(f"{where}: its input '{name}' is not declared or defined yet")
         for name, spelling in layer.latex_names:  # the layer's spellings, unless given here
+            if names.get(name, name) == prefix + name and prefix:
+                continue  # a prefixed copy: the layer's spelling would name two arrays alike
             self.latex_names.setdefault(names.get(name, name), spelling)
         for symbol, value in layer.constants:
             if self.constants.setdefault(symbol, value) != value:
-                raise ProgramError(f"{self.name}: include {layer.name}: constant {symbol} is "
-                                   f"{self.constants[symbol]} here but {value} in the layer")
+                raise ProgramError(f"{where}: constant {symbol} is {self.constants[symbol]} here "
+                                   f"but {value} in the layer")
         self.rewrites += layer.rewrites  # made when the layer was built
         for statement in layer.body:
             self._assign(statement.lhs.xreplace(rename), statement.rhs.xreplace(rename),
@@ -169,6 +182,51 @@ class Builder:
         if self.adjoints != "all":
             chosen = [] if isinstance(self.adjoints, str) else list(self.adjoints)
             self.adjoints = tuple(dict.fromkeys(chosen + boundaries))
+
+    def _size_renames(self, layer: Program, sizes: dict, where: str) -> dict:
+        """``sizes`` checked: keys are the layer's size symbols, values expressions in this
+        program's sizes (their example values must be positive integers, which build checks)."""
+        if not isinstance(sizes, dict):
+            raise ProgramError(f"{where}: sizes= must be a dict such as {{T: 2*P}}")
+        own = {str(symbol): symbol for symbol, _ in layer.sizes}
+        for symbol, value in sizes.items():
+            if str(symbol) not in own:
+                raise ProgramError(f"{where}: sizes= names {symbol}, which is not one of the "
+                                   f"layer's sizes ({', '.join(sorted(own)) or 'none'})")
+            if not isinstance(value, (int, sp.Expr)) or isinstance(value, bool) or \
+                    isinstance(value, sp.Expr) and not value.free_symbols <= set(self.sizes):
+                raise ProgramError(f"{where}: sizes= gives {symbol} = {value!r}; write it in this "
+                                   f"program's sizes ({', '.join(map(str, self.sizes))})")
+        rename = {own[str(symbol)]: sp.sympify(value) for symbol, value in sizes.items()}
+        return {**rename, **self._index_renames(layer, rename)}
+
+    def _index_renames(self, layer: Program, sizes: dict) -> dict:
+        """The layer's indices whose range ``sizes`` changes, each replaced by this program's
+        index of that range (``t`` over ``2*P`` becomes the host's ``p``), or by a fresh label
+        where there is none: one label names one range in a program."""
+        def indices(expressions):
+            return {x for e in expressions for x in e.atoms(sp.Idx)}
+
+        theirs = indices([s.lhs for s in layer.body] + [s.rhs for s in layer.body]
+                         + [x.lhs for x in layer.inputs])
+        ours = indices([s.lhs for s in self.body] + [s.rhs for s in self.body]
+                       + [x.lhs for x in self.inputs])
+        taken = {str(x.label) for x in theirs | ours}
+        rename = {}
+        for index in sorted(theirs, key=str):
+            moved = index.xreplace(sizes)
+            if moved == index:
+                continue
+            same = [x for x in ours if x.upper == moved.upper and str(x.label) not in
+                    {str(y.label) for y in theirs}]
+            if same:
+                rename[index] = min(same, key=str)
+                continue
+            label = next(f"{index.label}{k}" for k in range(1, 10**6)
+                         if f"{index.label}{k}" not in taken)
+            taken.add(label)
+            rename[index] = sp.Idx(label, (moved.lower, moved.upper))
+        return rename
 
     def _set_outputs(self, names: list[str], loss: bool) -> None:
         if self._outputs_at:

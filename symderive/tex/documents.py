@@ -267,8 +267,10 @@ def layout(expr: sp.Expr, printer: IndexLatexPrinter, budget: float) -> list[str
     negative = expr.could_extract_minus_sign()
     body = -expr if negative else expr
     sums = [f for f in sp.Mul.make_args(body) if isinstance(f, sp.Add)]
-    if not isinstance(body, sp.Mul) or not sums:
+    if not isinstance(body, sp.Mul):
         return [text]  # nothing to break between
+    if not sums:
+        return _break_product(body, negative, printer, budget)
     inner = max(sums, key=lambda f: width(printer.doprint(f)))
     rest = body / inner
     prefix = ("-" if negative else "") + ("" if rest == 1 else printer.doprint(rest))
@@ -277,6 +279,28 @@ def layout(expr: sp.Expr, printer: IndexLatexPrinter, budget: float) -> list[str
     lines = _pack(printer.ordered_terms(inner), printer, budget - width(prefix) - 1.0)
     lines[0] = f"{prefix} {opening}{lines[0]}"
     lines[-1] = f"{lines[-1]} {closing}"
+    return lines
+
+
+def _break_product(body: sp.Mul, negative: bool, printer: IndexLatexPrinter,
+                   budget: float) -> list[str]:
+    """A product with no sum to open, broken between its factors: the plain factors first as
+    one product, then each reduction, in parentheses unless it comes last (as the printer
+    writes them); continuation lines start with ``\\cdot``."""
+    factors = sp.Mul.make_args(body)
+    reductions = [f for f in factors if isinstance(f, sp.Sum)]
+    plain = sp.Mul(*[f for f in factors if not isinstance(f, sp.Sum)])
+    pieces = ([] if plain == 1 else [printer.doprint(plain)]) + [
+        printer.doprint(f) if position == len(reductions) - 1 else
+        rf"\left({printer.doprint(f)}\right)" for position, f in enumerate(reductions)]
+    if len(pieces) < 2 or len(pieces) == 2 and width(pieces[0]) < budget / 3:
+        return [printer.doprint(-body if negative else body)]  # a short factor alone saves little
+    lines = ["-" * negative + pieces[0]]
+    for piece in pieces[1:]:
+        if width(f"{lines[-1]}\\, {piece}") <= budget:
+            lines[-1] += f"\\, {piece}"
+        else:
+            lines.append(rf"{{}} \cdot {piece}")
     return lines
 
 
@@ -372,7 +396,7 @@ def _width(tokens: list[str], scale: float, display: bool) -> float:
         elif token in _WORDS:
             inner, position = _group(tokens, position)
             letters = sum(1 for t in inner if t not in ("{", "}", " ")) + inner.count(" ")
-            total += (0.52 * letters + 0.2) * scale
+            total += (0.55 * letters + 0.1 * inner.count(r"\_") + 0.2) * scale
         elif token in (r"\mathbb", r"\mathcal", r"\hat", r"\bar", r"\tilde", r"\vec", r"\dot"):
             inner, position = _group(tokens, position)
             total += max(_width(inner, scale, display), 0.6 * scale)

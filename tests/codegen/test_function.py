@@ -24,7 +24,10 @@ LAYERS = sorted([*ROOT.glob("derivations/*.py"), *ROOT.glob("examples/layers/*.p
 # lowers (a reshape, lower.Lowerer.flattened)
 ONCE = {"makemore_mlp": "adjoints='all'",  # asks for the atomic chain, not a compact backward
         # its backward reads the window's argmax; a program with ArgMax is not derived again
-        "max_pool": "'ArgMax' is not supported"}
+        "max_pool": "'ArgMax' is not supported",
+        # the double backward's derivation reuses a summation label over two ranges (refused,
+        # not yet fixed: the Function says so)
+        "wavenet": "two different Idx objects print as 'k'"}
 
 
 def import_file(path):

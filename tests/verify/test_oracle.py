@@ -23,7 +23,8 @@ from symderive.verify.oracle import FUNCTIONS, evaluate, evaluate_expression
 from ..interpret import tensor
 
 DERIVATIONS = sorted(p.stem for p in (Path(__file__).parent.parent.parent / "derivations").glob("*.py"))
-SMALL = {"n": 4, "H": 3, "d": 3, "V": 5, "B": 2, "E": 3}
+SMALL = {"n": 4, "H": 3, "d": 3, "V": 5, "B": 2, "E": 3, "T": 3, "P": 1, "D": 3, "NH": 2, "HE": 2,
+         "M": 3}
 
 
 def small(program):
