@@ -2,7 +2,7 @@
 GPT block applies it to its residual stream ``x[i, t, d]``: per head ``h`` the queries, keys
 and values are projections of the positions, query ``t`` sees keys ``s <= t`` through
 ``Heaviside(t - s, 1)``, and the heads' outputs are projected back with a bias. A later key's
-score is pushed down by ``big`` (``Am``), so it neither sets the softmax's shift nor survives
+score is pushed down by ``big`` (``Am``; 1e30, below any score float32 holds), so it neither sets the softmax's shift nor survives
 its ``exp``: multiplying ``exp(A - m)`` by the mask instead would overflow to ``inf*0`` where a
 later key's score exceeds the visible maximum by more than the dtype's range (check's stress
 rows found it). Its backward is attention's textbook one per head."""
@@ -20,7 +20,7 @@ x, Wq, Wk, Wv, Wo, bo, q, k, v, A, Am, m, ex, den, P, O, y = symbols(
     "x Wq Wk Wv Wo bo q k v A Am m ex den P O y", cls=IndexedBase)
 
 att = Builder("causal_self_attention", sizes={n: 2, T: 5, D: 6, NH: 2, HE: 3},
-              constants={big: 1e9})
+              constants={big: 1e30})
 att.input(x[i, t, d], normal(1.0))
 for W in (Wq, Wk, Wv):
     att.input(W[d, h, e], normal(0.4))

@@ -1,8 +1,9 @@
 """A small GPT at character level: token and position embeddings, ``2`` blocks of pre-LayerNorm
 causal self-attention and a GELU MLP, each added to the residual stream, a final LayerNorm and
 a linear head with cross-entropy at every position. Composed from the layer files as makemore's
-MLP is (layernorm_positions.py, causal_self_attention.py, gelu_mlp.py, cross_entropy.py, each
-block's copies renamed by a prefix); the logits are written as ``n*T`` rows (row ``T*i + t``) so
+MLP is (layernorm_positions.py, causal_self_attention.py, gelu_mlp.py and
+cross_entropy_logsumexp.py, the log-softmax form that stays finite where a probability underflows;
+each block's copies renamed by a prefix); the logits are written as ``n*T`` rows (row ``T*i + t``) so
 that cross_entropy.py's rows are the positions. Every layer boundary's adjoint is materialised."""
 from pathlib import Path
 
@@ -19,7 +20,10 @@ h, e, m, r = Idx("h", NH), Idx("e", HE), Idx("m", M), Idx("r", n * T)
 Xb, Yb, wte, wpe, x0, lnf_g, lnf_b, lnf, Wlm, blm, logits = symbols(
     "Xb Yb wte wpe x0 lnf_g lnf_b lnf Wlm blm logits", cls=IndexedBase)
 
-gpt = Builder("gpt", sizes={n: 2, T: 4, V: 27, D: 8, NH: 2, HE: 4, M: 16}, adjoints=("x0",))
+# double=False: a training step differentiates once; deriving the double backward of the whole
+# model would take half a minute of every regen for no caller (each layer file has its own)
+gpt = Builder("gpt", sizes={n: 2, T: 4, V: 27, D: 8, NH: 2, HE: 4, M: 16}, adjoints=("x0",),
+              double=False)
 gpt.labels(Xb[i, t], V)
 gpt.labels(Yb[r], V)  # the next character of each position, row T*i + t
 gpt.input(wte[v, d], normal(0.3))
@@ -60,9 +64,8 @@ gpt.include(layernorm, prefix="lnf_", x=stream, gamma="lnf_g", beta="lnf_b", y="
 gpt.input(Wlm[d, c], normal(0.1))
 gpt.input(blm[c], normal(0.1))
 gpt[logits[T * i + t, c]] = Sum(lnf[i, t, d] * Wlm[d, c], d) + blm[c]
-gpt.include(load(HERE / "cross_entropy.py"), sizes={"n": n * T}, prefix="ce_", Y="Yb",
+gpt.include(load(HERE / "cross_entropy_logsumexp.py"), sizes={"n": n * T}, prefix="ce_", Y="Yb",
             loss="loss")
 gpt.loss(loss)
-gpt.latex(lnf="h", ce_logit_maxes="m", ce_norm_logits=r"\tilde{z}", ce_counts="e",
-          ce_counts_sum="s", ce_counts_sum_inv="r", ce_probs="p", ce_logprobs=r"\ell")
+gpt.latex(lnf="h", ce_m="m", ce_z=r"\tilde{z}", ce_s="s", ce_logprobs=r"\ell")
 program = gpt.build()

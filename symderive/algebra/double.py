@@ -54,14 +54,21 @@ def _index_names(program: Program) -> dict[str, sp.Expr]:
 
 
 def _distinct_indices(forward: Program, statements) -> dict:
-    """Renames for the backward's indices whose names the forward uses for another range (the
-    backward binds ``k`` over ``n`` where the forward's ``k`` ranges over ``B*E``): one program
-    must not hold two indices that print alike."""
+    """Renames for the backward's indices whose names the forward, or an earlier backward
+    statement, uses for another range (the backward binds ``k`` over ``n`` where the forward's
+    ``k`` ranges over ``B*E``; batchnorm's adjoint sums ``k`` over the batch and a matmul's
+    adjoint after it ``k`` over the features): one program must not hold two indices that print
+    alike."""
     taken = _index_names(forward)
     mapping = {}
     for s in statements:
         for k in sorted(s.lhs.atoms(sp.Idx) | s.rhs.atoms(sp.Idx), key=str):
-            if k in mapping or str(k) not in taken or sp.expand(taken[str(k)] - idx_size(k)) == 0:
+            if k in mapping:
+                continue
+            if str(k) not in taken:
+                taken[str(k)] = idx_size(k)  # the first range of this label keeps it
+                continue
+            if sp.expand(taken[str(k)] - idx_size(k)) == 0:
                 continue
             name = next(f"{k}{n}" for n in itertools.count(2) if f"{k}{n}" not in taken)
             taken[name] = idx_size(k)
@@ -120,6 +127,8 @@ def derive_double(forward: Program, backward: Program) -> Double | str:
     cannot be derived (one sentence; the Function then refuses double backward with it)."""
     if forward.adjoints == "all":
         return f"{forward.name} asks for every adjoint (adjoints='all'), not a compact backward"
+    if not forward.double:
+        return f"{forward.name} asks for no double backward (double=False)"
     try:
         with cycle_collection_paused():  # (see there: the program builds, checks and derives)
             program, upstream = gradient_program(forward, backward)

@@ -60,7 +60,7 @@ class Builder:
     """
 
     def __init__(self, name: str, *, sizes: dict, constants: dict | None = None,
-                 adjoints: str | tuple = "inputs"):
+                 adjoints: str | tuple = "inputs", double: bool = True):
         if not isinstance(name, str):
             raise ProgramError(f"Builder({name!r}): the program name must be a string, the "
                                "derivation file's name without .py")
@@ -72,7 +72,10 @@ class Builder:
             except TypeError:
                 raise ProgramError(f"{name}: adjoints={adjoints!r} is not 'all', 'inputs' or a "
                                    "tuple of names") from None
+        if not isinstance(double, bool):
+            raise ProgramError(f"{name}: double={double!r} must be True or False")
         self.name = name
+        self.double = double  # False: the torch Function is once differentiable, and says why
         self.sizes = dict(sizes)
         self.constants = dict(constants or {})
         self.adjoints = adjoints
@@ -272,7 +275,7 @@ class Builder:
             outputs=tuple(self.outputs), sizes=tuple(self.sizes.items()),
             constants=tuple(self.constants.items()), loss=self.is_loss,
             adjoints=self.adjoints if isinstance(self.adjoints, str) else tuple(self.adjoints),
-            declared=tuple(self.declared), references=tuple(self.references),
+            double=self.double, declared=tuple(self.declared), references=tuple(self.references),
             latex_names=tuple(self.latex_names.items()), rewrites=tuple(self.rewrites))
         validated(program)
         unknown = [name for name, _ in program.latex_names if name not in program.names]

@@ -102,6 +102,7 @@ class Program:
     constants: tuple[tuple[sp.Symbol, float], ...] = ()
     loss: bool = False  # the single output is a scalar loss whose adjoint is 1
     adjoints: str | tuple[str, ...] = "inputs"  # which adjoints the backward materialises
+    double: bool = True  # whether the torch module derives and carries the double backward
     declared: tuple[str, ...] = ()
     references: tuple = field(default=(), compare=False)  # (kind, label, function) for check
     latex_names: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # name -> LaTeX

@@ -69,8 +69,9 @@ def test_attention_materialises_the_score_adjoint_and_reads_each_gradient_throug
 
 
 def test_causal_attention_with_its_mask_from_the_indices_has_the_same_textbook_backward(root):
-    """The masked exp(A - m)*Heaviside(t - s, 1) is read back as the saved ex, so the max shift
-    cancels as without the mask and dA = P*(dP - rowsum(P*dP)), the mask inside the saved P."""
+    """The scores masked by Heaviside(t - s, 1) feed the max and the exp, which is read back as
+    the saved ex, so the max shift cancels as without the mask and dA = P*(dP - rowsum(P*dP)),
+    the mask inside the saved P."""
     gradients = by_name(layer(root, "causal_attention"))
     dA = gradients["A"].expr
     assert not dA.has(sp.Heaviside) and not dA.has(sp.exp)
