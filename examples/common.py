@@ -4,7 +4,10 @@ it from its own folder (``python examples/wavenet.py`` puts examples/ on the pat
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,30 @@ def training_arguments(parser, steps: int, backends: tuple[str, ...]) -> None:
                              "difference of the losses")
     parser.add_argument("--plot", metavar="PATH", help="write the loss curve as a PNG")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def train_sgd(step, shadow, data, g, steps: int, batch: int, learning_rate, label: str):
+    """SGD on minibatches of ``batch`` rows drawn by ``g``: ``step(X, Y, lr)`` returns the
+    minibatch loss, ``shadow`` (or None) an autograd copy's on the same batch. Returns the losses,
+    the largest relative difference from the shadow's, the seconds spent in ``step``, and the
+    step at which the loss stopped being finite (None when it never did)."""
+    from tqdm import tqdm  # optional dependency of the examples, for the progress bar
+
+    X, Y = data
+    losses, worst, seconds = [], 0.0, 0.0
+    bar = tqdm(range(steps), file=sys.stderr, mininterval=1.0, disable=None, desc=label)
+    for position in bar:
+        ix = torch.randint(0, len(X), (batch,), generator=g)
+        lr = learning_rate(position)
+        started = time.perf_counter()
+        loss = step(X[ix], Y[ix], lr)
+        seconds += time.perf_counter() - started
+        losses.append(loss)
+        if shadow is not None:
+            reference = shadow(X[ix], Y[ix], lr)
+            worst = max(worst, abs(loss - reference) / abs(reference))
+        if position % 1000 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+        if not math.isfinite(loss):
+            return losses, worst, seconds, position
+    return losses, worst, seconds, None

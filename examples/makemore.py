@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 
 import common
 import torch
@@ -131,8 +129,6 @@ def arguments(argv=None):
 
 
 def main(argv=None) -> int:
-    from tqdm import tqdm
-
     args = arguments(argv)
     torch.set_num_threads(1)  # 32-row batches: threads cost more than they save
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -141,25 +137,14 @@ def main(argv=None) -> int:
     params, g = initialise(args.hidden, dtype)
     step = make_step(args.backend, params)
     shadow = AutogradStep(params) if args.check_autograd else None
-    losses, worst, seconds = [], 0.0, 0.0
-    bar = tqdm(range(args.steps), file=sys.stderr, mininterval=1.0, disable=None,
-               desc=f"{args.backend} {args.dtype}")
     with torch.no_grad():
-        for position in bar:
-            ix = torch.randint(0, len(Xtr), (BATCH,), generator=g)
-            lr = 0.1 if position < 100000 else 0.01
-            started = time.perf_counter()
-            loss = step(Xtr[ix], Ytr[ix], lr)
-            seconds += time.perf_counter() - started
-            losses.append(loss)
-            if shadow is not None:
-                reference = shadow(Xtr[ix], Ytr[ix], lr)
-                worst = max(worst, abs(loss - reference) / abs(reference))
-            if position % 1000 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
-            if not math.isfinite(loss):
-                print(f"makemore: the loss is {loss} at step {position}", file=sys.stderr)
-                return 1
+        losses, worst, seconds, stopped = common.train_sgd(
+            step, shadow, (Xtr, Ytr), g, args.steps, BATCH,
+            lambda position: 0.1 if position < 100000 else 0.01,
+            f"{args.backend} {args.dtype}")
+        if stopped is not None:
+            print(f"makemore: the loss is {losses[-1]} at step {stopped}", file=sys.stderr)
+            return 1
         trained = {k: v.to(torch.float64) if args.dtype == "float64" else v
                    for k, v in step.tensors().items()}
         stats = calibrate(trained, Xtr)

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 
 import common
 import torch
@@ -149,8 +147,6 @@ def arguments(argv=None):
 
 
 def main(argv=None) -> int:
-    from tqdm import tqdm  # optional dependency of the examples, for the progress bar
-
     args = arguments(argv)
     torch.set_num_threads(1)  # 32-row batches: threads cost more than they save
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -159,25 +155,14 @@ def main(argv=None) -> int:
     params, g = initialise(dtype)
     step = make_step(args.backend, params)
     shadow = AutogradStep(params) if args.check_autograd else None
-    losses, worst, seconds = [], 0.0, 0.0
-    bar = tqdm(range(args.steps), file=sys.stderr, mininterval=1.0, disable=None,
-               desc=f"wavenet {args.backend} {args.dtype}")
     with torch.no_grad():
-        for position in bar:
-            ix = torch.randint(0, len(Xtr), (BATCH,), generator=g)
-            lr = 0.1 if position < 150000 else 0.01
-            started = time.perf_counter()
-            loss = step(Xtr[ix], Ytr[ix], lr)
-            seconds += time.perf_counter() - started
-            losses.append(loss)
-            if shadow is not None:
-                reference = shadow(Xtr[ix], Ytr[ix], lr)
-                worst = max(worst, abs(loss - reference) / abs(reference))
-            if position % 1000 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
-            if not math.isfinite(loss):
-                print(f"wavenet: the loss is {loss} at step {position}", file=sys.stderr)
-                return 1
+        losses, worst, seconds, stopped = common.train_sgd(
+            step, shadow, (Xtr, Ytr), g, args.steps, BATCH,
+            lambda position: 0.1 if position < 150000 else 0.01,
+            f"wavenet {args.backend} {args.dtype}")
+        if stopped is not None:
+            print(f"wavenet: the loss is {losses[-1]} at step {stopped}", file=sys.stderr)
+            return 1
         trained, running = step.tensors(), step.running
         split_loss = {name: F.cross_entropy(logits_of(trained, running, X), Y).item()
                       for name, (X, Y) in splits.items() if name in ("train", "val")}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sympy as sp
 
-from symderive.program.ops import as_piecewise
 from symderive.algebra.simplify import compact_gradients
+from symderive.program.ops import as_piecewise
 
 FOLDER = Path(__file__).parent
 
