@@ -187,6 +187,22 @@ def test_long_lines_are_broken_within_the_budget():
     assert lines[0].startswith(r"\gamma_{j} \biggl(") and lines[-1].endswith(r"\biggr)")
 
 
+def test_a_long_product_of_reductions_is_broken_between_its_factors():
+    """No sum to open: the plain factors, then each reduction on its own line when it does not
+    fit, continuation lines starting with a product sign, every reduction but the last in
+    parentheses; a short factor before a single reduction stays on its line."""
+    reductions = [Sum(x[k, j] ** p * y[k, j], k) for p in range(1, 5)]
+    product = -gamma[j] * sp.Mul(*reductions)
+    printer = IndexLatexPrinter()
+    lines = latex.layout(product, printer, 20.0)
+    assert len(lines) > 1 and lines[0].startswith("-")
+    assert all(line.startswith(r"{} \cdot ") for line in lines[1:])
+    text = "".join(lines)
+    assert text.count(r"\sum") == 4 and text.count(r"\left(\sum") == 3
+    assert latex.layout(gamma[j] * reductions[0], printer, 5.0) == [
+        printer.doprint(gamma[j] * reductions[0])]
+
+
 # -- engines ---------------------------------------------------------------------------------------
 def _require(tool, package):
     if shutil.which(tool) is None:  # CI installs it: a missing engine fails, it does not skip
