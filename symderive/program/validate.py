@@ -7,13 +7,8 @@ classes the later stages know, never a subclass, since a subclass can carry its 
 """
 from __future__ import annotations
 
-import keyword
-import math
-import unicodedata
-
 import sympy as sp
 from sympy.concrete.expr_with_limits import ExprWithLimits
-from sympy.core import numbers
 
 from .ir import (
     Assign,
@@ -31,69 +26,18 @@ from .ir import (
     lhs_index_set,
     name_of,
 )
-from .latex_spelling import spelling_problem
-from .names import RESERVED, derived_names, function_class_name
 from .ops import (
-    CONDITION_NODES,
-    OPS,
-    ArgMax,
     Maximum,
     Piecewise,
     known_names,
     op_for,
     piecewise_problem,
 )
-
-# Example sizes are what ``check`` allocates: more elements than this in the inputs, statements
-# and the largest intermediate a statement implies is refused rather than exhausting memory.
-MEMORY_BUDGET = 2**26
+from .validate_names import DeclarationChecks
+from .validate_whole import WholeProgramChecks
 
 
-# The exact classes a program may contain (``type(x) is C``, never a subclass: see above).
-_NUMBERS = frozenset({sp.Integer, sp.Rational, sp.Float, numbers.Zero, numbers.One,
-                      numbers.NegativeOne, numbers.Half, numbers.Pi, numbers.Exp1})
-
-
-_NODES = frozenset({sp.Symbol, sp.Idx, sp.IndexedBase, sp.Indexed, sp.Tuple, sp.Add, sp.Mul,
-                    sp.Pow, sp.Sum, sp.KroneckerDelta, Maximum, ArgMax, *OPS,
-                    *CONDITION_NODES}) | _NUMBERS  # conditions only inside a Piecewise
-
-
-_NOT_FINITE = {numbers.NaN: "nan (not a number)", numbers.Infinity: "oo (infinity)",
-               numbers.NegativeInfinity: "-oo (minus infinity)",
-               numbers.ComplexInfinity: "zoo (complex infinity: a division by zero)",
-               numbers.ImaginaryUnit: "I (the imaginary unit; values are real)"}
-
-
-def number_problem(value) -> str | None:
-    """Why ``value`` cannot be a constant (None if it can): only a plain finite int or float, or
-    an exact SymPy integer, rational or float, is printed into emitted code.
-
-    >>> number_problem(1e-5), number_problem(True)
-    (None, 'True is a bool, not a number')
-    """
-    kind = type(value)
-    if kind is bool:
-        return f"{value!r} is a bool, not a number"
-    if kind not in (int, float) and kind not in _NUMBERS - {numbers.Pi, numbers.Exp1}:
-        return (f"its value is a {kind.__module__}.{kind.__qualname__}; write a plain number "
-                "(an int or float, or a SymPy Integer, Rational or Float)")
-    if not math.isfinite(float(value)):
-        return f"{float(value)!r} is not a finite number"
-    return None
-
-
-def _assumptions(symbol: sp.Symbol) -> str:
-    given = getattr(symbol, "_assumptions_orig", None) or {}
-    return ", ".join(f"{k}={v}" for k, v in sorted(given.items())) or "no assumptions"
-
-
-def _describe(expr) -> str:
-    kind = type(expr)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-class Checker:
+class Checker(DeclarationChecks, WholeProgramChecks):
     """The checks of design.md section 7, one method per kind of mistake. ``double``: whether the
     double backward's names are derived from the program and its name is the torch module's entry
     point, as for every program but the double backward's own gradient program."""
@@ -130,153 +74,6 @@ class Checker:
         self.check_adjoints()
         self.check_memory()
         self.check_divisors()
-
-    # -- names -----------------------------------------------------------------------------------
-    def claim(self, where: str, name: str, kind: str):
-        """Sizes, constants, arrays and index labels share the emitted module's namespace."""
-        other = self.kinds.setdefault(name, kind)
-        if other != kind:
-            self.fail(where, f"'{name}' names both {other} and {kind}; rename one")
-
-    def check_normal_form(self, name: str, what: str):
-        normal = unicodedata.normalize("NFKC", name)
-        if normal != name:
-            self.fail(what, f"'{name}' changes under Unicode NFKC normalisation, which Python "
-                      f"applies to identifiers (it reads '{normal}'); write '{normal}'")
-
-    def check_name(self, name, what: str, allow_reserved: bool = False):
-        if not isinstance(name, str):
-            self.fail(what, f"the name must be a string, not {_describe(name)}")
-        self.check_normal_form(name, what)
-        if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
-            self.fail(what, f"'{name}' must be a Python identifier, not a keyword, and not start "
-                      "with '_'")
-        if not allow_reserved and (name in RESERVED or name in (
-                function_class_name(self.p.name), function_class_name(self.p.name)[
-                    :-len("Function")] + "Backward")):
-            self.fail(what, f"'{name}' is reserved by the emitted code; rename it")
-
-    def check_sizes_and_constants(self):
-        for symbol, value in self.p.sizes:
-            where = f"size {symbol}"
-            if type(symbol) is not sp.Symbol:
-                self.fail(where, f"a size must be a SymPy Symbol, e.g. symbols('n', integer=True, "
-                          f"positive=True), not {_describe(symbol)}")
-            self.check_name(symbol.name, where)
-            if type(value) is bool or type(value) is not int:
-                hint = f"write int({value!r})" if type(value).__module__ == "numpy" else \
-                    "write a positive Python int, e.g. 4"
-                self.fail(where, f"example size {value!r} is a {type(value).__name__}; {hint}")
-            if value <= 0:
-                self.fail(where, f"example size must be a positive integer, not {value!r}")
-            self.sizes[symbol] = value
-        for symbol, value in self.p.constants:
-            where = f"constant {symbol}"
-            if type(symbol) is not sp.Symbol:
-                self.fail(where, f"a constant must be a SymPy Symbol, e.g. symbols('eps'), not "
-                          f"{_describe(symbol)}")
-            self.check_name(symbol.name, where)
-            problem = number_problem(value)
-            if problem:
-                self.fail(where, problem)
-        for symbol in self.sizes:
-            self.claim(f"size {symbol}", symbol.name, "a size")
-        for symbol, _ in self.p.constants:
-            self.claim(f"constant {symbol}", symbol.name, "a constant")
-
-    def check_spellings(self):
-        """Two different SymPy objects that print alike would be one name in emitted code."""
-        seen: dict[str, tuple] = {}  # printed name -> (object, where)
-
-        def visit(obj, where):
-            name = str(obj.label) if isinstance(obj, (sp.Idx, sp.IndexedBase)) else obj.name
-            self.check_normal_form(name, where)
-            key = (type(obj).__name__, name)
-            first = seen.setdefault(key, (obj, where))
-            if first[0] != obj:
-                if isinstance(obj, sp.Symbol):
-                    detail = (f"one with {_assumptions(first[0])} ({first[1]}), one with "
-                              f"{_assumptions(obj)}")
-                elif isinstance(obj, sp.Idx):
-                    detail = (f"ranges {idx_size(first[0])} ({first[1]}) and {idx_size(obj)}")
-                else:
-                    detail = f"'{sp.srepr(first[0])}' ({first[1]}) and '{sp.srepr(obj)}'"
-                self.fail(where, f"two different {type(obj).__name__} objects print as '{name}': "
-                          f"{detail}; create it once and use that one everywhere")
-
-        for symbol in self.sizes:
-            visit(symbol, f"size {symbol}")
-        for symbol, _ in self.p.constants:
-            visit(symbol, f"constant {symbol}")
-        records = [(self.where_input(x), [x.lhs]) for x in self.p.inputs]
-        records += [(self.where(s), [s.lhs, s.rhs]) for s in self.p.body]
-        for x in self.p.inputs:
-            if x.integer:
-                records.append((self.where_input(x), [x.classes]))
-        for where, exprs in records:
-            for expr in exprs:
-                expr = sp.sympify(expr)
-                # an array's label is compared by kind (claim), not here: x[i] beside a size x
-                labels = {base.label for base in expr.atoms(sp.IndexedBase)}
-                for atom in sorted(expr.atoms(sp.Symbol, sp.Idx, sp.IndexedBase), key=str):
-                    if atom not in labels:
-                        visit(atom, where)
-
-    def check_latex_names(self):
-        """The document pastes each given LaTeX spelling into its math and pdflatex obeys any TeX
-        in it, so only the whitelisted math of ``latex_spelling`` may be given."""
-        for pair in self.p.latex_names:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and
-                    all(type(part) is str for part in pair)):
-                self.fail("latex", f"{pair!r} is not a (name, LaTeX) pair of strings; give "
-                          "spellings as latex(name=r\"\\hat{x}\")")
-            name, spelling = pair
-            problem = spelling_problem(spelling)
-            if problem:
-                self.fail(f"latex({name}=...)", problem)
-
-    # -- classes ---------------------------------------------------------------------------------
-    def check_classes(self, where: str, expr):
-        kind = type(expr)
-        if kind in _NOT_FINITE:
-            self.fail(where, f"{_NOT_FINITE[kind]} cannot appear in a statement; write a finite "
-                      "real expression (is something divided by zero?)")
-        if kind not in _NODES:
-            self.fail(where, self.unsupported(expr))
-        for arg in expr.args:
-            self.check_classes(where, arg)
-
-    @staticmethod
-    def unsupported(expr) -> str:
-        kind = type(expr)
-        if kind is sp.Piecewise:
-            return ("a sympy Piecewise is accepted in a statement written through Builder, which "
-                    "keeps it as symderive.Piecewise")
-        if isinstance(expr, (sp.core.relational.Relational, sp.Or, sp.Not, sp.Xor)):
-            return (f"'{expr}': a Piecewise condition compares a value with a constant using <, "
-                    "<=, > or >= (several joined by &)")
-        if isinstance(expr, sp.Symbol):
-            return (f"symbol '{expr.name}' is a {_describe(expr)}, not a plain sympy.Symbol; "
-                    "create it with symbols(...) or Symbol(...)")
-        for base in (sp.Idx, sp.IndexedBase, sp.Indexed, sp.Add, sp.Mul, sp.Pow, sp.Sum,
-                     sp.Integer, sp.Rational, sp.Float):
-            if isinstance(expr, base):
-                return (f"'{kind.__name__}' is a subclass of sympy {base.__name__}; only the "
-                        f"sympy class itself is accepted")
-        if isinstance(expr, sp.Function) or isinstance(expr, sp.core.function.Application):
-            return (f"function '{kind.__name__}' has no derivative rule; symderive knows "
-                    f"{known_names()} and +, -, *, /, powers, Sum, Maximum")
-        if isinstance(expr, ExprWithLimits):
-            return f"'{kind.__name__}' is not supported; use Sum or Maximum"
-        if isinstance(expr, sp.MatrixBase) or kind.__name__.endswith("Matrix"):
-            return "a Matrix is not a statement; write one element, name[i, j] = ..."
-        if isinstance(expr, (bool, sp.logic.boolalg.Boolean)):
-            return f"{expr} is a truth value, not a number"
-        if isinstance(expr, (str, bytes, list, tuple, dict, set)):
-            return (f"the right side is a {kind.__name__}; write a SymPy expression such as "
-                    "2*x[i, j]")
-        return (f"'{kind.__name__}' is not supported; statements use +, -, *, /, powers, "
-                f"{known_names()}, Sum, Maximum and KroneckerDelta")
 
     # -- declarations ----------------------------------------------------------------------------
     @staticmethod
@@ -463,141 +260,6 @@ class Checker:
             if not _same(used, size):
                 self.fail(where, f"index '{index}' ranges over {used}, but axis {axis} of "
                           f"'{name}' has size {size}")
-
-    # -- outputs and adjoints --------------------------------------------------------------------
-    def check_outputs(self):
-        outputs = self.p.outputs
-        if not outputs:
-            self.fail("outputs", "declare the output with .loss(name) or .output(name, ...)")
-        for position, name in enumerate(outputs):
-            if name in outputs[:position]:
-                self.fail("outputs", f"'{name}' is declared as an output twice; name it once")
-            kind = self.kinds.get(name)
-            if kind in ("a size", "a constant", "an index"):
-                self.fail("outputs", f"'{name}' is {kind}, not a value a statement computes; "
-                          "declare a statement's name as the output")
-            if self.defined.get(name) == "input":
-                self.fail("outputs", f"'{name}' is an input; an output must be computed by a "
-                          f"statement (copy it, e.g. out[...] = {name}[...], if you need it)")
-            if name not in self.defined:
-                self.fail("outputs", f"output '{name}' is not defined by any statement")
-        if self.p.loss and indices_of(self.p.lhs(outputs[0])):
-            self.fail("loss", f"the loss '{outputs[0]}' must be a scalar (no indices); "
-                      "sum or average it over its indices")
-        floats = {x.name for x in self.p.inputs if not x.integer}
-        if not floats:
-            self.fail("inputs", "the program has no float input to differentiate; declare one "
-                      "with .input(name[indices])")
-        depends = self.dependencies()
-        if self.p.loss and not depends[outputs[0]]:
-            self.fail("loss", f"the loss '{outputs[0]}' does not depend on any float input "
-                      f"({', '.join(sorted(floats))}), so it has no gradient; compute it from them")
-        if not any(depends[name] for name in outputs):
-            self.fail("outputs", "no output depends on a float input "
-                      f"({', '.join(sorted(floats))}), so there is no gradient; compute an output "
-                      "from them")
-
-    def dependencies(self) -> dict[str, set]:
-        """The float inputs each name depends on (through the values it reads, not labels)."""
-        depends = {x.name: set() if x.integer else {x.name} for x in self.p.inputs}
-        for s in self.p.body:
-            reads = {name_of(a) for a in s.rhs.atoms(sp.Indexed)}
-            reads |= {a.name for a in s.rhs.atoms(sp.Symbol)}
-            found = set().union(*(depends.get(name, set()) for name in reads))
-            depends[s.name] = depends.get(s.name, set()) | found
-        return depends
-
-    def check_adjoint_names(self):
-        """The emitted code names each float array's adjoint (and, for a program the double
-        backward is derived from, its first-order gradient and that gradient's adjoint) after
-        it: such a name must be free, neither another program name nor one in ``RESERVED``."""
-        for name, kind in list(self.kinds.items()):
-            if kind != "an array" or self.p.integer(name):
-                continue  # a label has no adjoint
-            roles = (f"the adjoint of '{name}' in the backward",
-                     f"the gradient of '{name}' in the double backward",
-                     f"the adjoint of the gradient of '{name}' in the double backward")
-            for derived, role in zip(derived_names(name, self.double), roles):
-                if derived in self.kinds:
-                    self.fail(f"name '{derived}'", f"{derived} is {self.kinds[derived]} whose "
-                              f"name clashes with {role}; rename it")
-                if derived in RESERVED:
-                    self.fail(self.where_array(name), f"{role} would be named '{derived}', which "
-                              f"the emitted module already uses; rename the array '{name}'")
-
-    def where_array(self, name: str) -> str:
-        found = self.p.input(name)
-        if found is not None:
-            return self.where_input(found)
-        return self.where(next(s for s in self.p.body if s.name == name))
-
-    def check_adjoints(self):
-        adjoints = self.p.adjoints
-        if adjoints in ("all", "inputs"):
-            return
-        if isinstance(adjoints, str) or not isinstance(adjoints, tuple):
-            self.fail("adjoints", f"adjoints={adjoints!r} is not 'all', 'inputs' or a tuple of "
-                      "names")
-        for name in adjoints:
-            if not isinstance(name, str):
-                self.fail("adjoints", f"adjoints= takes names as strings, e.g. ('h',), not "
-                          f"{_describe(name)}")
-            if name not in self.defined:
-                self.fail("adjoints", f"'{name}' is not an input or a statement of this program")
-            if self.p.integer(name):
-                self.fail("adjoints", f"'{name}' is an integer label; it has no adjoint")
-
-    def check_divisors(self):
-        """Refuse example sizes (and constants) under which a statement divides by zero, such as
-        Bessel's 1/(n - 1) at n = 1: check would have no finite value to compare, and the
-        fix is another example size, not other example values."""
-        values = {**self.sizes, **dict(self.p.constants)}
-        shown = ", ".join(f"{s}={v}" for s, v in values.items())
-        for s in self.p.body:
-            for power in s.rhs.atoms(sp.Pow):
-                base, exponent = power.args
-                if exponent.is_negative and base.free_symbols and \
-                        base.free_symbols <= set(values) and base.xreplace(values) == 0:
-                    self.fail(self.where(s), f"it divides by {base}, which is 0 at the example "
-                              f"values ({shown}); choose example sizes where it is not, e.g. "
-                              "a larger one (sizes stay symbolic in the emitted code)")
-
-    # -- memory ----------------------------------------------------------------------------------
-    def check_memory(self):
-        """Refuse example sizes whose arrays, with the largest intermediate a statement implies,
-        exceed the budget."""
-        def count(sizes) -> int:
-            total = 1
-            for size in sizes:
-                total *= int(sp.sympify(size).xreplace(self.sizes))
-            return total
-
-        def widest(expr) -> int:
-            """The most elements a naive evaluation of ``expr`` spans: free and bound indices."""
-            here = [k for k in free_indices(expr.function if isinstance(expr, ExprWithLimits)
-                                            else expr)]
-            best = count(idx_size(k) for k in here)
-            return max([best] + [widest(arg) for arg in expr.args if isinstance(arg, sp.Expr)
-                                 and not isinstance(arg, (sp.Idx, sp.Indexed))])
-
-        total = 0
-        shown = ", ".join(f"{s}={v}" for s, v in self.sizes.items())
-        for x in self.p.inputs:
-            total += count(self.p.shape(x.name))
-            if total > MEMORY_BUDGET:
-                self.fail(self.where_input(x), self.too_big(total, shown))
-        for s in self.p.body:
-            total += count(self.p.shape(s.name)) if not s.accumulate else 0
-            largest = widest(s.rhs)
-            if total + largest > MEMORY_BUDGET:
-                self.fail(self.where(s), self.too_big(total + largest, shown))
-
-    @staticmethod
-    def too_big(elements: int, shown: str) -> str:
-        return (f"at the example sizes ({shown}) it needs about {elements:,} array elements, more "
-                f"than symderive allocates ({MEMORY_BUDGET:,}); choose smaller example sizes in "
-                "sizes={...} (sizes stay symbolic in the emitted code)")
-
 
 
 
