@@ -34,10 +34,19 @@ CASES = {
                          {"T": 512, "E": 64}),
     "conv1d": (LAYERS / "conv1d.py", {"n": 8, "C": 8, "O": 8, "P": 32, "U": 3},
                {"n": 32, "C": 64, "O": 64, "P": 256, "U": 3}),
+    "conv1d stride 2 dilation 2": (LAYERS / "conv1d_strided.py",
+                                   {"n": 8, "C": 8, "O": 8, "P": 32, "U": 3},
+                                   {"n": 32, "C": 64, "O": 64, "P": 256, "U": 3}),
+    "conv2d": (LAYERS / "conv2d.py", {"n": 4, "C": 8, "O": 8, "P": 8, "Q": 8, "U": 3, "V": 3},
+               {"n": 32, "C": 32, "O": 64, "P": 32, "Q": 32, "U": 3, "V": 3}),
     "avg pool stride 2": (LAYERS / "avg_pool.py", {"n": 8, "C": 16, "P": 64},
                           {"n": 32, "C": 64, "P": 512}),
     "max pool stride 2": (LAYERS / "max_pool.py", {"n": 8, "C": 16, "P": 64},
                           {"n": 32, "C": 64, "P": 512}),
+    "avg pool kernel 3 stride 2": (LAYERS / "avg_pool_overlap.py", {"n": 8, "C": 16, "P": 64},
+                                   {"n": 32, "C": 64, "P": 512}),
+    "max pool kernel 3 stride 2": (LAYERS / "max_pool_overlap.py", {"n": 8, "C": 16, "P": 64},
+                                   {"n": 32, "C": 64, "P": 512}),
     "log_softmax": (LAYERS / "log_softmax.py", {"n": 64, "V": 100}, {"n": 1024, "V": 1024}),
     "logsumexp": (LAYERS / "logsumexp.py", {"n": 64, "V": 100}, {"n": 1024, "V": 1024}),
     "RMSNorm": (LAYERS / "rmsnorm.py", {"n": 64, "d": 64}, {"n": 1024, "d": 1024}),
@@ -46,12 +55,8 @@ CASES = {
     "GroupNorm": (LAYERS / "groupnorm.py", {"n": 8, "G": 4, "Cg": 4, "L": 32},
                   {"n": 32, "G": 8, "Cg": 16, "L": 256}),
 }
-# Layers of the issue the tool cannot write yet, and why (listed by bench.report).
-MISSING = {
-    "conv2d": "not yet benchmarked: its dx lowers through dense one-hot matrices",
-    "pooling with overlapping windows": "a strided window wider than its stride "
-                                        "(x[i, c, 2*p + u], u in range(3)) does not lower yet",
-}
+# Layers of the issue the tool cannot write yet, and why (listed by bench.report): none now.
+MISSING: dict[str, str] = {}
 
 
 def _program(path):

@@ -1,9 +1,11 @@
-"""Layers with shifted and sliding-window reads (examples/layers/): a 1-D convolution
-(``x[i, c, p + u]``) and a GLU (``x[i, j]``, ``x[i, j + H]``). Their lowered forward and backward
-match the naive loop oracle statement by statement, the code is vectorised (slices, pads, fancy
-indexing, scatter-add) and the full check passes against F.conv1d / F.glu."""
+"""Layers with shifted and sliding-window reads (examples/layers/): convolutions (``x[i, c, p +
+u]``, strided and dilated ``x[i, c, 2*p + 2*u]``, two windows ``x[i, c, p + u, q + v]``) and a GLU
+(``x[i, j]``, ``x[i, j + H]``). Their lowered forward and backward match the naive loop oracle
+statement by statement, the code is vectorised (one library convolution per statement, slices,
+pads) and the full check passes against F.conv1d / F.conv2d / F.glu."""
 import math
 import runpy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from sympy import Idx, IndexedBase, KroneckerDelta, Sum, symbols
 
 from symderive import Builder
 from symderive.algebra.simplify import derive_backward
+from symderive.codegen.helpers import helpers
 from symderive.codegen.lower import lower
 from symderive.codegen.printing import PRINTERS
 from symderive.program.ir import ProgramError, indices_of
@@ -20,7 +23,9 @@ from symderive.verify.check import run_check
 
 from .interpret import tensor
 
-LAYERS = ["conv1d", "glu"]
+LAYERS = ["conv1d", "glu", "conv1d_strided", "conv2d"]
+REFERENCES = {"conv1d": "F.conv1d", "glu": "F.glu", "conv1d_strided": "F.conv1d",
+              "conv2d": "F.conv2d"}
 
 
 def load(root, name):
@@ -44,6 +49,8 @@ def _run(program, arrays, sizes, target):
     lines = []
     for statement in lower(program):
         lines += printer.statement(statement.name, statement.code, statement.accumulate)
+    for helper in helpers("\n".join(lines), target):  # conv(...) in NumPy, conv_weight(...)
+        exec(helper, env)  # noqa: S102 - emitted helpers, as the module defines them
     exec("\n".join(lines), env)  # noqa: S102 - the code under test
     for s in program.body:
         assert not s.accumulate  # the compact backward: one statement per gradient
@@ -58,6 +65,9 @@ def _run(program, arrays, sizes, target):
 @pytest.mark.parametrize("name", LAYERS)
 def test_layer_lowers_to_vectorised_code_that_matches_the_loop_oracle(root, name, target):
     program = load(root, name)
+    if name == "conv2d":  # the loop oracle walks 7 indices: small sizes keep it short
+        small = {"n": 1, "C": 2, "O": 2, "P": 3, "Q": 3, "U": 2, "V": 2}
+        program = replace(program, sizes=tuple((s, small[str(s)]) for s, _ in program.sizes))
     sizes = program.example_sizes()
     rng = np.random.default_rng(0)
     arrays = {x.name: rng.normal(size=tuple(int(sp.sympify(s).subs(sizes))
@@ -73,10 +83,20 @@ def test_layer_lowers_to_vectorised_code_that_matches_the_loop_oracle(root, name
     if name == "glu":
         assert "x[:, :H]" in text and "x[:, H:2*H]" in text
         assert ("np.pad(" if target == "numpy" else "F.pad(") in text
+    elif name == "conv1d":  # the forward, dx and dw: one convolution each, no index arrays
+        assert ("F.conv1d(x, w)" if target == "torch" else "conv(x, w, (1,), (1,))") in text
+        assert ("F.conv_transpose1d(dy, w)" if target == "torch"
+                else "conv_transpose(dy, w, (1,), (1,))") in text
+        assert "conv_weight(dy, x, (1,), (1,))" in text and "arange" not in text  # aten_ in torch
+    elif name == "conv1d_strided":  # read up to the windows' reach, dx padded past it
+        assert ("F.conv1d(x[:, :, :2*P + 2*U - 3], w, stride=2, dilation=2)" if target == "torch"
+                else "conv(x[:, :, :2*P + 2*U - 3], w, (2,), (2,))") in text
+        assert ("F.pad(F.conv_transpose1d(dy, w, stride=2, dilation=2), (0, 1))"
+                if target == "torch" else "conv_transpose(dy, w, (2,), (2,))") in text
     else:
-        assert "x[:, :, " in text and "arange(U" in text
-        assert ("np.add.at(dx, (slice(None), slice(None), " if target == "numpy"
-                else ".index_add_(2, ") in text
+        assert ("F.conv_transpose2d(dy, w)" if target == "torch"
+                else "conv_transpose(dy, w, (1, 1), (1, 1))") in text
+        assert "conv_weight(dy, x, (1, 1), (1, 1))" in text and "one_hot" not in text
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -85,7 +105,7 @@ def test_layer_passes_the_check_against_its_torch_reference(root, name):
     for dtype in ("float64", "float32"):  # P and H are read from axes of P + U - 1 and 2*H
         report = run_check(program, dtype)
         assert report.ok, str(report)
-    assert {"conv1d": "F.conv1d", "glu": "F.glu"}[name] in str(report)
+    assert REFERENCES[name] in str(report)
 
 
 n, C, P, U, H = symbols("n C P U H", integer=True, positive=True)
@@ -255,13 +275,16 @@ def test_pooling_with_stride_2_is_a_reshape_not_a_gather(root, name, reduced):
     assert "arange" not in forward
 
 
-def test_max_pooling_adjoint_adds_at_each_windows_argmax(root):
-    """dx = Sum_p delta(argmax_u + 2*p, l)*dy: an index_add_ at the argmax's flat positions (each
-    position of its window, checked in range), not a comparison over every (p, l) pair."""
+@pytest.mark.parametrize("name", ["max_pool", "max_pool_overlap"])
+def test_max_pooling_adjoint_adds_at_each_windows_argmax(root, name):
+    """dx = Sum_p delta(argmax_u + 2*p, l)*dy: a scatter_add_ along the positions' axis at each
+    window's argmax (each position of its window, checked in range), not a comparison over
+    every (p, l) pair nor flat positions over the whole array."""
     from symderive.api import emit
 
-    source = emit(load(root, "max_pool"), "torch").source
+    source = emit(load(root, name), "torch").source
     start = source.index("def backward")
     backward = source[start:source.index("\ndef ", start + 1)]
-    assert "index_add_" in backward and ".argmax(3)" in backward
+    assert ".scatter_add_(2, " in backward and ".argmax(3)" in backward
+    assert "view(-1)" not in backward
     assert "torch.arange(2*P" not in backward, backward

@@ -1,5 +1,6 @@
 """The third stage: array code. Lowering of index expressions to array operations (``arrays``:
-the operations; ``lower``, ``scatter``, ``contraction``: how statements become them), the
+the operations; ``lower``, ``scatter``, ``contraction``, ``convolution``: how statements become
+them), the
 fewest-pass rewrites (``fuse``, over the extents of ``extents``) and the fused library kernels
 (``specialize``), the NumPy and torch printers (``printing``) and the text of the standalone
 modules (``emit``, with the autograd Functions of ``functions``, the input checks of

@@ -120,6 +120,54 @@ class FlatScatterAdd(ArrayOp):
     axes, such as a window at a label's offset."""
 
 
+class Windows(ArrayOp):
+    """``Windows(x, axis, size, step)`` -> a view of ``x`` whose ``axis`` holds the start of each
+    window, ``step`` apart, and whose new last axis the ``size`` positions inside it
+    (``x.unfold(axis, size, step)``; NumPy's ``sliding_window_view``): a strided window read,
+    ``x[i, c, 2*p + u]``, without a copy. The axis holds exactly the windows' reach."""
+
+    def extent(self, x: tuple) -> tuple:
+        axis, size, step = int(self.args[1]), self.args[2], self.args[3]
+        starts = sp.expand((x[axis] - size) / step + 1)
+        return x[:axis] + (starts,) + x[axis + 1:] + (size,)
+
+
+class Conv(ArrayOp):
+    """``Conv(a, b, stride, dilation, kind)`` -> a convolution without padding, bias or groups, in
+    torch's layout, each output position ``stride`` apart and the kernel's taps ``dilation``
+    apart. ``kind`` 0: ``a`` (N, C, *L) correlated with the kernel ``b`` (O, C, *K); 1 (the
+    adjoint in the input): ``a`` (N, C, *Q) spread through ``b`` (C, O, *K); 2 (the adjoint in
+    the kernel): ``a`` (N, O, *Q) the output's adjoint against the input ``b`` (N, C, *L), giving
+    (O, C, *K). Lowering reads exactly the positions the windows reach, so every length divides
+    evenly. torch calls its own kernels, NumPy the emitted helpers ``conv``, ``conv_transpose``
+    and ``conv_weight``."""
+
+    KINDS = ("conv", "conv_transpose", "conv_weight")
+
+    def extent(self, a: tuple, b: tuple) -> tuple:
+        """The result's extent from the operands'."""
+        stride, dilation, kind = self.args[2:]
+        if kind == 1:
+            spatial = [(q - 1) * s + (k - 1) * d + 1
+                       for q, k, s, d in zip(a[2:], b[2:], stride, dilation)]
+            return (a[0], b[1], *[sp.expand(z) for z in spatial])
+        if kind == 2:
+            spatial = [(length - (q - 1) * s - 1) / d + 1
+                       for q, length, s, d in zip(a[2:], b[2:], stride, dilation)]
+            return (a[1], b[1], *[sp.expand(z) for z in spatial])
+        spatial = [(length - (k - 1) * d - 1) / s + 1
+                   for length, k, s, d in zip(a[2:], b[2:], stride, dilation)]
+        return (a[0], b[0], *[sp.expand(z) for z in spatial])
+
+
+class AxisScatterAdd(ArrayOp):
+    """``AxisScatterAdd((n, C, L), index, values, 2)`` -> zeros of that shape with each of
+    ``values`` added along ``axis`` at the position ``index`` gives it, every other axis where the
+    value is (``scatter_add_``; NumPy's helper ``add_along``): ``index`` and ``values`` have the
+    array's shape but along ``axis``. The adjoint of a read at computed positions along one axis
+    (max pooling's argmax), without flat positions over the whole array."""
+
+
 class Sliced(ArrayOp):
     """``Sliced(x, ((0, 0), (H, 2*H)))`` -> ``x[:, H:2*H]``: one (start, stop) per axis, a
     whole axis as ``(0, 0)``; a shifted or leading-part read (``x[i, j + H]``, ``x[i, j]`` of

@@ -42,12 +42,22 @@ def _contracts_apart(factor: sp.Expr) -> bool:
     return False
 
 
+def merges_axes(row: sp.Expr, label: sp.Expr, bound, program) -> bool:
+    """Whether ``KroneckerDelta(row, label)`` summed over ``bound`` merges axes row-major
+    (``label`` a flattened ``d*t + e`` of summed indices covering ``row``'s range once): a
+    reshape, which ``Contractions.flattened`` makes; no scatter is needed."""
+    parts = flatten_parts(label) if isinstance(row, sp.Idx) else None
+    return bool(parts) and row not in bound and set(parts) <= set(bound) and \
+        sp.expand(idx_size(row) - index_size(label, program)) == 0
+
+
 class Contractions:
     """Reductions and contractions. Mixed into ``Lowerer``, whose ``expr`` and ``program`` they use."""
 
     def sum(self, e: sp.Sum, order: list[sp.Idx]) -> Value:
         bound = [limit[0] for limit in e.limits]
-        padded = self.padded(e, bound, order) or self.flattened(e, bound, order)
+        padded = self.padded(e, bound, order) or self.flattened(e, bound, order) or \
+            self.correlation(e, bound)
         if padded is not None:
             return padded
         inner = list(order) + [k for k in bound if k not in order]
@@ -85,25 +95,33 @@ class Contractions:
         row-major into ``c``'s: a reshape, no one-hot matrix."""
         for delta in [f for f in sp.Mul.make_args(e.function) if isinstance(f, sp.KroneckerDelta)]:
             for row, label in (delta.args, delta.args[::-1]):
-                parts = flatten_parts(label) if isinstance(row, sp.Idx) else None
-                if not parts or row in bound or not set(parts) <= set(bound) or \
-                        sp.expand(idx_size(row) - index_size(label, self.program)) != 0:
+                if not merges_axes(row, label, bound, self.program):
                     continue
+                parts = flatten_parts(label)
                 rest = sp.Mul(*[f for f in sp.Mul.make_args(e.function) if f is not delta])
                 if row in free_indices(rest):
                     continue
                 others = [k for k in bound if k not in parts]
                 value = self.expr(sp.Sum(rest, *others) if others else rest,
                                   list(order) + list(parts))
-                if not set(parts) <= set(value.axes):
-                    continue
-                kept = [k for k in order if k in value.axes and k not in parts]
-                axes = kept + list(parts)
+                # the merged axes stand where the value has them or else where the row does,
+                # so that the reshape is a view
+                axes, span = list(value.axes), len(parts)
+                at = next((m for m in range(len(axes) - span + 1)
+                           if axes[m:m + span] == list(parts)), None)
+                if at is not None:
+                    before, after = axes[:at], axes[at + span:]
+                else:
+                    before = [k for k in order[:order.index(row)] if k in value.axes
+                              and k not in parts] if row in order else []
+                    after = [k for k in order if k in value.axes and k not in parts + before]
+                axes = before + list(parts) + after
                 code = _align(value, axes)
-                if list(value.axes) != axes:
+                if set(value.axes) != set(axes):
                     code = broadcast_to(code, sp.Tuple(*[idx_size(k) for k in axes]))
-                shape = [idx_size(k) for k in kept] + [idx_size(row)]
-                return Value(Reshape(code, sp.Tuple(*shape)), tuple(kept) + (row,))
+                shape = [idx_size(k) for k in before] + [idx_size(row)] + \
+                    [idx_size(k) for k in after]
+                return Value(Reshape(code, sp.Tuple(*shape)), tuple(before + [row] + after))
         return None
 
     def padded(self, e: sp.Sum, bound: list[sp.Idx], order: list[sp.Idx]) -> Value | None:

@@ -28,8 +28,10 @@ from .arrays import (
     ArrayStatement,
     BroadcastTo,
     Colon,
+    Conv,
     Einsum,
     AtLeast,
+    AxisScatterAdd,
     Equal,
     Eye,
     FlatScatterAdd,
@@ -50,6 +52,7 @@ from .arrays import (
     SumOfProduct,
     Take,
     Transpose,
+    Windows,
     Zeros,
     holds_array,
 )
@@ -104,7 +107,7 @@ class Costs(Extents):
             return found
         if isinstance(code, Reshape):
             return tuple(code.args[1])
-        if isinstance(code, (ScatterAdd, FlatScatterAdd)):
+        if isinstance(code, (ScatterAdd, FlatScatterAdd, AxisScatterAdd)):
             return tuple(code.args[0])
         if isinstance(code, AddAt):
             return self(code.args[0])
@@ -160,7 +163,8 @@ class Costs(Extents):
         out = _count(self(code))
         operands = sp.Add(*[_count(self(arg)) for arg in code.args
                             if isinstance(arg, sp.Basic) and holds_array(arg)])
-        if isinstance(code, (Transpose, NewAxes, Sliced, BroadcastTo, Reshape, Grouped, Colon)):
+        if isinstance(code, (Transpose, NewAxes, Sliced, BroadcastTo, Reshape, Grouped, Colon,
+                             Windows)):
             return inner  # a view, or a mark for the printers
         if isinstance(code, MatMul):
             a, b = (self(x) for x in code.args)
@@ -170,6 +174,14 @@ class Costs(Extents):
             c, a, b = code.args
             shared = (self(a) or (sp.S.One,))[-1]
             return inner + Cost(2 * out * shared + out, operands + out)
+        if isinstance(code, Conv):
+            # a multiply and an add for every (output element, kernel tap, input channel), in
+            # each kind's own terms: the correlation's output, the spread input, the kernel's
+            a, b, kind = self(code.args[0]), self(code.args[1]), code.args[4]
+            result = self(code)
+            per = {0: _count(result) * _count(b[1:]), 1: _count(a) * _count(b[1:]),
+                   2: _count(result) * _count(a) / a[1]}[int(kind)]
+            return inner + Cost(2 * sp.expand(per), operands + out)
         if isinstance(code, Einsum):
             spec, *arrays = code.args
             sizes = {}
@@ -186,7 +198,7 @@ class Costs(Extents):
             return inner + Cost(sp.S.Zero, 2 * out if isinstance(code, Take) else out)
         if isinstance(code, (OneHot, Equal, AtLeast)):
             return inner + Cost(out, out)
-        if isinstance(code, (ScatterAdd, FlatScatterAdd)):
+        if isinstance(code, (ScatterAdd, FlatScatterAdd, AxisScatterAdd)):
             values = _count(self(code.args[2]))
             return inner + Cost(values, 2 * values + out)
         if isinstance(code, AddAt):

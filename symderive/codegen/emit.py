@@ -33,7 +33,7 @@ from .input_checks import (
 )
 from .lower import lower
 from .printing import PRINTERS
-from .specialize import seeded, specialized
+from .specialize import seeded, softmax_adjoints, specialized
 
 
 def _names_in(statements: list[ArrayStatement]) -> set[str]:
@@ -142,6 +142,8 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     forward_code = fused(reuse_earlier(lower(forward), Extents((forward,))), (forward,),
                          update=False, backward=backward)
     backward_lowered, seed, scaled = _seeded(forward, lower(backward, forward), names)
+    if hasattr(printer, "_print_SoftmaxAdjoint"):  # ATen's fused softmax backward kernels
+        backward_lowered = softmax_adjoints(backward_lowered, Extents((backward, forward)))
     backward_code = fused(reuse_earlier(backward_lowered, Extents((backward, forward))),
                           (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts

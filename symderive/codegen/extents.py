@@ -14,6 +14,8 @@ from .arrays import (
     ArrayRef,
     BroadcastTo,
     AtLeast,
+    Conv,
+    Windows,
     Equal,
     Eye,
     Full,
@@ -115,6 +117,12 @@ class Extents:
             return tuple(code.args[1] if isinstance(code, BroadcastTo) else code.args[0])
         if isinstance(code, Full):
             return tuple(code.args[0])
+        if isinstance(code, Windows):
+            x = self(code.args[0])
+            return None if x is None else code.extent(x)
+        if isinstance(code, Conv):
+            x, w = self(code.args[0]), self(code.args[1])
+            return None if x is None or w is None else code.extent(x, w)
         if isinstance(code, Arange):
             return (code.args[0],)
         if isinstance(code, Eye):

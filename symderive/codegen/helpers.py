@@ -6,6 +6,8 @@ input checks that hold under ``torch.compile`` and ``vmap`` (``labels_in_range``
 """
 from __future__ import annotations
 
+import re
+
 # The helper ``LeadingSums`` prints as, emitted into a torch module that calls it. Both paths add
 # 16 rows at a time in one streaming pass and then the 16-row partial sums (as accurate as
 # ``.sum``'s cascade): eagerly 16 interleaved blocks of rows through a BLAS matrix-vector product;
@@ -183,9 +185,79 @@ def transformed_signs_hold(x, test):
     return True'''
 
 
+# The helpers NumPy prints a ``Conv`` as (torch has the kernels). The windows of a correlation are
+# a strided view of its input (no copy), contracted by one tensordot (a BLAS matrix product of the
+# im2col matrix that tensordot makes); the transposed convolution is the correlation of the input
+# spread ``stride`` apart and padded by the kernel's reach with the kernel flipped:
+# ``sum_q,k g[q]*w[k]*[l == s*q + d*k]``, read at ``l`` as ``sum_k spread[l - d*k]*w[k]``.
+CONV = '''def conv(x, w, stride, dilation):
+    """torch's convolution without padding, bias or groups: ``x`` (N, C, *L) correlated with
+    ``w`` (O, C, *K), outputs ``stride`` apart, the kernel's taps ``dilation`` apart: (N, O, *Q)."""
+    d = w.ndim - 2
+    spatial = tuple(range(2, 2 + d))
+    reach = tuple(dl * (k - 1) + 1 for k, dl in zip(w.shape[2:], dilation))
+    windows = np.lib.stride_tricks.sliding_window_view(x, reach, axis=spatial)
+    windows = windows[(slice(None),) * 2 + tuple(slice(None, None, s) for s in stride)
+                      + tuple(slice(None, None, dl) for dl in dilation)]
+    out = np.tensordot(windows, w, axes=((1,) + tuple(range(2 + d, 2 + 2 * d)), (1,) + spatial))
+    return np.moveaxis(out, -1, 1)'''
+
+CONV_TRANSPOSE = '''def conv_transpose(g, w, stride, dilation):
+    """torch's transposed convolution without padding, bias or groups: ``g`` (N, C, *Q) spread
+    through ``w`` (C, O, *K): (N, O, *((Q - 1)*stride + (K - 1)*dilation + 1))."""
+    d = w.ndim - 2
+    spatial = tuple(range(2, 2 + d))
+    spread = np.zeros(g.shape[:2] + tuple((q - 1) * s + 1 for q, s in zip(g.shape[2:], stride)),
+                      dtype=g.dtype)
+    spread[(slice(None),) * 2 + tuple(slice(None, None, s) for s in stride)] = g
+    reach = [(dl * (k - 1),) * 2 for k, dl in zip(w.shape[2:], dilation)]
+    padded = np.pad(spread, [(0, 0), (0, 0)] + reach)
+    return conv(padded, np.flip(w, spatial).swapaxes(0, 1), (1,) * d, dilation)'''
+
+# The adjoint in a convolution's kernel: ``dw[o, c, k] = sum_n,q g[n, o, q]*x[n, c, s*q + d*k]``,
+# the correlation of ``x`` with ``g``, their batch axis as the channels (stride ``d``, dilation
+# ``s``). NumPy makes it so; torch (``aten_conv_weight``) calls ATen's weight-gradient kernel,
+# which reads the kernel's
+# shape from a weight argument (an uninitialised array of that shape) and is about 3x faster
+# than the correlation with roles swapped (n=32, C=O=64, P=256, U=3, one thread).
+CONV_WEIGHT_NUMPY = '''def conv_weight(g, x, stride, dilation):
+    """The adjoint in the kernel of ``conv(x, w, stride, dilation)`` given the output's adjoint
+    ``g`` (N, O, *Q) and the input ``x`` (N, C, *L): (O, C, *K)."""
+    return conv(x.swapaxes(0, 1), g.swapaxes(0, 1), dilation, stride).swapaxes(0, 1)'''
+
+CONV_WEIGHT_TORCH = '''def aten_conv_weight(g, x, stride, dilation):
+    """The adjoint in the kernel of ``F.conv{d}d(x, w, stride=stride, dilation=dilation)`` given
+    the output's adjoint ``g`` (N, O, *Q) and the input ``x`` (N, C, *L): (O, C, *K)."""
+    taps = [(length - (q - 1) * s - 1) // d + 1
+            for length, q, s, d in zip(x.shape[2:], g.shape[2:], stride, dilation)]
+    shape = x.new_empty((g.shape[1], x.shape[1], *taps))  # read for its shape alone
+    zeros = [0] * len(taps)
+    return torch.ops.aten.convolution_backward(g, x, shape, None, list(stride), zeros,
+                                               list(dilation), False, zeros, 1,
+                                               [False, True, False])[1]'''
+
+
+# What NumPy prints ``AxisScatterAdd`` as: ``np.add.at`` with every other axis indexed by its own
+# arange (an open mesh, broadcast against ``index``), so repeated positions add up.
+ADD_ALONG = '''def add_along(x, axis, index, values):
+    """Add each of ``values`` to ``x`` along ``axis`` at the position ``index`` gives it, every
+    other axis where the value is (``index`` and ``values`` of one shape)."""
+    where = list(np.ix_(*[np.arange(size) for size in index.shape]))
+    where[axis] = index
+    np.add.at(x, tuple(where), values)'''
+
+
 def helpers(text: str, target: str) -> list[str]:
     """The source of the helpers that the emitted module ``text`` calls, in a fixed order."""
     called = [QUOTIENT] * ("quotient(" in text)
+    weight = re.search(r"\b(aten_)?conv_weight\(", text) is not None
+    if target == "numpy":
+        spread = re.search(r"\bconv_transpose\(", text) is not None
+        called += [CONV] * (spread or weight or re.search(r"\bconv\(", text) is not None) \
+            + [CONV_TRANSPOSE] * spread + [CONV_WEIGHT_NUMPY] * weight \
+            + [ADD_ALONG] * (re.search(r"\badd_along\(", text) is not None)
+    else:
+        called += [CONV_WEIGHT_TORCH] * weight
     if target == "torch":
         dot = "leading_dot(" in text
         called += [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \

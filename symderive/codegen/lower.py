@@ -21,6 +21,7 @@ from ..program.ir import (
     free_indices,
     idx_size,
     index_size,
+    linear_parts,
     name_of,
 )
 from ..program.names import emitted_names
@@ -44,6 +45,7 @@ from .arrays import (
     Take,
     Transpose,
     Value,
+    Windows,
     Zeros,
     _align,
     _merged_matmuls,
@@ -53,10 +55,11 @@ from .arrays import (
     broadcast_to,
 )
 from .contraction import Contractions
+from .convolution import Convolutions
 from .scatter import Scatters
 
 
-class Lowerer(Scatters, Contractions):
+class Lowerer(Scatters, Contractions, Convolutions):
     """Lowers the statements of one program (forward or backward) to array statements."""
 
     def __init__(self, program: Program):
@@ -83,7 +86,8 @@ class Lowerer(Scatters, Contractions):
             return ArrayStatement(s.name, Zeros(sp.Tuple(*self.lhs_shape(s))), s.accumulate)
         scatter = self.scatter(s, lhs_axes)
         if scatter is None and len(lhs_axes) == len(s.indices):
-            scatter = self.window_scatter(s, lhs_axes) or self.flat_scatter(s, lhs_axes)
+            scatter = self.transposed_convolution(s, lhs_axes) or \
+                self.window_scatter(s, lhs_axes) or self.flat_scatter(s, lhs_axes)
         if scatter is not None:
             return ArrayStatement(s.name, scatter, s.accumulate)
         if not s.accumulate and (picked := self.label_update(s, lhs_axes)) is not None:
@@ -221,7 +225,46 @@ class Lowerer(Scatters, Contractions):
             if any(w != (0, 0) for w in window):  # x[i, j + H] -> x[:, H:2*H]
                 code = Sliced(code, sp.Tuple(*[sp.Tuple(*w) for w in window]))
             return Value(code, tuple(axes))
+        windowed = self.windowed(code, indices, sizes)
+        if windowed is not None:
+            return windowed
         return self.gather(code, indices, order, sizes)  # labels, gathers, diagonals, windows
+
+    def windowed(self, code: sp.Expr, indices: list, sizes: list) -> Value | None:
+        """A read whose every index is a plain index or a window ``s*p + u`` (``u`` with
+        coefficient 1; of ``p + u`` the shorter range is the window) as strided views: the
+        axis cut to the windows' reach, then ``Windows`` (``x.unfold(2, U, s)``), no copy.
+        None where an index is anything else or an index appears twice."""
+        example = dict(self.program.sizes)
+        cut, windows, plain = [], [], []
+        for axis, (index, size) in enumerate(zip(indices, sizes)):
+            if isinstance(index, sp.Idx):
+                plain.append(index)
+                cut.append((0, 0) if sp.expand(idx_size(index) - size) == 0
+                           else (0, idx_size(index)))
+                continue
+            found = linear_parts(index)
+            if found is None or len(found[0]) != 2 or found[1].free_symbols - set(example):
+                return None
+            taps = [k for k, c in found[0].items() if c == 1]
+            if not taps:
+                return None
+            tap = min(taps, key=lambda k: idx_size(k).xreplace(example))
+            (start, step), = [(k, c) for k, c in found[0].items() if k != tap]
+            reach = sp.expand((idx_size(start) - 1) * step + idx_size(tap))
+            offset = found[1]
+            cut.append((0, 0) if offset == 0 and sp.expand(reach - size) == 0
+                       else (offset, sp.expand(offset + reach)))
+            windows.append((axis, start, tap, step))
+            plain.append(start)
+        taps = [w[2] for w in windows]
+        if not windows or len(set(plain + taps)) != len(plain + taps):
+            return None
+        if any(c != (0, 0) for c in cut):
+            code = Sliced(code, sp.Tuple(*[sp.Tuple(*c) for c in cut]))
+        for axis, _, tap, step in windows:
+            code = Windows(code, axis, idx_size(tap), step)
+        return Value(code, tuple(plain + taps))
 
     def _read_sizes(self, name: str, indices) -> list:
         """The size of each axis a read indexes, a flattened index split into its parts'."""
@@ -272,12 +315,13 @@ class Lowerer(Scatters, Contractions):
         return Value(Take(code, *args), tuple(axes) + tuple(indices[p] for p in plain))
 
     def affine(self, index: sp.Expr, order: list[sp.Idx]) -> Value:
-        """The values of ``p + u`` (``j + H``) as an integer array over its indices:
-        ``arange(P)[:, None] + arange(U)``."""
-        parts, offset = affine_parts(index)
+        """The values of ``p + u`` (``j + H``, a strided ``2*p + u``) as an integer array over its
+        indices: ``arange(P)[:, None] + arange(U)``."""
+        parts, offset = linear_parts(index)
         values = [Value(Arange(idx_size(k)), (k,)) for k in parts]
         axes = _union(values, order + [k for k in parts if k not in order])
-        return Value(sp.Add(*[_align(v, axes) for v in values]) + offset, tuple(axes))
+        return Value(sp.Add(*[c * _align(v, axes) for v, c in zip(values, parts.values())])
+                     + offset, tuple(axes))
 
     def delta(self, e: sp.KroneckerDelta, order: list[sp.Idx]) -> Value:
         a, b = e.args

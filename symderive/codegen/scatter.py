@@ -10,15 +10,17 @@ import sympy as sp
 from ..algebra.terms import is_scalar
 from ..program.ir import (
     Assign,
-    affine_parts,
     free_indices,
     idx_size,
+    linear_parts,
     name_of,
 )
 from ..program.ops import ArgMax
+from .contraction import merges_axes
 from .arrays import (
     AddAt,
     Arange,
+    AxisScatterAdd,
     FlatScatterAdd,
     LoweringError,
     ScatterAdd,
@@ -121,14 +123,16 @@ class Scatters:
         factors = sp.Mul.make_args(rest.function)
         for delta in [f for f in factors if isinstance(f, sp.KroneckerDelta)]:
             for row, label in (delta.args, delta.args[::-1]):
-                found = affine_parts(label)
+                found = linear_parts(label)
                 if row not in lhs_axes or found is None or len(found[0]) < 2 or \
-                        not all(k in bound for k in found[0]):
+                        merges_axes(row, label, bound, self.program) or \
+                        not all(k in bound for k in found[0]) or \
+                        not self.within(label, idx_size(row)):
                     continue
                 summand = coeff * sp.Mul(*[f for f in factors if f is not delta])
                 if row in free_indices(summand):
                     continue
-                parts = found[0]
+                parts = list(found[0])
                 extra = [k for k in bound if k not in parts]
                 if extra:
                     summand = sp.Sum(summand, *extra)
@@ -159,11 +163,15 @@ class Scatters:
         for delta in [f for f in factors if isinstance(f, sp.KroneckerDelta)]:
             for row, position in (delta.args, delta.args[::-1]):
                 if row not in lhs_axes or isinstance(position, sp.Idx) or \
-                        row in free_indices(position):
+                        row in free_indices(position) or \
+                        merges_axes(row, position, bound, self.program):
                     continue
                 summand = coeff * sp.Mul(*[f for f in factors if f is not delta])
                 if row in free_indices(summand) or not self.within(position, idx_size(row)):
                     continue  # (a position outside the axis is a delta of 0: not a scatter)
+                along = self._along(s, lhs_axes, row, position, summand, bound)
+                if along is not None:
+                    return along
                 others = [k for k in lhs_axes if k != row]
                 order = others + bound
                 shape = sp.Tuple(*[idx_size(k) for k in order])
@@ -182,6 +190,28 @@ class Scatters:
                                       broadcast_to(_align(values, order) if values.axes
                                                    else values.code, shape))
         return None
+
+    def _along(self, s: Assign, lhs_axes: list[sp.Idx], row: sp.Idx, position: sp.Expr,
+               summand: sp.Expr, bound: list[sp.Idx]) -> sp.Expr | None:
+        """The flat scatter's one-axis form, where a single summed index takes the row's
+        place: ``dx[i, c, l] = Sum(KroneckerDelta(l, 2*p + ArgMax(...))*dy[i, c, p], p)`` adds
+        ``dy[i, c, p]`` at ``dx[i, c, index[i, c, p]]`` (``scatter_add_`` along ``l``'s axis),
+        the positions an array of the summand's shape, not of flat positions."""
+        if len(bound) != 1 or bound[0] in lhs_axes:
+            return None
+        order = [bound[0] if k == row else k for k in lhs_axes]
+        shape = sp.Tuple(*[idx_size(k) for k in order])
+        try:
+            values = self.expr(summand, list(order))
+            places = self.index_values(position, list(order))
+        except LoweringError:
+            return None
+        if any(k not in order for k in values.axes + places.axes):
+            return None
+        return AxisScatterAdd(sp.Tuple(*self.lhs_shape(s)),
+                              broadcast_to(_align(places, order), shape),
+                              broadcast_to(_align(values, order) if values.axes
+                                           else values.code, shape), lhs_axes.index(row))
 
     def within(self, position: sp.Expr, size: sp.Expr) -> bool:
         """Whether every value of the integer index expression ``position`` lies in

@@ -13,7 +13,11 @@ an ``exp`` pass and a temporary. ``log-softmax at the labels``: ``u[rows, Y] - m
 row maximum of ``u`` and ``r = p.amax(1)`` is ``log(p[rows, Y])`` (``p[i, Y] = exp(u[i, Y] - m)*r``),
 so it is read from ``p`` where that probability is a normal float, as accurately, and the shifted
 form (finite wherever ``u`` is) is computed only for rows where it underflows: the two row maxima
-cost nothing when no row needs them. ``seed``: a loss's backward is linear in the loss's adjoint,
+cost nothing when no row needs them. ``log-softmax``: ``u + c - log(exp(u + c).sum(a))`` with ``c`` constant along ``a`` is
+``log_softmax(u, a)`` (the constant cancels). ``softmax adjoints``: the backward statements
+``p*(g - (g*p).sum(a))`` and ``g - exp(y)*g.sum(a)`` (attention's score adjoint, log_softmax's
+input adjoint) are exactly what ATen's softmax and log-softmax backward kernels compute, for any
+values, so each is one fused call. ``seed``: a loss's backward is linear in the loss's adjoint,
 so every term that reads no other adjoint is multiplied by it (``probs*(dloss/n)``), where the
 scalar meets the small factors before the full-size array.
 """
@@ -25,10 +29,12 @@ from ..program.ops import ExprCondPair, Piecewise
 from .arrays import (
     AddAt,
     Arange,
+    AxisScatterAdd,
     ArrayOp,
     ArrayRef,
     ArrayStatement,
     BroadcastTo,
+    Conv,
     Einsum,
     FlatScatterAdd,
     MatMul,
@@ -42,6 +48,7 @@ from .arrays import (
     SumAxes,
     Take,
     Transpose,
+    Windows,
     Zeros,
 )
 
@@ -229,9 +236,135 @@ def log_softmax_at(statements: list[ArrayStatement], extents) -> list[ArrayState
                            s.accumulate) for s in statements]
 
 
+class LogSoftmax(ArrayOp):
+    """``LogSoftmax(u, 1)`` -> ``torch.log_softmax(u, 1)``: ``u - log(exp(u).sum(1))`` in one
+    fused pass per row."""
+
+
+class SoftmaxAdjoint(ArrayOp):
+    """``SoftmaxAdjoint(g, p, 1)`` -> ``torch._softmax_backward_data(g, p, 1, dtype)``: ATen's
+    kernel for ``p*(g - (g*p).sum(1, keepdim=True))``, which it computes for any two arrays of
+    one shape, in one fused pass per row."""
+
+
+class LogSoftmaxAdjoint(ArrayOp):
+    """``LogSoftmaxAdjoint(g, y, 1)`` -> ``torch._log_softmax_backward_data(g, y, 1, dtype)``:
+    ATen's kernel for ``g - exp(y)*g.sum(1, keepdim=True)``, computed for any two arrays of one
+    shape, in one fused pass per row."""
+
+
+def _summed_back(code: sp.Expr, extents) -> tuple[sp.Expr, int] | None:
+    """``(x, axis)`` for ``code`` that is ``x`` summed along one axis and broadcast back along it
+    (``x.sum(1)[:, None]``): its extent is ``x``'s with 1 at that axis, so each sum meets the
+    row it was taken over. None for anything else."""
+    inner = code.args[0] if isinstance(code, NewAxes) else code
+    if not isinstance(inner, SumAxes) or len(inner.args[1]) != 1:
+        return None
+    x, axis = inner.args[0], int(inner.args[1][0])
+    full = extents(x)
+    return (x, axis) if full is not None and _summed_back_extent(code, full, axis, extents) \
+        else None
+
+
+def _negated(term: sp.Expr) -> sp.Expr | None:
+    """``t`` for a term ``-t``, else None."""
+    return -term if term.could_extract_minus_sign() else None
+
+
+def softmax_adjoints(statements: list[ArrayStatement], extents) -> list[ArrayStatement]:
+    """Every backward statement that is exactly ``p*(g - (g*p).sum(a)[..])`` as
+    ``SoftmaxAdjoint(g, p, a)`` and ``g - exp(y)*g.sum(a)[..]`` as ``LogSoftmaxAdjoint(g, y, a)``
+    (attention's ``dA``, log_softmax's ``dz``): ATen's kernels compute exactly these
+    expressions, for any values, so the only side conditions are the forms' own, checked: ``g``,
+    ``p`` (``exp(y)``) of one full extent, the sum along one axis and broadcast back along it."""
+    result = []
+    for s in statements:
+        code = s.code
+        found = None if s.accumulate else _softmax_adjoint(code, extents) or \
+            _log_softmax_adjoint(code, extents)
+        result.append(ArrayStatement(s.name, found, s.accumulate) if found is not None else s)
+    return result
+
+
+def _softmax_adjoint(code: sp.Expr, extents) -> sp.Expr | None:
+    if not isinstance(code, sp.Mul) or len(code.args) != 2:
+        return None
+    for p, rest in (code.args, code.args[::-1]):
+        if not isinstance(rest, sp.Add) or len(rest.args) != 2:
+            continue
+        for g, term in (rest.args, rest.args[::-1]):
+            back = _negated(term)
+            summed = back is not None and _summed_back(back, extents)
+            if not summed or extents(g) is None or extents(g) != extents(p) or \
+                    extents(summed[0]) != extents(g):
+                continue
+            if sp.expand(summed[0] - g * p) == 0:
+                return SoftmaxAdjoint(g, p, summed[1])
+    return None
+
+
+def _log_softmax_adjoint(code: sp.Expr, extents) -> sp.Expr | None:
+    if not isinstance(code, sp.Add) or len(code.args) != 2:
+        return None
+    for g, term in (code.args, code.args[::-1]):
+        product = _negated(term)
+        if not isinstance(product, sp.Mul) or len(product.args) != 2:
+            continue
+        for back, e in (product.args, product.args[::-1]):
+            summed = _summed_back(back, extents)
+            if not summed or not isinstance(e, sp.exp) or summed[0] != g or \
+                    extents(g) is None or extents(e) != extents(g):
+                continue
+            return LogSoftmaxAdjoint(g, e.args[0], summed[1])
+    return None
+
+
+def log_softmax(statements: list[ArrayStatement], extents) -> list[ArrayStatement]:
+    """Every ``y = u + c - log(s)[..]`` with ``s = exp(u + c).sum(a)`` and ``c`` constant along
+    ``a`` (the row maximum, or any shift) as ``y = LogSoftmax(u, a)``: a constant along the axis
+    cancels, ``u + c - log(sum exp(u + c)) == u - log(sum exp(u))``, and the kernel shifts by
+    the row maximum itself. Side conditions, checked: ``s`` sums exactly that exponential along
+    ``a``, the log is broadcast back along ``a``, ``u`` has the full extent."""
+    definitions = _definitions(statements)
+    result = list(statements)
+    for s in statements:
+        if s.accumulate or s.name not in definitions or not isinstance(s.code, sp.Add):
+            continue
+        for term in s.code.args:
+            back = _negated(term)
+            inner = back.args[0] if isinstance(back, NewAxes) else back
+            if not isinstance(inner, sp.log):
+                continue
+            total, summed = _named(inner.args[0], definitions)
+            if total is None or not isinstance(summed, SumAxes) or len(summed.args[1]) != 1 \
+                    or not isinstance(summed.args[0], sp.exp):
+                continue
+            axis, extent = int(summed.args[1][0]), extents(summed.args[0])
+            if extent is None or not _summed_back_extent(back, extent, axis, extents):
+                continue
+            exponent = summed.args[0].args[0]
+            u, shift = _shift(exponent, axis, len(extent), extents)
+            rest = sp.Add(*[t for t in s.code.args if t is not term])
+            if extents(u) != extent or sp.expand(rest - exponent) != 0:
+                continue
+            result = [ArrayStatement(st.name, LogSoftmax(u, axis)) if st.name == s.name else st
+                      for st in result]
+            break
+    return result
+
+
+def _summed_back_extent(code, full: tuple, axis: int, extents) -> bool:
+    """Whether ``code`` has ``full``'s extent with 1 at ``axis``."""
+    back = extents(code)
+    if back is None or len(back) > len(full):
+        return False
+    back = (sp.S.One,) * (len(full) - len(back)) + tuple(back)
+    return all(b == (1 if k == axis else f) for k, (f, b) in enumerate(zip(full, back)))
+
+
 def specialized(statements: list[ArrayStatement], extents) -> list[ArrayStatement]:
     """The forward ``statements`` with every fused-kernel rewrite of this module applied."""
-    return log_softmax_at(softmax(statements, extents), extents)
+    return log_softmax(log_softmax_at(softmax(statements, extents), extents), extents)
 
 
 class _Nonlinear(Exception):
@@ -239,7 +372,7 @@ class _Nonlinear(Exception):
 
 
 # array operations linear in their first argument (the others are shapes, axes or indices)
-_LINEAR_FIRST = (SumAxes, NewAxes, Transpose, Reshape, BroadcastTo, Sliced, Pad, Take)
+_LINEAR_FIRST = (SumAxes, NewAxes, Transpose, Reshape, BroadcastTo, Sliced, Pad, Take, Windows)
 
 
 def _seed(code: sp.Expr, adjoints: set[str], seed: sp.Symbol) -> sp.Expr:
@@ -252,7 +385,7 @@ def _seed(code: sp.Expr, adjoints: set[str], seed: sp.Symbol) -> sp.Expr:
     linear = [k for k, a in enumerate(code.args)
               if {r.name for r in a.atoms(ArrayRef)} & adjoints]
     # statements that a product cannot wrap: the seed goes inside, onto their linear parts
-    if isinstance(code, (ScatterAdd, FlatScatterAdd)) and not set(linear) - {2}:
+    if isinstance(code, (ScatterAdd, FlatScatterAdd, AxisScatterAdd)) and not set(linear) - {2}:
         shape, index, values, *axis = code.args
         return code.func(shape, index, _seed(values, adjoints, seed), *axis)
     if isinstance(code, AddAt) and 1 not in linear:  # base + value at the labels: both linear
@@ -273,7 +406,7 @@ def _seed(code: sp.Expr, adjoints: set[str], seed: sp.Symbol) -> sp.Expr:
         # a branch chosen by conditions that read no adjoint: linear in each branch's value
         return Piecewise(*[ExprCondPair(_seed(value, adjoints, seed), condition)
                            for value, condition in code.args], evaluate=False)
-    if isinstance(code, (MatMul, Einsum)) and len(linear) == 1:
+    if isinstance(code, (MatMul, Einsum, Conv)) and len(linear) == 1:
         args = list(code.args)
         args[linear[0]] = _seed(args[linear[0]], adjoints, seed)
         return code.func(*args)
@@ -300,4 +433,5 @@ def seeded(statements: list[ArrayStatement], forward_names, seed: sp.Symbol
         return None
 
 
-__all__ = ["LogSoftmaxAt", "Softmax", "log_softmax_at", "seeded", "softmax", "specialized"]
+__all__ = ["LogSoftmax", "LogSoftmaxAdjoint", "LogSoftmaxAt", "Softmax", "SoftmaxAdjoint",
+           "log_softmax", "log_softmax_at", "seeded", "softmax", "softmax_adjoints", "specialized"]

@@ -263,13 +263,32 @@ def affine_parts(index: sp.Expr) -> tuple[list[sp.Idx], sp.Expr] | None:
     return (parts, offset) if parts else None
 
 
+def linear_parts(index: sp.Expr) -> tuple[dict[sp.Idx, int], sp.Expr] | None:
+    """An index as positive integer multiples of indices plus an offset free of indices:
+    ``2*p + u -> ({p: 2, u: 1}, 0)``, ``p + u + 1 -> ({p: 1, u: 1}, 1)``: a strided or dilated
+    window. None for a plain Idx or anything else (a label read, a product of indices)."""
+    if isinstance(index, sp.Idx) or not isinstance(index, sp.Add):
+        return None
+    parts, offset = {}, sp.S.Zero
+    for term in sp.Add.make_args(sp.expand(index)):
+        coeff, rest = term.as_coeff_Mul()
+        if isinstance(rest, sp.Idx) and coeff.is_Integer and coeff > 0 and rest not in parts:
+            parts[rest] = int(coeff)
+        elif not term.has(sp.Idx, sp.Indexed, sp.Function):
+            offset += term
+        else:
+            return None
+    return (parts, offset) if parts else None
+
+
 def affine_range(index: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
-    """The smallest and largest value an affine index takes (every Idx starts at 0)."""
-    found = affine_parts(index)
+    """The smallest and largest value an affine index takes, strided ones (``2*p + u``)
+    included (every Idx starts at 0)."""
+    found = linear_parts(index)
     if found is None:
         return None
     parts, offset = found
-    return offset, sp.expand(offset + sum(idx_size(k) - 1 for k in parts))
+    return offset, sp.expand(offset + sum(c * (idx_size(k) - 1) for k, c in parts.items()))
 
 
 def fits_axis(index: sp.Expr, size: sp.Expr) -> bool:

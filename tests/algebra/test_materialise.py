@@ -14,7 +14,8 @@ from symderive.program.load import load
 from symderive.verify.check import run_check
 
 NEW_LAYERS = ["gru", "lstm", "mlp_ce", "attention", "causal_attention", "log_softmax",
-              "logsumexp", "rmsnorm", "avg_pool", "max_pool"]
+              "logsumexp", "rmsnorm", "avg_pool", "max_pool", "avg_pool_overlap",
+              "max_pool_overlap", "conv2d", "conv1d_strided"]
 
 
 def layer(root, name):

@@ -24,7 +24,7 @@ LAYERS = sorted([*ROOT.glob("derivations/*.py"), *ROOT.glob("examples/layers/*.p
 # lowers (a reshape, lower.Lowerer.flattened)
 ONCE = {"makemore_mlp": "adjoints='all'",  # asks for the atomic chain, not a compact backward
         # its backward reads the window's argmax; a program with ArgMax is not derived again
-        "max_pool": "'ArgMax' is not supported",
+        "max_pool": "'ArgMax' is not supported", "max_pool_overlap": "'ArgMax' is not supported",
         "gpt": "double=False"}  # asks for none: the whole model's would slow every regen
 
 

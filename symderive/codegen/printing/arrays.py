@@ -15,7 +15,8 @@ from ..fuse import scalars_grouped
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
                     "Einsum", "Take", "Arange", "OneHot", "Equal", "AtLeast", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
-                    "Softmax", "LogSoftmaxAt")
+                    "Softmax", "LogSoftmaxAt", "Conv", "Windows", "LogSoftmax",
+                    "SoftmaxAdjoint", "LogSoftmaxAdjoint")
 
 
 def _may_divide_by_zero(expr: sp.Expr) -> bool:
@@ -227,6 +228,12 @@ class ArrayPrinterMixin:
             if axis and int(axis[0]):
                 return self.spell_scatter(name, start, shape, index, values, int(axis[0]))
             return self.spell_scatter(name, start, shape, index, values)
+        if type(code).__name__ == "AxisScatterAdd":
+            shape, index, values, axis = code.args
+            start = f"{name}.{self.copy_method}()" if accumulate else \
+                f"{self.module}.zeros({self.shape(shape)}, dtype=dtype{self.placed})"
+            return self.spell_add_along(name, start, int(axis), self._print(index),
+                                        self._print(values))
         if type(code).__name__ == "AddAt":
             base, index, value = code.args
             where = ", ".join(self._print(i) for i in index)

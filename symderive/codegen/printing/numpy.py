@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
-from ..arrays import MatMul
+from ..arrays import Conv, MatMul
 from .arrays import ArrayPrinterMixin
 
 
@@ -39,6 +39,9 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
     def spell_flat_scatter(self, name: str, index: str, values: str) -> str:
         return f"np.add.at({name}.reshape(-1), {index}.reshape(-1), {values}.reshape(-1))"
 
+    def spell_add_along(self, name, start, axis, index, values) -> list[str]:
+        return [f"{name} = {start}", f"add_along({name}, {axis}, {index}, {values})"]
+
     def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
         where = self._print(index)
         if axis:  # along a later axis: np.add.at(dx, (slice(None), idx), values)
@@ -50,6 +53,17 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
         widths = ["(0, 0)"] * int(ndim)
         widths[int(axis)] = f"({self._print(before)}, {self._print(after)})"
         return f"np.pad({self._print(x)}, ({', '.join(widths)}{',' if int(ndim) == 1 else ''}))"
+
+    def _print_Windows(self, expr):
+        x, axis, size, step = expr.args
+        view = (f"np.lib.stride_tricks.sliding_window_view({self._print(x)}, "
+                f"{self._print(size)}, axis={int(axis)})")
+        return view if step == 1 else f"{view}[{':, ' * int(axis)}::{self._print(step)}]"
+
+    def _print_Conv(self, expr):
+        a, b, stride, dilation, kind = expr.args
+        return (f"{Conv.KINDS[int(kind)]}({self._print(a)}, {self._print(b)}, "
+                f"{self.shape(stride)}, {self.shape(dilation)})")
 
     def _print_Piecewise(self, expr):
         return self.spell_where(expr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..arrays import Arange, ArgMaxAxis, holds_array
+from ..arrays import Arange, ArgMaxAxis, Conv, holds_array
 from .arrays import ArrayPrinterMixin
 
 
@@ -65,6 +65,9 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
     def spell_flat_scatter(self, name: str, index: str, values: str) -> str:
         return f"{name}.view(-1).index_add_(0, {index}.reshape(-1), {values}.reshape(-1))"
 
+    def spell_add_along(self, name, start, axis, index, values) -> list[str]:
+        return [f"{name} = {start}.scatter_add_({axis}, {index}, {values})"]
+
     def spell_scatter(self, name, start, shape, index, values, axis=0) -> list[str]:
         # the index's axes of ``values`` (between the scattered axis and the trailing ones) made
         # one: flatten, not reshape(..., -1, ...), which cannot infer a size of an empty batch
@@ -76,6 +79,20 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         widths = ["0, 0"] * (int(ndim) - 1 - int(axis))  # F.pad lists the last axis first
         widths.append(f"{self._print(before)}, {self._print(after)}")
         return f"F.pad({self._print(x)}, ({', '.join(widths)}))"
+
+    def _print_Windows(self, expr):
+        x, axis, size, step = expr.args
+        return f"{self.postfix(x)}.unfold({int(axis)}, {self._print(size)}, {self._print(step)})"
+
+    def _print_Conv(self, expr):
+        a, b, stride, dilation, kind = expr.args
+        if kind == 2:  # the kernel's adjoint: ATen's own weight-gradient kernel, by the helper
+            return (f"aten_conv_weight({self._print(a)}, {self._print(b)}, {self.shape(stride)}, "
+                    f"{self.shape(dilation)})")
+        options = "".join(f", {name}={self.shape(value) if len(value) > 1 else int(value[0])}"
+                          for name, value in (("stride", stride), ("dilation", dilation))
+                          if any(v != 1 for v in value))
+        return f"F.{Conv.KINDS[int(kind)]}{len(stride)}d({self._print(a)}, {self._print(b)}{options})"
 
     def _print_Piecewise(self, expr):
         return self.spell_where(expr)
@@ -121,6 +138,19 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
     def _print_Softmax(self, expr):
         x, axis = expr.args
         return f"torch.softmax({self._print(x)}, {int(axis)})"
+
+    def _print_LogSoftmax(self, expr):
+        x, axis = expr.args
+        return f"torch.log_softmax({self._print(x)}, {int(axis)})"
+
+    def _print_SoftmaxAdjoint(self, expr):
+        g, p, axis = expr.args
+        return f"torch._softmax_backward_data({self._print(g)}, {self._print(p)}, {int(axis)}, dtype)"
+
+    def _print_LogSoftmaxAdjoint(self, expr):
+        g, y, axis = expr.args
+        return (f"torch._log_softmax_backward_data({self._print(g)}, {self._print(y)}, "
+                f"{int(axis)}, dtype)")
 
     def _print_LogSoftmaxAt(self, expr):
         probs, logits, labels = expr.args
