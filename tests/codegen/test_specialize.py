@@ -1,6 +1,7 @@
-"""Specialising rewrites: a written-out softmax becomes one library call in the Function's forward,
-its normaliser read back from the softmax's maximum, and a loss's adjoint folded into the
-backward's small factors; each refused without its side condition."""
+"""Specialising rewrites: a written-out softmax (log-softmax) becomes one library call in the
+Function's forward, its normaliser read back from the softmax's maximum, the softmax adjoints
+ATen's backward kernels, and a loss's adjoint folded into the backward's small factors; each
+refused without its side condition."""
 import numpy as np
 import pytest
 import sympy as sp
@@ -213,3 +214,55 @@ def test_a_traced_forward_keeps_the_shifted_form_for_inputs_that_need_it(root):
     hard = torch.randn(4, 5, generator=generator)
     hard[2, 3] = -1e4
     torch.testing.assert_close(traced(hard, labels), F.cross_entropy(hard, labels))
+
+
+def _section(source: str, name: str) -> str:
+    start = source.index(f"def {name}(")
+    return source[start:source.index("\ndef ", start + 1)]
+
+
+def test_softmax_adjoints_are_aten_kernels_in_torch_only(root):
+    """Attention's ``dA = P*(dP - rowsum(P*dP))`` is one ``_softmax_backward_data`` call and
+    log_softmax's ``dz = dy - exp(y)*sum(dy)`` one ``_log_softmax_backward_data`` call (its
+    Function's forward ``torch.log_softmax``); NumPy keeps the written-out forms."""
+    for name, kernel in (("attention", "torch._softmax_backward_data(dP, P, 1, dtype)"),
+                         ("log_softmax", "torch._log_softmax_backward_data(dy, y, 1, dtype)")):
+        program = load(root / "examples" / "layers" / f"{name}.py")
+        backward = derive_backward(program)
+        torch_source = module_source(program, backward, "torch")
+        assert kernel in _section(torch_source, "backward")
+        assert "_backward_data" not in module_source(program, backward, "numpy")
+    assert "y = torch.log_softmax(z, 1)" in _section(torch_source, "lean_forward")
+
+
+def test_a_softmax_adjoint_of_another_array_is_left_as_written():
+    """``p*(g - (g*q).sum(1))`` with ``q`` not ``p``, and ``g - exp(y)*h.sum(1)`` with ``h`` not
+    ``g``, are no kernel's expression: left as they are."""
+    from symderive.codegen.arrays import NewAxes, SumAxes
+    from symderive.codegen.specialize import softmax_adjoints
+
+    b = Builder("adjoints", sizes={n: 3, V: 4})
+    for name in ("g", "h", "pp", "q", "yy"):
+        b.input(IndexedBase(name)[i, c], normal(1.0))
+    b[IndexedBase("out")[i, c]] = IndexedBase("g")[i, c]
+    b.output(IndexedBase("out"))
+    program = b.build()
+    g, h, pp, q, yy = (ArrayRef(name) for name in ("g", "h", "pp", "q", "yy"))
+    back = lambda a: NewAxes(SumAxes(a, (1,), 2), (0, 1))  # noqa: E731
+    statements = [ArrayStatement("a", pp * (g - back(g * q))),
+                  ArrayStatement("b", g - exp(yy) * back(h)),
+                  ArrayStatement("c", pp * (g - back(g * pp)))]
+    found = softmax_adjoints(statements, Extents((program,)))
+    assert [s.code for s in found[:2]] == [s.code for s in statements[:2]]
+    assert type(found[2].code).__name__ == "SoftmaxAdjoint"
+
+
+def test_an_overlapping_window_is_a_strided_view(root):
+    """``x[i, c, 2*p + u]``, ``u`` in ``range(3)``: the forward reads ``x.unfold(2, 3, 2)`` (NumPy
+    ``sliding_window_view``), no gathered copy."""
+    program = load(root / "examples" / "layers" / "avg_pool_overlap.py")
+    backward = derive_backward(program)
+    assert "x.unfold(2, 3, 2).sum(3)" in _section(module_source(program, backward, "torch"),
+                                                   "forward")
+    assert "sliding_window_view(x, 3, axis=2)[:, :, ::2]" in module_source(program, backward,
+                                                                             "numpy")
