@@ -15,7 +15,7 @@ import sympy as sp
 
 from ..algebra.terms import is_scalar
 from ..program.ir import Assign, free_indices, idx_size, linear_parts, name_of
-from .arrays import ArrayRef, Conv, Pad, Reshape, Sliced, Transpose, Value, _align
+from .arrays import Conv, Pad, Reshape, Sliced, Transpose, Value, _align, _slice_of
 
 _MOST_AXES = 3  # torch's convolutions have 1, 2 or 3 spatial axes
 
@@ -56,14 +56,10 @@ def _layout(code: sp.Expr, axes: list, groups: list[list], sizes: dict) -> sp.Ex
 
 class Convolutions:
     """Correlations and transposed convolutions. Mixed into ``Lowerer``, whose ``program``,
-    ``shape`` and ``within`` they use."""
+    ``shape``, ``array_ref``, ``expr`` and ``within`` they use."""
 
     def _sizes(self, read: sp.Indexed) -> list:
         return list(self.shape(name_of(read)))
-
-    def _code(self, read: sp.Indexed) -> sp.Expr:
-        label = read.base.label
-        return ArrayRef(label.name if isinstance(label, sp.Symbol) else name_of(read))
 
     def correlation(self, e: sp.Sum, bound: list[sp.Idx]) -> Value | None:
         """``Sum(w[o, c, u]*x[i, c, s*p + d*u], c, u)`` as ``conv(x, w, stride=s, dilation=d)``."""
@@ -106,9 +102,9 @@ class Convolutions:
         ``j`` over ``H`` of an axis of ``2*H``) and to ``cut``'s (start, stop) by axis."""
         cut = dict(cut or {})
         for axis, (index, length) in enumerate(zip(read.indices, self._sizes(read))):
-            if isinstance(index, sp.Idx) and sp.expand(length - idx_size(index)) != 0:
-                cut[axis] = (0, idx_size(index))
-        code = self._code(read)
+            if isinstance(index, sp.Idx) and _slice_of(index, length) != (0, 0):
+                cut[axis] = _slice_of(index, length)
+        code = self.array_ref(read)
         if cut:
             code = Sliced(code, sp.Tuple(*[sp.Tuple(*cut.get(axis, (0, 0)))
                                            for axis in range(len(read.indices))]))

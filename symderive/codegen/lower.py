@@ -205,10 +205,15 @@ class Lowerer(Scatters, Contractions, Convolutions):
                  for value, condition in e.args]
         return Value(Piecewise(*pairs, evaluate=False), tuple(axes))
 
+    @staticmethod
+    def array_ref(e: sp.Indexed) -> ArrayRef:
+        """The array a read reads, by the label's own name (str() would print it)."""
+        label = e.base.label
+        return ArrayRef(label.name if isinstance(label, sp.Symbol) else name_of(e))
+
     def read(self, e: sp.Indexed, order: list[sp.Idx]) -> Value:
-        label = e.base.label  # the label's own name: str() would print it
-        name = label.name if isinstance(label, sp.Symbol) else name_of(e)
-        code: sp.Expr = ArrayRef(name)
+        code: sp.Expr = self.array_ref(e)
+        name = code.name
         indices = list(e.indices)
         if any(not isinstance(k, sp.Idx) and flatten_parts(k) for k in indices):
             shape, split = [], []
@@ -240,8 +245,7 @@ class Lowerer(Scatters, Contractions, Convolutions):
         for axis, (index, size) in enumerate(zip(indices, sizes)):
             if isinstance(index, sp.Idx):
                 plain.append(index)
-                cut.append((0, 0) if sp.expand(idx_size(index) - size) == 0
-                           else (0, idx_size(index)))
+                cut.append(_slice_of(index, size))
                 continue
             found = linear_parts(index)
             if found is None or len(found[0]) != 2 or found[1].free_symbols - set(example):
