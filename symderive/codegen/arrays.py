@@ -47,6 +47,15 @@ class ArgMaxAxis(ArrayOp):
     """``ArgMaxAxis(x, 1)`` -> ``x.argmax(1)``."""
 
 
+class MaxWithIndices(ArrayOp):
+    """``MaxWithIndices(x, 1)`` -> ``x.max(1)``: the maxima and the indices where they are
+    (the first at ties, as ``argmax``), found in one pass, as a pair that ``Item`` reads."""
+
+
+class Item(ArrayOp):
+    """``Item(pair, 1)`` -> ``pair[1]``: one part of a value that holds several."""
+
+
 class MatMul(ArrayOp):
     """``MatMul(a, b)`` -> ``a @ b``."""
 

@@ -21,7 +21,13 @@ from .codetext import signature, size_lines, tuple_lines, wrapped
 from .extents import Extents
 from .files import HEADER, checked_origin
 from .functions import Pair, autograd_functions, function_tables
-from .fuse import fused, shared_reductions, shared_subexpressions
+from .fuse import (
+    fused,
+    saved_indices,
+    saved_reductions,
+    shared_reductions,
+    shared_subexpressions,
+)
 from .helpers import helpers
 from .input_checks import (
     check_constants_function,
@@ -147,7 +153,14 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     backward_code = fused(reuse_earlier(backward_lowered, Extents((backward, forward))),
                           (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts
-    taken = {s.name for s in backward_code} | emitted_names(forward, backward)
+    taken = {s.name for s in backward_code} | {s.name for s in forward_code} \
+        | emitted_names(forward, backward)
+    # what the forward computes already is saved, not computed again (before the backward's
+    # own shared parts are named, so a saved one is read, not copied into a name)
+    forward_code, backward_code, indices = saved_reductions(forward_code, backward_code, taken)
+    if hasattr(printer, "_print_MaxWithIndices"):  # maxima and their indices in one call
+        forward_code, backward_code, more = saved_indices(forward_code, backward_code, taken)
+        indices += more
     backward_code = shared_subexpressions(shared_reductions(backward_code, taken), taken)
     forward_code = shared_reductions(forward_code, taken | {s.name for s in backward_code})
     inputs = [x.name for x in forward.inputs]
@@ -164,7 +177,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
         forward_body[:0] = checks_call(forward, inputs)
     forward_body = constants_call(forward) + forward_body
     forward_body += wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
-        inputs + [s.name for s in forward.body])], "}")
+        inputs + [s.name for s in forward.body] + indices)], "}")
 
     backward_body, guarded = _guarded_body(printer, backward_code, gradients)
     backward_names = _names_in(backward_code)  # once: the double backward has ~600 inputs
@@ -177,6 +190,8 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     placement = _placement(backward_body, source)
     if placement and source not in saved + upstream:
         saved.append(source)
+    # made by the forward's code (not a source of sizes or placement), read by the backward
+    saved += [x for x in dict.fromkeys(indices) if x not in saved]
     backward_body = constants_call(forward) + [f'{x} = values["{x}"]' for x in saved] + sizes \
         + placement + backward_body
     result = {x: f"{seed}*d{x}" if scaled else f"d{x}" for x in gradients}

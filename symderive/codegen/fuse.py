@@ -25,10 +25,12 @@ from .arrays import (
     ArrayStatement,
     Grouped,
     InPlace,
+    Item,
     LeadingSums,
     MatMul,
     MaxAxis,
     MaxValues,
+    MaxWithIndices,
     SumAxes,
     SumOfProduct,
     holds_array,
@@ -402,6 +404,84 @@ def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, order
         result = named[:users[0]] + [ArrayStatement(name, part)] + named[users[0]:]
 
 
+def _unchanged(code: sp.Expr, forward_counts: dict, backward: list[ArrayStatement]) -> bool:
+    """Whether every array ``code`` reads is assigned at most once in the forward and never in
+    the backward: the forward's value of ``code`` is then the backward's."""
+    reads = {x.name for x in code.atoms(ArrayRef)}
+    return not any(forward_counts.get(x, 0) > 1 for x in reads) and \
+        not reads & {s.name for s in backward}
+
+
+def _counts(statements: list[ArrayStatement]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in statements:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    return counts
+
+
+def saved_indices(forward: list[ArrayStatement], backward: list[ArrayStatement],
+                  taken: set[str]) -> tuple[list, list, list[str]]:
+    """Where the backward takes the argmax of exactly what a forward statement takes the maximum
+    of (max pooling's adjoint goes to each window's argmax), the forward finds the maxima and
+    their indices in one pass (``MaxWithIndices``, the first index at ties as ``argmax``) and the
+    backward reads the indices saved, instead of searching every window again. Returns the two
+    statement lists and the names of the saved index arrays. Side condition, checked: the
+    maximum is a whole statement of a name assigned once, and every array it reads is assigned
+    at most once in the forward and never in the backward, so both passes see the same values."""
+    counts = _counts(forward)
+    saved: list[str] = []
+    result = []
+    for s in forward:
+        code = s.code
+        wanted = ArgMaxAxis(*code.args) if isinstance(code, MaxAxis) else None
+        if wanted is None or s.accumulate or counts[s.name] != 1 \
+                or not _unchanged(code, counts, backward) \
+                or not any(b.code.has(wanted) for b in backward):
+            result.append(s)
+            continue
+        pair, indices = _fresh_name(f"{s.name}_max", taken), _fresh_name(f"{s.name}_argmax", taken)
+        taken |= {pair, indices}
+        result += [ArrayStatement(pair, MaxWithIndices(*code.args)),
+                   ArrayStatement(s.name, Item(ArrayRef(pair), 0)),
+                   ArrayStatement(indices, Item(ArrayRef(pair), 1))]
+        backward = [ArrayStatement(b.name, b.code.xreplace({wanted: ArrayRef(indices)}),
+                                   b.accumulate) for b in backward]
+        saved.append(indices)
+    return result, backward, saved
+
+
+def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatement],
+                     taken: set[str]) -> tuple[list, list, list[str]]:
+    """Every reduction the backward computes that the forward computed already, over the same
+    values (logsumexp's ``exp(z - m).sum(1)``, which its input adjoint divides by), is named in
+    the forward where it is not yet a whole statement and read back in the backward: a vector
+    saved instead of a full-size pass recomputed. Returns the two statement lists and the names
+    the backward now reads from the forward. Side condition, checked: as ``saved_indices``'
+    (what the reduction reads is assigned at most once in the forward and never in the
+    backward), and the forward statement holding it is of a name assigned once."""
+    counts = _counts(forward)
+    saved: list[str] = []
+    for reduction in dict.fromkeys(use for b in backward for use in _reduction_uses(b.code)):
+        if not _unchanged(reduction, counts, backward):
+            continue
+        at = next((k for k, s in enumerate(forward) if s.code.has(reduction)), None)
+        if at is None or forward[at].accumulate or counts[forward[at].name] != 1:
+            continue
+        if forward[at].code == reduction:
+            name = forward[at].name
+        else:
+            name = _fresh_name(_reduction_name(reduction), taken)
+            taken.add(name)
+            forward = forward[:at] + [ArrayStatement(name, reduction)] + [
+                ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}), s.accumulate)
+                for s in forward[at:]]
+            counts[name] = 1
+        backward = [ArrayStatement(b.name, b.code.xreplace({reduction: ArrayRef(name)}),
+                                   b.accumulate) for b in backward]
+        saved.append(name)
+    return forward, backward, saved
+
+
 def _fresh_name(wanted: str, taken: set[str]) -> str:
     """``wanted``, or it with a number added, that is not ``taken``."""
     name, k = wanted, 2
@@ -410,4 +490,4 @@ def _fresh_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "saved_indices", "saved_reductions", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]

@@ -247,7 +247,49 @@ def test_a_maximum_whose_position_the_backward_never_reads_skips_the_indices(roo
     pool.loss(loss)
     pool = pool.build()
     text = module_source(pool, derive_backward(pool), "torch")
-    assert "m = x.max(1).values" in text and "amax" not in text
+    assert "m_max = x.max(1)" in text and "amax" not in text
+
+
+def test_a_maximum_read_back_as_its_argmax_saves_its_indices(root):
+    """Max pooling's backward sends each window's gradient to its argmax: in torch the forward
+    finds maxima and indices in one call and saves the indices (the Function returns them, the
+    backward reads them, no window is searched twice); NumPy searches again. The modules agree
+    with F.max_pool1d and its autograd."""
+    program = load(root / "examples" / "layers" / "max_pool_overlap.py")
+    backward = derive_backward(program)
+    text = module_source(program, backward, "torch")
+    forward = text[text.index("def forward("):text.index("def backward(")]
+    assert "y_max = x.unfold(2, 3, 2).max(3)" in forward and "y_argmax = y_max[1]" in forward
+    backward_text = text[text.index("def backward("):text.index("class ")]
+    assert "argmax(" not in backward_text and 'y_argmax = values["y_argmax"]' in backward_text
+    assert 'SAVED = ("y_argmax",)' in text
+    assert ".argmax(3)" in module_source(program, backward, "numpy")
+    module = load_module(text, "pool_saved_indices")
+    x = torch.randn(2, 3, 11, dtype=torch.float64)
+    x[0, 0, 2] = x[0, 0, 1]  # a tie: torch's rule, the first index, for both
+    dy = torch.randn(2, 3, 5, dtype=torch.float64)
+    leaf = x.clone().requires_grad_()
+    (ours,) = torch.autograd.grad(module.max_pool_overlap(leaf), leaf, dy)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.max_pool1d(leaf, 3, 2), leaf, dy)
+    assert torch.equal(ours, theirs)
+
+
+def test_indices_are_not_saved_across_a_change_to_what_the_maximum_reads():
+    """The backward's argmax must see the values the forward's maximum saw: an array the
+    backward assigns, or the forward assigns twice, keeps the search in the backward."""
+    from symderive.codegen.arrays import ArgMaxAxis, MaxAxis
+    from symderive.codegen.fuse import saved_indices
+
+    x, dy = ArrayRef("x"), ArrayRef("dy")
+    forward = [ArrayStatement("m", MaxAxis(x, 1))]
+    backward = [ArrayStatement("dx", dy * ArgMaxAxis(x, 1))]
+    found, read, saved = saved_indices(forward, backward, {"x", "m", "dx", "dy"})
+    assert [s.name for s in found] == ["m_max", "m", "m_argmax"] and saved == ["m_argmax"]
+    assert read[0].code == dy * ArrayRef("m_argmax")
+    assigned = [ArrayStatement("x", 2 * dy)] + backward
+    assert saved_indices(forward, assigned, {"x", "m", "dx", "dy"}) == (forward, assigned, [])
+    twice = [ArrayStatement("x", 2 * dy), ArrayStatement("x", 3 * dy)] + forward
+    assert saved_indices(twice, backward, {"x", "m", "dx", "dy"}) == (twice, backward, [])
 
 
 def test_a_statement_reading_its_own_name_is_not_updated_in_place(root):
@@ -276,15 +318,45 @@ def test_one_call_needs_an_array_to_add_to(root):
 
 def test_a_reduction_computed_twice_is_named_once(root):
     """The double backward of batchnorm held ``leading_dot(bnraw, grad_hpreact)`` four times and
-    ``leading_dot(bnraw, dgrad_hprebn)`` three; each is now one statement, guarded like its users."""
+    ``leading_dot(bnraw, dgrad_hprebn)`` three; each is now one statement, guarded like its
+    users, and the first, which its forward (the first-order gradients) computed as
+    ``grad_bngain``, is read back from it (``saved_reductions``), not computed again."""
     text = (root / "generated" / "batchnorm_biased_torch.py").read_text()
     double = text[text.index("def double_backward"):text.index("class ")]
-    for call in ("leading_dot(bnraw, grad_hpreact)", "leading_dot(bnraw, dgrad_hprebn)",
+    for call in ("leading_dot(bnraw, dgrad_hprebn)",
                  "leading_dot(dgrad_hprebn, grad_hpreact)", "leading_sums(dgrad_hprebn)"):
         assert double.count(call) == 1, call
+    assert "leading_dot(bnraw, grad_hpreact)" not in double
+    assert 'grad_bngain = values["grad_bngain"]' in double
     # its forward (the first-order gradients) reads grad_bngain rather than summing again
     gradients = text[text.index("def gradients"):text.index("def double_backward")]
     assert gradients.count("leading_dot(bnraw, grad_hpreact)") == 1
+
+
+def test_a_reduction_the_forward_computed_is_saved_for_the_backward(root):
+    """logsumexp's input adjoint divides by ``exp(z - m).sum(1)``, which its forward computed
+    inside ``y = m + log(...)``: the forward names it and the backward reads it (one exp pass
+    fewer), in both targets; a reduction over an array the backward assigns is computed again."""
+    from symderive.codegen.arrays import SumAxes
+    from symderive.codegen.fuse import saved_reductions
+
+    program = load(root / "examples" / "layers" / "logsumexp.py")
+    backward = derive_backward(program)
+    for target in ("torch", "numpy"):
+        text = module_source(program, backward, target)
+        forward = text[text.index("def forward("):text.index("def backward(")]
+        backward_text = text[text.index("def backward("):].split("\n\n\n")[0]
+        assert "sum_m_z = " in forward and "y = m + " in forward and "log(sum_m_z)" in forward
+        assert 'sum_m_z = values["sum_m_z"]' in backward_text and ".sum(" not in backward_text
+    x, m, dy = ArrayRef("x"), ArrayRef("m"), ArrayRef("dy")
+    total = SumAxes(sp.exp(x), sp.Tuple(1), 2)
+    forward = [ArrayStatement("m", sp.log(total))]
+    backward = [ArrayStatement("dx", dy / total)]
+    found, read, saved = saved_reductions(forward, backward, {"x", "m", "dx", "dy"})
+    assert [s.name for s in found] == ["sum_x", "m"] and saved == ["sum_x"]
+    assert read[0].code == dy / ArrayRef("sum_x")
+    assigned = [ArrayStatement("x", 2 * dy)] + backward
+    assert saved_reductions(forward, assigned, {"x", "m", "dx", "dy"}) == (forward, assigned, [])
 
 
 def test_a_reduction_is_not_shared_across_a_change_to_what_it_reads():

@@ -31,7 +31,8 @@ EXAMPLES = sorted(path for folder in ("activations", "layers")
 # What the emitter invents, each numbered by ``fuse._fresh_name`` when taken:
 # lower.shared_contractions' t0, fuse.fused's <statement>_scale and fuse.shared_reductions'
 # sum_<reads>, max_<reads> and shared_sum / shared_max.
-TEMPORARY = re.compile(r"t\d+|(sum|max|common)_\w+|shared_(sum|max|common)\d*|\w+_scale\d*")
+TEMPORARY = re.compile(r"t\d+|(sum|max|common)_\w+|shared_(sum|max|common)\d*|\w+_scale\d*"
+                       r"|\w+_(arg)?max\d*")
 COMPREHENSIONS = ("genexpr", "listcomp", "dictcomp", "setcomp", "lambda")
 
 

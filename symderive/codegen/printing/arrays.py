@@ -13,7 +13,7 @@ from ..fuse import scalars_grouped
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
-                    "Einsum", "Take", "Arange", "OneHot", "Equal", "AtLeast", "Eye", "Reshape", "BroadcastTo", "Zeros",
+                    "MaxWithIndices", "Item", "Einsum", "Take", "Arange", "OneHot", "Equal", "AtLeast", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
                     "Softmax", "LogSoftmaxAt", "Conv", "Windows", "LogSoftmax",
                     "SoftmaxAdjoint", "LogSoftmaxAdjoint")
@@ -144,6 +144,10 @@ class ArrayPrinterMixin:
     def _print_ArgMaxAxis(self, expr):
         x, axis = expr.args
         return f"{self.postfix(x)}.argmax({int(axis)})"
+
+    def _print_Item(self, expr):
+        pair, k = expr.args
+        return f"{self.postfix(pair)}[{int(k)}]"
 
     def _print_MatMul(self, expr):
         a, b = expr.args

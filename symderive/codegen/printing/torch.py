@@ -134,6 +134,10 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         x, axis = expr.args
         return f"{self.postfix(x)}.amax({int(axis)})"
 
+    def _print_MaxWithIndices(self, expr):
+        x, axis = expr.args
+        return f"{self.postfix(x)}.max({int(axis)})"
+
     # -- fused library kernels (``codegen.specialize``) ----------------------------------------
     def _print_Softmax(self, expr):
         x, axis = expr.args
