@@ -38,6 +38,7 @@ from .input_checks import (
     constants_call,
 )
 from .lower import lower
+from .normalization import norm_backward, norm_forward
 from .printing import PRINTERS
 from .specialize import seeded, softmax_adjoints, specialized
 
@@ -150,6 +151,11 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     backward_lowered, seed, scaled = _seeded(forward, lower(backward, forward), names)
     if hasattr(printer, "_print_SoftmaxAdjoint"):  # ATen's fused softmax backward kernels
         backward_lowered = softmax_adjoints(backward_lowered, Extents((backward, forward)))
+    norm_reads: list[str] = []
+    if hasattr(printer, "_print_LayerNormBackward"):  # ATen's fused normalisation backward
+        backward_lowered, norm_reads = norm_backward(
+            backward_lowered, forward, backward, emitted_names(forward, backward) | {
+                s.name for s in (*backward_lowered, *forward_code)})
     backward_code = fused(reuse_earlier(backward_lowered, Extents((backward, forward))),
                           (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts
@@ -158,6 +164,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     # what the forward computes already is saved, not computed again (before the backward's
     # own shared parts are named, so a saved one is read, not copied into a name)
     forward_code, backward_code, indices = saved_reductions(forward_code, backward_code, taken)
+    indices += norm_reads
     if hasattr(printer, "_print_MaxWithIndices"):  # maxima and their indices in one call
         forward_code, backward_code, more = saved_indices(forward_code, backward_code, taken)
         indices += more
@@ -249,8 +256,13 @@ def _specialized_needed(code: list[ArrayStatement], wanted: list[str], forward: 
     kept = _needed(code, wanted)
     if not hasattr(printer, "_print_Softmax"):
         return kept
-    fewer = _needed(specialized(code, Extents((forward,))), wanted)
-    names, fewer_names = {s.name for s in kept}, {s.name for s in fewer}
+    candidate = specialized(code, Extents((forward,)))
+    if hasattr(printer, "_print_LayerNormForward"):
+        candidate = norm_forward(candidate, forward, emitted_names(forward) | {
+            s.name for s in code})
+    fewer = _needed(candidate, wanted)
+    introduced = {s.name for s in candidate} - {s.name for s in code}  # the kernels' results
+    names, fewer_names = {s.name for s in kept}, {s.name for s in fewer} - introduced
     return fewer if fewer_names < names else kept
 
 

@@ -286,7 +286,7 @@ def fused(statements: list[ArrayStatement], programs: tuple[Program, ...],
         # a statement reading its own name (an upstream adjoint added to) would read the new
         # array after the first line rebinds the name: computed as one expression instead
         if update and not s.accumulate and ArrayRef(s.name) not in code.atoms(ArrayRef):
-            scale_name = _fresh_name(f"{s.name}_scale", taken)
+            scale_name = fresh_name(f"{s.name}_scale", taken)
             updated, hoisted = _in_place(code, extents, scale_name, distribute)
             if hoisted is not None:  # the shared small factor, computed once
                 taken.add(scale_name)
@@ -396,7 +396,7 @@ def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, order
         if chosen is None:
             return result
         part, users = chosen
-        name = _fresh_name(_reduction_name(part), taken)
+        name = fresh_name(_reduction_name(part), taken)
         taken.add(name)
         named = [ArrayStatement(s.name, s.code.xreplace({part: ArrayRef(name)}),
                                 s.accumulate) if k in users else s
@@ -439,7 +439,7 @@ def saved_indices(forward: list[ArrayStatement], backward: list[ArrayStatement],
                 or not any(b.code.has(wanted) for b in backward):
             result.append(s)
             continue
-        pair, indices = _fresh_name(f"{s.name}_max", taken), _fresh_name(f"{s.name}_argmax", taken)
+        pair, indices = fresh_name(f"{s.name}_max", taken), fresh_name(f"{s.name}_argmax", taken)
         taken |= {pair, indices}
         result += [ArrayStatement(pair, MaxWithIndices(*code.args)),
                    ArrayStatement(s.name, Item(ArrayRef(pair), 0)),
@@ -470,7 +470,7 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
         if forward[at].code == reduction:
             name = forward[at].name
         else:
-            name = _fresh_name(_reduction_name(reduction), taken)
+            name = fresh_name(_reduction_name(reduction), taken)
             taken.add(name)
             forward = forward[:at] + [ArrayStatement(name, reduction)] + [
                 ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}), s.accumulate)
@@ -482,7 +482,7 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
     return forward, backward, saved
 
 
-def _fresh_name(wanted: str, taken: set[str]) -> str:
+def fresh_name(wanted: str, taken: set[str]) -> str:
     """``wanted``, or it with a number added, that is not ``taken``."""
     name, k = wanted, 2
     while name in taken:
@@ -490,4 +490,4 @@ def _fresh_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fused", "in_place", "leading_sums", "one_call", "saved_indices", "saved_reductions", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fresh_name", "fused", "in_place", "leading_sums", "one_call", "saved_indices", "saved_reductions", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DERIVATIONS = sorted((ROOT / "derivations").glob("*.py"))
 EXAMPLES = sorted(path for folder in ("activations", "layers")
                   for path in (ROOT / "examples" / folder).glob("*.py") if path.name != "table.py")
-# What the emitter invents, each numbered by ``fuse._fresh_name`` when taken:
+# What the emitter invents, each numbered by ``fuse.fresh_name`` when taken:
 # lower.shared_contractions' t0, fuse.fused's <statement>_scale and fuse.shared_reductions'
 # sum_<reads>, max_<reads> and shared_sum / shared_max.
 TEMPORARY = re.compile(r"t\d+|(sum|max|common)_\w+|shared_(sum|max|common)\d*|\w+_scale\d*"
-                       r"|\w+_(arg)?max\d*")
+                       r"|\w+_(arg)?max\d*|\w+_norm(_grads)?\d*")
 COMPREHENSIONS = ("genexpr", "listcomp", "dictcomp", "setcomp", "lambda")
 
 

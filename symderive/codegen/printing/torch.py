@@ -134,6 +134,25 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         x, axis = expr.args
         return f"{self.postfix(x)}.amax({int(axis)})"
 
+    # -- ATen's normalisation kernels (``codegen.normalization``) ------------------------------
+    def _print_LayerNormForward(self, expr):
+        x, shape, gamma, beta, eps = (self._print(a) if k != 1 else self.shape(a)
+                                      for k, a in enumerate(expr.args))
+        return f"torch.native_layer_norm({x}, {shape}, {gamma}, {beta}, {eps})"
+
+    def _print_LayerNormBackward(self, expr):
+        dy, x, shape, mu, rstd, gamma, beta = (self._print(a) if k != 2 else self.shape(a)
+                                               for k, a in enumerate(expr.args))
+        return (f"torch.ops.aten.native_layer_norm_backward({dy}, {x}, {shape}, {mu}, {rstd}, "
+                f"{gamma}, {beta}, (True, True, True))")
+
+    def _print_GroupNormForward(self, expr):
+        return f"torch.native_group_norm({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_GroupNormBackward(self, expr):
+        return (f"torch.ops.aten.native_group_norm_backward("
+                f"{', '.join(self._print(a) for a in expr.args)}, (True, True, True))")
+
     def _print_MaxWithIndices(self, expr):
         x, axis = expr.args
         return f"{self.postfix(x)}.max({int(axis)})"
