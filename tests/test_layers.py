@@ -88,11 +88,14 @@ def test_layer_lowers_to_vectorised_code_that_matches_the_loop_oracle(root, name
         assert ("F.conv_transpose1d(dy, w)" if target == "torch"
                 else "conv_transpose(dy, w, (1,), (1,))") in text
         assert "conv_weight(dy, x, (1,), (1,))" in text and "arange" not in text  # aten_ in torch
-    elif name == "conv1d_strided":  # read up to the windows' reach, dx padded past it
-        assert ("F.conv1d(x[:, :, :2*P + 2*U - 3], w, stride=2, dilation=2)" if target == "torch"
-                else "conv(x[:, :, :2*P + 2*U - 3], w, (2,), (2,))") in text
-        assert ("F.pad(F.conv_transpose1d(dy, w, stride=2, dilation=2), (0, 1))"
-                if target == "torch" else "conv_transpose(dy, w, (2,), (2,))") in text
+    elif name == "conv1d_strided":  # one position past the reach: no window (fewer than a
+        # stride), so x is read whole, no strided copy; dx's zeros there torch's output_padding
+        assert ("F.conv1d(x, w, stride=2, dilation=2)" if target == "torch"
+                else "conv(x, w, (2,), (2,))") in text
+        assert "conv_weight(dy, x, (2,), (2,))" in text
+        assert ("F.conv_transpose1d(dy, w, stride=2, dilation=2, output_padding=1)"
+                if target == "torch" else
+                "np.pad(conv_transpose(dy, w, (2,), (2,)), ((0, 0), (0, 0), (0, 1)))") in text
     else:
         assert ("F.conv_transpose2d(dy, w)" if target == "torch"
                 else "conv_transpose(dy, w, (1, 1), (1, 1))") in text
@@ -106,6 +109,28 @@ def test_layer_passes_the_check_against_its_torch_reference(root, name):
         report = run_check(program, dtype)
         assert report.ok, str(report)
     assert REFERENCES[name] in str(report)
+
+
+def test_a_tail_a_stride_long_is_cut_and_padded(root, tmp_path):
+    """Three positions past the windows' reach (a stride is 2): the floor would add a window, so
+    the convolution reads ``x`` cut to the reach, and ``dx``'s zeros there are a pad (torch's
+    output_padding takes fewer than a stride or a dilation); the check passes."""
+    text = (root / "examples" / "layers" / "conv1d_strided.py").read_text()
+    assert 'Idx("l", 2 * P + 2 * U - 2)' in text
+    path = tmp_path / "conv_long_tail.py"
+    reference = "F.conv1d(x, w, b, stride=2, dilation=2)"
+    assert reference in text  # torch's floor would add a window: the reference reads the reach
+    path.write_text(text.replace('Idx("l", 2 * P + 2 * U - 2)', 'Idx("l", 2 * P + 2 * U)')
+                    .replace(reference, "F.conv1d(x[:, :, :-3], w, b, stride=2, dilation=2)"))
+    program = runpy.run_path(str(path))["program"]
+    source = "\n".join(PRINTERS["torch"]().statement(s.name, s.code, s.accumulate)[-1]
+                       for s in lower(program) + lower(derive_backward(program), program))
+    assert "F.conv1d(x[:, :, :2*P + 2*U - 3], w, stride=2, dilation=2)" in source
+    assert "F.pad(F.conv_transpose1d(dy, w, stride=2, dilation=2), (0, 3))" in source
+    assert "aten_conv_weight(dy, x[:, :, :2*P + 2*U - 3], (2,), (2,))" in source
+    for dtype in ("float64", "float32"):
+        report = run_check(program, dtype)
+        assert report.ok, str(report)
 
 
 n, C, P, U, H = symbols("n C P U H", integer=True, positive=True)

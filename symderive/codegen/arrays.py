@@ -147,8 +147,9 @@ class Conv(ArrayOp):
     apart. ``kind`` 0: ``a`` (N, C, *L) correlated with the kernel ``b`` (O, C, *K); 1 (the
     adjoint in the input): ``a`` (N, C, *Q) spread through ``b`` (C, O, *K); 2 (the adjoint in
     the kernel): ``a`` (N, O, *Q) the output's adjoint against the input ``b`` (N, C, *L), giving
-    (O, C, *K). Lowering reads exactly the positions the windows reach, so every length divides
-    evenly. torch calls its own kernels, NumPy the emitted helpers ``conv``, ``conv_transpose``
+    (O, C, *K). Lowering reads the positions the windows reach, or a tail of fewer than a step
+    past them (the step between outputs for 0, between taps for 2), which adds no window: every
+    length divides evenly once floored. torch calls its own kernels, NumPy the emitted helpers ``conv``, ``conv_transpose``
     and ``conv_weight``."""
 
     KINDS = ("conv", "conv_transpose", "conv_weight")
@@ -160,11 +161,12 @@ class Conv(ArrayOp):
             spatial = [(q - 1) * s + (k - 1) * d + 1
                        for q, k, s, d in zip(a[2:], b[2:], stride, dilation)]
             return (a[0], b[1], *[sp.expand(z) for z in spatial])
+        # floor: an input longer than the windows reach by less than a step adds no window
         if kind == 2:
-            spatial = [(length - (q - 1) * s - 1) / d + 1
+            spatial = [sp.floor(sp.expand((length - (q - 1) * s - 1) / d)) + 1
                        for q, length, s, d in zip(a[2:], b[2:], stride, dilation)]
             return (a[1], b[1], *[sp.expand(z) for z in spatial])
-        spatial = [(length - (k - 1) * d - 1) / s + 1
+        spatial = [sp.floor(sp.expand((length - (k - 1) * d - 1) / s)) + 1
                    for length, k, s, d in zip(a[2:], b[2:], stride, dilation)]
         return (a[0], b[0], *[sp.expand(z) for z in spatial])
 

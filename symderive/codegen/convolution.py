@@ -145,18 +145,28 @@ class Convolutions:
                  for _, q, s, k, d in windows]
         if any(not _positive(lengths[w[0]] - span) for w, span in zip(windows, spans)):
             return None  # a window past the axis's end: the validator refuses it, so does this
-        # read only the part the windows reach
+        example = dict(self.program.sizes)
+        # the "kernel" the longer read: a kernel's adjoint (the weight-gradient form below)
+        weight_form = sp.Mul(*[sizes[w[3]] for w in windows]).xreplace(example) > \
+            sp.Mul(*[sizes[w[1]] for w in windows]).xreplace(example)
+
+        def cut(window, span):
+            """Whether the axis is read only as far as the windows reach: not where the tail is
+            fewer positions than a step (between outputs; between taps in the weight-gradient
+            form), which the convolution's floor skips, so no strided copy is made."""
+            tail = sp.expand(lengths[window[0]] - span)
+            step = window[4] if weight_form else window[2]
+            return tail != 0 and not (tail.is_Integer and tail < step)
+
         code = self._whole(signal, {w[0]: (0, span) for w, span in zip(windows, spans)
-                                    if sp.expand(lengths[w[0]] - span) != 0})
+                                    if cut(w, span)})
         names = [k if isinstance(k, sp.Idx) else ("window", p)
                  for p, k in enumerate(signal.indices)]
         window_names = [("window", w[0]) for w in windows]
         sizes.update({("window", w[0]): span for w, span in zip(windows, spans)})
         starts, tap_indices = [w[1] for w in windows], [w[3] for w in windows]
         strides, dilations = (sp.Tuple(*[w[m] for w in windows]) for m in (2, 4))
-        example = dict(self.program.sizes)
-        if sp.Mul(*[sizes[k] for k in tap_indices]).xreplace(example) > \
-                sp.Mul(*[sizes[k] for k in starts]).xreplace(example):
+        if weight_form:
             # the "kernel" is the longer read: a kernel's adjoint, dw = Sum(g*x, i, p), where
             # the channels summed are a batch: the weight-gradient kernel, its stride and
             # dilation the other way round

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..arrays import Arange, ArgMaxAxis, Conv, holds_array
+from ..arrays import Arange, ArgMaxAxis, Conv, Pad, holds_array
 from .arrays import ArrayPrinterMixin
 
 
@@ -75,6 +75,10 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         return [f"{name} = {start}.index_add_({axis}, {self.postfix(index)}.reshape(-1), {flat})"]
 
     def _print_Pad(self, expr):
+        padding = _output_padding(expr)
+        if padding is not None:  # zeros past a transposed convolution's reach: one call
+            conv, extra = padding
+            return self._print_Conv(conv, extra)
         x, axis, before, after, ndim = expr.args
         widths = ["0, 0"] * (int(ndim) - 1 - int(axis))  # F.pad lists the last axis first
         widths.append(f"{self._print(before)}, {self._print(after)}")
@@ -84,14 +88,16 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         x, axis, size, step = expr.args
         return f"{self.postfix(x)}.unfold({int(axis)}, {self._print(size)}, {self._print(step)})"
 
-    def _print_Conv(self, expr):
+    def _print_Conv(self, expr, output_padding=()):
         a, b, stride, dilation, kind = expr.args
         if kind == 2:  # the kernel's adjoint: ATen's own weight-gradient kernel, by the helper
             return (f"aten_conv_weight({self._print(a)}, {self._print(b)}, {self.shape(stride)}, "
                     f"{self.shape(dilation)})")
         options = "".join(f", {name}={self.shape(value) if len(value) > 1 else int(value[0])}"
-                          for name, value in (("stride", stride), ("dilation", dilation))
-                          if any(v != 1 for v in value))
+                          for name, value, default in (("stride", stride, 1),
+                                                       ("dilation", dilation, 1),
+                                                       ("output_padding", output_padding, 0))
+                          if any(v != default for v in value))
         return f"F.{Conv.KINDS[int(kind)]}{len(stride)}d({self._print(a)}, {self._print(b)}{options})"
 
     def _print_Piecewise(self, expr):
@@ -178,3 +184,25 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
     def _print_LogSoftmaxAt(self, expr):
         probs, logits, labels = expr.args
         return f"log_softmax_at({self._print(probs)}, {self._print(logits)}, {self._print(labels)})"
+
+
+def _output_padding(pad: sp.Expr) -> tuple | None:
+    """``(conv, widths)`` where ``pad`` (nested) only appends zeros at the end of a transposed
+    convolution's spatial axes, each fewer than that axis's stride or dilation: exactly the
+    positions torch's ``output_padding`` adds (no window reaches them, so they are zero), which
+    it accepts only below one of the two. None for anything else."""
+    widths: dict[int, sp.Expr] = {}
+    code = pad
+    while isinstance(code, Pad):
+        x, axis, before, after, _ = code.args
+        if before != 0 or int(axis) in widths or not after.is_Integer:
+            return None
+        widths[int(axis)] = after
+        code = x
+    if not isinstance(code, Conv) or int(code.args[4]) != 1:
+        return None
+    stride, dilation = code.args[2], code.args[3]
+    extra = [widths.pop(2 + k, sp.S.Zero) for k in range(len(stride))]
+    if widths or any(not (e < s or e < d) for e, s, d in zip(extra, stride, dilation)):
+        return None
+    return code, sp.Tuple(*extra)
