@@ -194,7 +194,7 @@ def _in_place(code: sp.Expr, extents: Extents, scale_name: str | None, distribut
     elif plain and multiplied:
         start, used = AddCMul(plain[0], *products[multiplied[0]]), plain[:1] + multiplied[:1]
     elif len(plain) > 1:
-        start, used = plain[0] + plain[1], plain[:2]
+        start, used = one_call(plain[0] + plain[1], extents), plain[:2]
     elif multiplied:  # x*s makes a fresh array that the other terms update
         x, small = products[multiplied[0]]
         start, used = x * (Grouped(small) if isinstance(small, sp.Mul) else small), multiplied[:1]
@@ -208,7 +208,11 @@ def _in_place(code: sp.Expr, extents: Extents, scale_name: str | None, distribut
             term = _ungrouped(term)
         parts = products.get(term) or (_term_parts(term, rank, extents)
                                        if extents(term) == extent else None)
-        steps.append(("addcmul", *parts) if parts else ("add", term))
+        if _matrix_product(term, extents) or _matrix_product(-term, extents):
+            sign = 1 if isinstance(term, MatMul) else -1  # a product added by addmm_, no temporary
+            steps.append(("addmm", *(term * sign).args, sp.Integer(sign)))
+        else:
+            steps.append(("addcmul", *parts) if parts else ("add", term))
     if body is not code:
         steps.append(("mul", outer))
     if not steps:
@@ -242,20 +246,33 @@ def _distributed(terms: list, outer: sp.Expr, rank: int, extents: Extents) -> li
     return scaled
 
 
+def _matrix_product(term: sp.Expr, extents: Extents) -> bool:
+    """Whether ``term`` is a product of two matrices (what ``addmm`` takes)."""
+    return isinstance(term, MatMul) and all(len(extents(a) or ()) == 2 for a in term.args)
+
+
 def one_call(code: sp.Expr, extents: Extents) -> sp.Expr:
-    """A sum of two terms that one library call computes without a temporary: ``b1 + x @ W1``
-    as ``AddMatMul`` (matrices only) and ``beta + gamma*xhat`` as ``AddCMul``; else ``code``."""
-    if not isinstance(code, sp.Add) or len(code.args) != 2:
+    """A sum that library calls compute without temporaries: ``b1 + x @ W1`` as ``AddMatMul``
+    (matrices only), each further matrix product of the sum one more (``b + h @ U + x @ W`` is
+    ``addmm(addmm(b, h, U), x, W)``, an LSTM gate's pre-activation), and ``beta + gamma*xhat``
+    as ``AddCMul``; else ``code``."""
+    if not isinstance(code, sp.Add):
         return code
     extent = extents(code)
     rank = _rank(extent)
     if not rank:
         return code
-    for term, other in (code.args, code.args[::-1]):
-        if isinstance(term, MatMul) and all(
-                len(extents(a) or ()) == 2 for a in term.args) and extents(other) is not None \
-                and holds_array(other):  # torch.addmm and addcmul take tensors, not numbers
-            return AddMatMul(other, *term.args)
+    products = [t for t in code.args if _matrix_product(t, extents)]
+    others = sp.Add(*[t for t in code.args if t not in products])
+    if products and rank == 2 and (len(products) > 1 or holds_array(others)) and \
+            (others == 0 or extents(others) is not None and holds_array(others)):
+        # torch.addmm and addcmul take tensors, not numbers
+        result = others if others != 0 else products.pop(0)
+        for product in products:
+            result = AddMatMul(result, *product.args)
+        return result
+    if len(code.args) != 2:
+        return code
     for term, other in (code.args, code.args[::-1]):
         parts = _term_parts(term, rank, extents) if extents(term) == extent else None
         if parts is not None and holds_array(parts[1]) and extents(other) is not None \

@@ -316,6 +316,19 @@ def test_one_call_needs_an_array_to_add_to(root):
     assert one_call(2 + bngain * bnraw, extents) == 2 + bngain * bnraw
 
 
+def test_a_sum_of_matrix_products_is_addmm_calls(root):
+    """An LSTM gate's pre-activation ``b + h @ U + x @ W`` is two nested addmm calls (no
+    temporary for each product and each sum), and its input adjoint, four products, one product
+    then addmm_ updates in place; NumPy spells the same sums with ``@`` and ``+=``."""
+    program = load(root / "examples" / "layers" / "lstm.py")
+    backward = derive_backward(program)
+    text = module_source(program, backward, "torch")
+    assert "ai = torch.addmm(torch.addmm(bi, hp, Ui), x, Wi)" in text
+    assert "dx = torch.addmm(daf @ Wf.T, dag, Wg.T)" in text and "dx.addmm_(dai, Wi.T)" in text
+    numpy = module_source(program, backward, "numpy")
+    assert "ai = bi + hp @ Ui + x @ Wi" in numpy and "dx += dai @ Wi.T" in numpy
+
+
 def test_a_reduction_computed_twice_is_named_once(root):
     """The double backward of batchnorm held ``leading_dot(bnraw, grad_hpreact)`` four times and
     ``leading_dot(bnraw, dgrad_hprebn)`` three; each is now one statement, guarded like its

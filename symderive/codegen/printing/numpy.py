@@ -84,6 +84,9 @@ class NumPyArrayPrinter(ArrayPrinterMixin, NumPyPrinter):
             return f"{name} -= {self._print(-term)}"
         return f"{name} += {self._print(term)}"
 
+    def spell_addmm(self, name: str, a, b, sign) -> str:
+        return f"{name} {'-' if sign < 0 else '+'}= {self._print(MatMul(a, b))}"
+
     def spell_mul(self, name: str, scale) -> str:
         return f"{name} *= {self._print(scale)}"
 

@@ -115,6 +115,9 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
             return f"{name}.sub_({self._print(-term)})"
         return f"{name}.add_({self._print(term)})"
 
+    def spell_addmm(self, name: str, a, b, sign) -> str:
+        return f"{name}.addmm_({self._print(a)}, {self._print(b)}{', alpha=-1' if sign < 0 else ''})"
+
     def spell_mul(self, name: str, scale) -> str:
         return f"{name}.mul_({self._print(scale)})"
 
