@@ -66,7 +66,10 @@ def _function_class(name: str, doc: str, forward_call: str, inputs: list[str],
     if kept and len(outputs) == 1:  # grads are not filled in: an undefined one means no grads
         lines += [f"        if {upstream[0]} is None:",
                   "            return (None,) * len(ctx.needs_input_grad)"]
-    return lines + ["        " + line for line in body]
+    # Function.apply binds forward's default arguments on every call through
+    # inspect.signature, which reads a __signature__ set on the function instead of rebuilding it
+    return lines + ["        " + line for line in body] + [
+        "", "", f"{name}.forward.__signature__ = inspect.signature({name}.forward)  # once"]
 
 
 def _tuple_text(items: list[str]) -> str:

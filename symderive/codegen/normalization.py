@@ -51,6 +51,13 @@ class GroupNormBackward(ArrayOp):
     ``native_group_norm_backward``: ``(dx, dgamma, dbeta)`` of shapes ``(N, C, HxW)``, ``(C,)``."""
 
 
+class Contiguous(ArrayOp):
+    """``Contiguous(x)`` -> ``x.contiguous()``: the kernels read their operands' memory as laid
+    out row-major (the group-norm ones without checking), so a view autograd hands in (an
+    upstream adjoint expanded from a scalar loss's, a transposed one, a permuted input, an
+    expanded gain) is copied first; a contiguous array is passed as it is."""
+
+
 @dataclass(frozen=True)
 class Normalization:
     """One match: names, and the roles of ``x``'s axes. ``lead`` axes are ``I``; ``weight`` the
@@ -308,18 +315,20 @@ def norm_backward(statements: list[ArrayStatement], forward: Program, backward: 
             continue
         dy, x, mu, rstd, gamma, beta = (ArrayRef(n) for n in (
             adjoint_name(norm.y), norm.x, norm.mu, norm.rstd, norm.gamma, norm.beta))
+        c = Contiguous
         grads = _fresh(f"{norm.x}_norm_grads", taken)
         rank = len(norm.shape)
         if norm.layer:
-            call = LayerNormBackward(dy, x, _shape(norm, range(norm.lead, rank)), mu, rstd,
-                                     gamma, beta)
+            call = LayerNormBackward(c(dy), c(x), _shape(norm, range(norm.lead, rank)), c(mu),
+                                     c(rstd), c(gamma), c(beta))
             parts = [Item(ArrayRef(grads), k) for k in range(3)]
         else:
-            n, c, hw, group = norm.group_sizes()
-            flat, stats = sp.Tuple(n, c, hw), sp.Tuple(n, group)
-            call = GroupNormBackward(Reshape(dy, flat), Reshape(x, flat), Reshape(mu, stats),
-                                     Reshape(rstd, stats), Reshape(gamma, sp.Tuple(c)),
-                                     n, c, hw, group)
+            n, channels, hw, group = norm.group_sizes()
+            flat, stats = sp.Tuple(n, channels, hw), sp.Tuple(n, group)
+            call = GroupNormBackward(c(Reshape(dy, flat)), c(Reshape(x, flat)),
+                                     c(Reshape(mu, stats)), c(Reshape(rstd, stats)),
+                                     c(Reshape(gamma, sp.Tuple(channels))), n, channels, hw,
+                                     group)
             parts = [Reshape(Item(ArrayRef(grads), 0), _shape(norm, range(rank)))] + [
                 Reshape(Item(ArrayRef(grads), k), _shape(norm, norm.weight)) for k in (1, 2)]
         replaced = dict(zip(names, parts))
@@ -346,13 +355,17 @@ def norm_forward(statements: list[ArrayStatement], forward: Program, taken: set[
         x, gamma, beta = ArrayRef(norm.x), ArrayRef(norm.gamma), ArrayRef(norm.beta)
         result = _fresh(f"{norm.y}_norm", taken)
         rank = len(norm.shape)
+        c = Contiguous
         if norm.layer:
-            call = LayerNormForward(x, _shape(norm, range(norm.lead, rank)), gamma, beta, norm.eps)
+            call = LayerNormForward(c(x), _shape(norm, range(norm.lead, rank)), c(gamma),
+                                    c(beta), norm.eps)
             y = Item(ArrayRef(result), 0)
         else:
-            n, c, hw, group = norm.group_sizes()
-            call = GroupNormForward(Reshape(x, sp.Tuple(n, c, hw)), Reshape(gamma, sp.Tuple(c)),
-                                    Reshape(beta, sp.Tuple(c)), n, c, hw, group, norm.eps)
+            n, channels, hw, group = norm.group_sizes()
+            call = GroupNormForward(c(Reshape(x, sp.Tuple(n, channels, hw))),
+                                    c(Reshape(gamma, sp.Tuple(channels))),
+                                    c(Reshape(beta, sp.Tuple(channels))), n, channels, hw, group,
+                                    norm.eps)
             y = Reshape(Item(ArrayRef(result), 0), _shape(norm, range(rank)))
         batch = _shape(norm, range(norm.lead))
         replaced = {norm.mu: Reshape(Item(ArrayRef(result), 1), batch),
@@ -364,5 +377,5 @@ def norm_forward(statements: list[ArrayStatement], forward: Program, taken: set[
     return statements
 
 
-__all__ = ["GroupNormBackward", "GroupNormForward", "LayerNormBackward", "LayerNormForward",
+__all__ = ["Contiguous", "GroupNormBackward", "GroupNormForward", "LayerNormBackward", "LayerNormForward",
            "Normalization", "norm_backward", "norm_forward", "normalizations"]

@@ -18,7 +18,7 @@ import sympy as sp
 # and no name derived from one, may be one of these.
 RESERVED = frozenset(
     # module level: imports, tables and the functions every module or the torch module defines
-    {"np", "torch", "math", "F", "warnings", "once_differentiable", "INPUTS", "CONSTANTS",
+    {"np", "torch", "math", "inspect", "F", "warnings", "once_differentiable", "INPUTS", "CONSTANTS",
      "OUTPUTS", "SAVED", "GRADIENTS", "FUNCTION_SAVED", "DOUBLE_INPUTS", "DOUBLE_OUTPUTS",
      "DOUBLE_SAVED", "DOUBLE_GRADIENTS", "check_shapes", "check_labels", "check_constants",
      "check_signs", "signs_hold", "sign_test", "transformed_signs_hold",

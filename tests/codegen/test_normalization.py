@@ -65,6 +65,40 @@ def test_a_normalisation_is_one_kernel_call_each_way_in_torch(root, path, kernel
         assert torch.allclose(a, b, atol=1e-10)
 
 
+def _view(shape, generator):
+    """A float64 array of ``shape`` that is a non-contiguous view (its axes stored reversed)."""
+    return torch.randn(shape[::-1], generator=generator, dtype=torch.float64).permute(
+        *range(len(shape) - 1, -1, -1))
+
+
+@pytest.mark.parametrize("path, kernel", CASES, ids=[c[0].split("/")[-1][:-3] for c in CASES])
+def test_the_kernels_read_views_as_autograd_hands_them(root, path, kernel):
+    """The kernels read their operands' memory row-major, the group-norm ones without checking:
+    a scalar loss's upstream adjoint (expanded, stride 0), a transposed one, a permuted input and
+    an expanded gain are made contiguous first, so the Function agrees with autograd through the
+    reference on each (found by a red-team pass: garbage gradients, or a crash, before)."""
+    program = _program(root / path)
+    module = load_module(module_source(program, derive_backward(program), "torch"),
+                         f"{program.name}_views")
+    entry = getattr(module, program.name)
+    reference = next(f for kind, _, f in program.references if kind == "forward")
+    shapes = [tuple(int(s.subs(dict(program.sizes))) for s in program.shape(v.name))
+              for v in program.inputs]
+    generator = torch.Generator().manual_seed(2)
+    x = _view(shapes[0], generator).requires_grad_()
+    scale = torch.randn(1, generator=generator, dtype=torch.float64).requires_grad_()
+    beta = torch.randn(shapes[2], generator=generator, dtype=torch.float64).requires_grad_()
+    gamma = (1 + scale).expand(shapes[1])  # an expanded gain: stride 0
+    leaves = (x, scale, beta)
+    for loss in (lambda y: y.sum(), lambda y: (y * _view(tuple(y.shape), generator)).sum()):
+        generator.manual_seed(3)
+        ours = torch.autograd.grad(loss(entry(x, gamma, beta)), leaves)
+        generator.manual_seed(3)
+        theirs = torch.autograd.grad(loss(reference(x, gamma, beta)), leaves)
+        for a, b in zip(ours, theirs):
+            assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
+
+
 def _layernorm(divisor=d, centred_square=True, affine_over=(j,)):
     b = Builder("ln_variant", sizes={n: 3, d: 4}, constants={eps: 1e-5})
     b.input(x[i, j], normal(1.0))

@@ -13,7 +13,7 @@ from ..fuse import scalars_grouped
 # A printed expression that is a name, a call or ends in a subscript/attribute binds tighter than
 # any operator, so it needs no parentheses in front of ``.sum(0)`` or ``@``.
 _POSTFIX_CLASSES = ("Transpose", "NewAxes", "SumAxes", "MaxAxis", "ArgMaxAxis",
-                    "MaxWithIndices", "Item", "Einsum", "Take", "Arange", "OneHot", "Equal", "AtLeast", "Eye", "Reshape", "BroadcastTo", "Zeros",
+                    "MaxWithIndices", "Item", "Contiguous", "Einsum", "Take", "Arange", "OneHot", "Equal", "AtLeast", "Eye", "Reshape", "BroadcastTo", "Zeros",
                     "Full", "Abs", "Sliced", "Pad", "MaxValues", "SumOfProduct", "Grouped",
                     "Softmax", "LogSoftmaxAt", "Conv", "Windows", "LogSoftmax",
                     "SoftmaxAdjoint", "LogSoftmaxAdjoint")

@@ -16,7 +16,8 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
     printmethod = "_torchcode"  # an operation's own torch spelling (LeadingSums._torchcode)
     target = "torch"
     module = "torch"
-    imports = ("import math", "import torch", "import torch.nn.functional as F")  # kept if used
+    imports = ("import inspect", "import math", "import torch",
+               "import torch.nn.functional as F")  # kept if used
     copy_method = "clone"
     placed = ", device=device"
 
@@ -144,6 +145,9 @@ class TorchArrayPrinter(ArrayPrinterMixin, PythonCodePrinter):
         return f"{self.postfix(x)}.amax({int(axis)})"
 
     # -- ATen's normalisation kernels (``codegen.normalization``) ------------------------------
+    def _print_Contiguous(self, expr):
+        return f"{self.postfix(expr.args[0])}.contiguous()"
+
     def _print_LayerNormForward(self, expr):
         x, shape, gamma, beta, eps = (self._print(a) if k != 1 else self.shape(a)
                                       for k, a in enumerate(expr.args))
