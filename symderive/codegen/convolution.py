@@ -152,10 +152,12 @@ class Convolutions:
 
         def cut(window, span):
             """Whether the axis is read only as far as the windows reach: not where the tail is
-            fewer positions than a step (between outputs; between taps in the weight-gradient
-            form), which the convolution's floor skips, so no strided copy is made."""
+            fewer positions than the step between this sum's output positions (the coefficient
+            of its free index), which the convolution's floor skips, so no strided copy is
+            made. The weight-gradient kernel also checks the tail against the convolution it
+            differentiates, whose outputs are the other coefficient apart: fewer than both."""
             tail = sp.expand(lengths[window[0]] - span)
-            step = window[4] if weight_form else window[2]
+            step = min(window[2], window[4]) if weight_form else window[2]
             return tail != 0 and not (tail.is_Integer and tail < step)
 
         code = self._whole(signal, {w[0]: (0, span) for w, span in zip(windows, spans)
