@@ -151,23 +151,24 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     backward_lowered, seed, scaled = _seeded(forward, lower(backward, forward), names)
     if hasattr(printer, "_print_SoftmaxAdjoint"):  # ATen's fused softmax backward kernels
         backward_lowered = softmax_adjoints(backward_lowered, Extents((backward, forward)))
+    program_names = emitted_names(forward, backward)
     norm_reads: list[str] = []
     if hasattr(printer, "_print_LayerNormBackward"):  # ATen's fused normalisation backward
         backward_lowered, norm_reads = norm_backward(
-            backward_lowered, forward, backward, emitted_names(forward, backward) | {
-                s.name for s in (*backward_lowered, *forward_code)})
+            backward_lowered, forward, backward,
+            program_names | {s.name for s in (*backward_lowered, *forward_code)})
     backward_code = fused(reuse_earlier(backward_lowered, Extents((backward, forward))),
                           (backward, forward),
                           distribute=printer.target == "torch")  # addcmul broadcasts
-    taken = {s.name for s in backward_code} | {s.name for s in forward_code} \
-        | emitted_names(forward, backward)
+    taken = {s.name for s in backward_code} | {s.name for s in forward_code} | program_names
     # what the forward computes already is saved, not computed again (before the backward's
     # own shared parts are named, so a saved one is read, not copied into a name)
-    forward_code, backward_code, indices = saved_reductions(forward_code, backward_code, taken)
-    indices += norm_reads
+    forward_code, backward_code, forward_reads = saved_reductions(forward_code, backward_code,
+                                                                  taken)
+    forward_reads += norm_reads
     if hasattr(printer, "_print_MaxWithIndices"):  # maxima and their indices in one call
         forward_code, backward_code, more = saved_indices(forward_code, backward_code, taken)
-        indices += more
+        forward_reads += more
     backward_code = shared_subexpressions(shared_reductions(backward_code, taken), taken)
     forward_code = shared_reductions(forward_code, taken | {s.name for s in backward_code})
     inputs = [x.name for x in forward.inputs]
@@ -184,7 +185,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
         forward_body[:0] = checks_call(forward, inputs)
     forward_body = constants_call(forward) + forward_body
     forward_body += wrapped("return {", [f'"{x}": {x}' for x in dict.fromkeys(
-        inputs + [s.name for s in forward.body] + indices)], "}")
+        inputs + [s.name for s in forward.body] + forward_reads)], "}")
 
     backward_body, guarded = _guarded_body(printer, backward_code, gradients)
     backward_names = _names_in(backward_code)  # once: the double backward has ~600 inputs
@@ -198,7 +199,7 @@ def _pair(forward: Program, backward: Program, printer, names=("forward", "backw
     if placement and source not in saved + upstream:
         saved.append(source)
     # made by the forward's code (not a source of sizes or placement), read by the backward
-    saved += [x for x in dict.fromkeys(indices) if x not in saved]
+    saved += [x for x in dict.fromkeys(forward_reads) if x not in saved]
     backward_body = constants_call(forward) + [f'{x} = values["{x}"]' for x in saved] + sizes \
         + placement + backward_body
     result = {x: f"{seed}*d{x}" if scaled else f"d{x}" for x in gradients}

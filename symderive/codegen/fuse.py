@@ -8,6 +8,8 @@ places compute alike is computed once, under a name (``shared_reductions``).
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import sympy as sp
 
 from ..algebra.cost import operation_count
@@ -429,13 +431,6 @@ def _unchanged(code: sp.Expr, forward_counts: dict, backward: list[ArrayStatemen
         not reads & {s.name for s in backward}
 
 
-def _counts(statements: list[ArrayStatement]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for s in statements:
-        counts[s.name] = counts.get(s.name, 0) + 1
-    return counts
-
-
 def saved_indices(forward: list[ArrayStatement], backward: list[ArrayStatement],
                   taken: set[str]) -> tuple[list, list, list[str]]:
     """Where the backward takes the argmax of exactly what a forward statement takes the maximum
@@ -445,7 +440,7 @@ def saved_indices(forward: list[ArrayStatement], backward: list[ArrayStatement],
     statement lists and the names of the saved index arrays. Side condition, checked: the
     maximum is a whole statement of a name assigned once, and every array it reads is assigned
     at most once in the forward and never in the backward, so both passes see the same values."""
-    counts = _counts(forward)
+    counts = Counter(s.name for s in forward)
     saved: list[str] = []
     result = []
     for s in forward:
@@ -476,7 +471,7 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
     the backward now reads from the forward. Side condition, checked: as ``saved_indices``'
     (what the reduction reads is assigned at most once in the forward and never in the
     backward), and the forward statement holding it is of a name assigned once."""
-    counts = _counts(forward)
+    counts = Counter(s.name for s in forward)
     saved: list[str] = []
     for reduction in dict.fromkeys(use for b in backward for use in _reduction_uses(b.code)):
         if not _unchanged(reduction, counts, backward):
