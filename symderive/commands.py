@@ -20,7 +20,7 @@ from .algebra.simplify import (
     derive_backward,
 )
 from .algebra.stabilize import forward_rewrites
-from .codegen.cost_model import backward_costs
+from .codegen.cost_model import backward_costs, widest_arrays
 from .codegen.emit import module_source
 from .codegen.files import (
     TARGETS,
@@ -232,7 +232,8 @@ def cmd_derive(args) -> int:
             print(json.dumps({"derivation": program.name, "seconds": seconds, "gradients": rows,
                               "materialised": {g.name: _choice_json(g.choice) for g in chosen},
                               "cost": total, "large_sizes": {str(k): v for k, v in
-                                                             large.items()}}))
+                                                             large.items()},
+                              "widest": widest_arrays(program, backward_of)}))
             continue
         print(f"{program.name}: {len(gradients)} gradients in {seconds:.2f} s")
         if args.steps:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.functions.elementary.piecewise import ExprCondPair
 
 from ..algebra.cost import large_sizes
 from ..program.ir import Program
@@ -59,6 +60,8 @@ from .arrays import (
 from .extents import Extent, Extents, _broadcast
 from .lower import lower
 
+# what reads an array without making one: views, and marks for the printers
+VIEWS = (Transpose, NewAxes, Sliced, BroadcastTo, Reshape, Grouped, Colon, Windows)
 WORD = 4  # what moving one element weighs against one operation in ``weighted``
 
 
@@ -163,8 +166,7 @@ class Costs(Extents):
         out = _count(self(code))
         operands = sp.Add(*[_count(self(arg)) for arg in code.args
                             if isinstance(arg, sp.Basic) and holds_array(arg)])
-        if isinstance(code, (Transpose, NewAxes, Sliced, BroadcastTo, Reshape, Grouped, Colon,
-                             Windows)):
+        if isinstance(code, VIEWS):
             return inner  # a view, or a mark for the printers
         if isinstance(code, MatMul):
             a, b = (self(x) for x in code.args)
@@ -210,6 +212,21 @@ class Costs(Extents):
             if isinstance(code, (sp.Add, sp.Mul)) else 1
         return inner + Cost(passes * out, operands + passes * out)
 
+    def widest(self, code: sp.Expr) -> int:
+        """The rank of the highest-rank array that evaluating ``code`` makes (views, which make
+        none, and axes of a fixed length do not count): ``x[:, :, None]*y[None, :, :]`` makes one of
+        rank 3 even where ``code`` sums it back to a matrix."""
+        if not isinstance(code, sp.Basic) or not holds_array(code) or isinstance(code, ArrayRef):
+            return 0
+        inner = max((self.widest(arg) for arg in code.args if isinstance(arg, sp.Basic)),
+                    default=0)
+        if isinstance(code, VIEWS):
+            return inner
+        extent = self(code)
+        if extent is None:  # not worked out (a Piecewise): at least what its operands make
+            extent = max((self(arg) or () for arg in _operands(code)), key=_rank, default=())
+        return max(inner, _rank(extent))
+
     def statements(self, statements: list[ArrayStatement]) -> dict[str, Cost]:
         """Each assigned name's cost (a name assigned twice: both statements)."""
         found: dict[str, Cost] = {}
@@ -230,4 +247,42 @@ def backward_costs(program: Program, backward: Program) -> dict[str, Cost]:
     return found
 
 
-__all__ = ["Cost", "Costs", "backward_costs", "large_sizes"]
+def _rank(extent: Extent) -> int:
+    """The axes that grow with the sizes: an axis of a fixed length (1 of a broadcast, the 2 of
+    a window split off by a reshape) does not count."""
+    return len([size for size in extent if not sp.sympify(size).is_number])
+
+
+def _operands(code: sp.Basic):
+    """The array operands of ``code``, through the (value, condition) pairs of a Piecewise."""
+    for arg in code.args:
+        if isinstance(arg, sp.Basic) and holds_array(arg):
+            yield from _operands(arg) if isinstance(arg, ExprCondPair) else (arg,)
+
+
+def widest_arrays(program: Program, backward: Program) -> dict:
+    """The rank of the highest-rank array the forward holds (an input, a statement's result or a
+    temporary of its lowered code) and of the highest-rank one the backward as lowered makes,
+    with the backward statement that makes it: the backward should make none of higher rank
+    than the forward (issue 21: an outer product summed back is work the chain rule's own
+    contractions never need)."""
+    forward = Costs((program,))
+    ranks = [_rank(program.shape(x.name)) for x in program.inputs]
+    for statement in lower(program):
+        ranks.append(forward.widest(statement.code))
+        extent = forward(statement.code)
+        if forward.named(statement.name) is None and extent is not None:
+            forward.known[statement.name] = extent
+    ranks += [_rank(program.shape(s.name)) for s in program.body]
+    costs, widest, where = Costs((backward, program)), 0, None
+    for statement in lower(backward, program):
+        rank = costs.widest(statement.code)
+        if rank > widest:
+            widest, where = rank, statement.name
+        extent = costs(statement.code)
+        if costs.named(statement.name) is None and extent is not None:
+            costs.known[statement.name] = extent
+    return {"forward": max(ranks, default=0), "backward": widest, "statement": where}
+
+
+__all__ = ["Cost", "Costs", "backward_costs", "large_sizes", "widest_arrays"]

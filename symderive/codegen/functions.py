@@ -106,8 +106,8 @@ def autograd_functions(forward: Program, pair: Pair, double) -> list[str]:
         saved_table, once = "FUNCTION_SAVED", None
         body = ["values = dict(zip(FUNCTION_SAVED, ctx.saved_tensors))",
                 "if torch.is_grad_enabled():  # create_graph: differentiate the derived backward",
-                f"    grads = {name[:-len('Function')]}Backward.apply(",
-                f"        *(values[name] for name in INPUTS){given}, *ctx.constants)",
+                f"    grads = function_apply({name[:-len('Function')]}Backward, "
+                f"*(values[name] for name in INPUTS){given}, *ctx.constants)",
                 "    grads = dict(zip(DOUBLE_OUTPUTS, grads if isinstance(grads, tuple) "
                 "else (grads,)))"] + ([
                 f"    grads = {{name: {dloss} * grad for name, grad in grads.items() "
@@ -151,7 +151,7 @@ def _entry(forward: Program, inputs: list[str], keywords: list[str], name: str) 
     lines = signature(forward.name, inputs, keywords)
     lines += [f'    """{forward.name}\'s outputs through {name}: differentiable, twice where the '
               'double backward is derived."""',
-              f"    result = {name}.apply({', '.join(inputs + constants)})",
+              f"    result = function_apply({', '.join([name] + inputs + constants)})",
               f"    return {result} if isinstance(result, tuple) else result", "", ""]
     lines += [
         "def compiled(**options):",

@@ -2,7 +2,7 @@
 sums that stream through large arrays (``leading_sums``, ``leading_dot``), floating-point division
 of plain sizes (``quotient``), the log-softmax read at the labels (``log_softmax_at``) and the
 input checks that hold under ``torch.compile`` and ``vmap`` (``labels_in_range``,
-``signs_hold``). ``helpers`` picks the ones a module's text calls.
+``signs_hold``) and the autograd Function's apply without its Python preamble (``function_apply``). ``helpers`` picks the ones a module's text calls.
 """
 from __future__ import annotations
 
@@ -247,6 +247,27 @@ ADD_ALONG = '''def add_along(x, axis, index, values):
     np.add.at(x, tuple(where), values)'''
 
 
+# torch's Python ``Function.apply`` binds forward's default arguments through ``inspect`` on every
+# call (about 20 us: a fifth of a small layer's forward and backward) and unwraps tensors that
+# outlived a functorch transform, then calls the C++ apply, which runs ``forward`` and
+# ``setup_context``. The emitted calls pass every argument, so where no transform is active and
+# nothing is being compiled (dynamo traces ``Function.apply`` itself) the C++ apply is called
+# directly after the same unwrapping; in a torch without these names, ``Function.apply``.
+FUNCTION_APPLY = '''CPP_APPLY = getattr(getattr(torch._C, "_FunctionBase", None), "__dict__", {}).get("apply")
+
+
+def function_apply(function, *args):
+    """``function.apply(*args)``, every argument given: the C++ apply where nothing needs the
+    Python ``Function.apply`` around it (no functorch transform, no compilation)."""
+    if CPP_APPLY is None or torch.compiler.is_compiling() \\
+            or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    unwrap, unwrapped = torch._C._functorch.unwrap_if_dead, []
+    for arg in args:  # over the arguments: a tensor that outlived a transform, unwrapped
+        unwrapped.append(unwrap(arg) if isinstance(arg, torch.Tensor) else arg)
+    return CPP_APPLY.__get__(None, function)(*unwrapped)'''
+
+
 def helpers(text: str, target: str) -> list[str]:
     """The source of the helpers that the emitted module ``text`` calls, in a fixed order."""
     called = [QUOTIENT] * ("quotient(" in text)
@@ -261,6 +282,7 @@ def helpers(text: str, target: str) -> list[str]:
     if target == "torch":
         dot = "leading_dot(" in text
         called += [LEADING_SUMS] * (dot or "leading_sums(" in text) + [LEADING_DOT] * dot \
-            + [LOG_SOFTMAX_AT] * ("log_softmax_at(" in text)
+            + [LOG_SOFTMAX_AT] * ("log_softmax_at(" in text) \
+            + [FUNCTION_APPLY] * ("function_apply(" in text)
     return called + [LABELS_IN_RANGE] * ("labels_in_range(" in text) \
         + [SIGNS_HOLD] * ("signs_hold(" in text)

@@ -24,7 +24,7 @@ RESERVED = frozenset(
      "check_signs", "signs_hold", "sign_test", "transformed_signs_hold",
      "labels_in_range", "transformed_labels_in_range", "leading_sums", "leading_dot",
      "log_softmax_at", "quotient", "conv", "conv_transpose", "conv_weight", "aten_conv_weight",
-     "add_along",
+     "add_along", "function_apply", "CPP_APPLY",
      "forward",
      "backward", "lean_forward", "gradients",
      "double_backward", "compiled"}
@@ -47,15 +47,16 @@ RESERVED = frozenset(
 
 # HELPER_LOCALS: the parameters and locals of the helpers of fixed text (leading_sums,
 # leading_dot, log_softmax_at, labels_in_range, transformed_labels_in_range, signs_hold,
-# sign_test, transformed_signs_hold, quotient, conv, conv_transpose, conv_weight, aten_conv_weight, add_along), of the
-# Function's setup_context and of the
+# sign_test, transformed_signs_hold, quotient, conv, conv_transpose, conv_weight, aten_conv_weight,
+# add_along, function_apply), of the Function's setup_context and of the
 # comprehension in compiled's run, scopes no program name enters; a program may use these names.
 HELPER_LOCALS = frozenset(
     {"x", "axes", "rows", "blocks", "flat", "columns", "partial", "head", "total", "a", "b",
      "step", "accumulator", "block", "chosen", "flat_a", "flat_b", "probs", "logits", "labels",
      "picked", "small", "shifted", "low", "high", "bad", "inputs", "output", "k", "v", "test",
      "extreme", "w", "g", "stride", "dilation", "d", "spatial", "reach", "windows", "out",
-     "spread", "padded", "taps", "length", "q", "s", "dl", "zeros", "where", "size", "axis", "index"})
+     "spread", "padded", "taps", "length", "q", "s", "dl", "zeros", "where", "size", "axis", "index",
+     "function", "unwrap", "unwrapped", "arg"})
 
 
 # The double backward (``double.py``) renames the first-order adjoint ``d<name>`` to

@@ -49,7 +49,8 @@ def test_backward_has_no_python_loop(root, module):
         if "lean_forward" in functions:  # the forward cut to what the Function needs
             expected |= {"lean_forward"}
         expected |= {"leading_sums", "leading_dot", "log_softmax_at", "labels_in_range",
-                     "transformed_labels_in_range", "signs_hold"} & set(functions)  # helpers
+                     "transformed_labels_in_range", "signs_hold", "function_apply"} \
+            & set(functions)  # helpers
     assert set(functions) == expected
     loops = (ast.For, ast.While, ast.comprehension)
     for function in ("forward", "lean_forward", "backward", "gradients", "double_backward",

@@ -120,6 +120,37 @@ def test_vmap_over_a_batch_of_inputs(batchnorm):
     torch.testing.assert_close(grads, expected)
 
 
+def test_the_entry_point_calls_the_cpp_apply_and_agrees_with_function_apply(batchnorm,
+                                                                            monkeypatch):
+    """Outside transforms and compilation the entry point calls the C++ apply itself (no
+    ``inspect`` binding); its values, gradients and double backward are Function.apply's, and
+    in a torch without the C++ apply it is Function.apply."""
+    x, gain, bias, dy = example()
+    calls = []
+    monkeypatch.setattr(batchnorm.BatchnormFunction, "apply",
+                        classmethod(lambda cls, *args: calls.append(cls) or
+                                    torch.autograd.Function.apply.__func__(cls, *args)))
+
+    def results():
+        leaves = [t.clone().requires_grad_() for t in (x, gain, bias)]
+        y = batchnorm.batchnorm(*leaves)
+        first = torch.autograd.grad((y * dy).sum(), leaves, create_graph=True)
+        second = torch.autograd.grad(first[0].pow(2).sum(), leaves)
+        return [y, *first, *second]
+
+    direct = results()
+    assert calls == []  # Function.apply was not called
+    monkeypatch.setattr(batchnorm, "CPP_APPLY", None)
+    through_apply = results()
+    assert calls == [batchnorm.BatchnormFunction]
+    for a, b in zip(direct, through_apply):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    leaves = [t.clone().requires_grad_() for t in (x, gain, bias)]
+    expected = torch.autograd.grad((reference(*leaves) * dy).sum(), leaves)
+    for a, b in zip(direct[1:4], expected):
+        torch.testing.assert_close(a, b)
+
+
 def test_only_the_gradients_asked_for_are_computed(batchnorm):
     x, gain, bias, dy = example()
     values = batchnorm.forward(x, gain, bias)
