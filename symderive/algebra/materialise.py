@@ -93,8 +93,11 @@ class Choice:
                 f"{self.inlined:.3g} operations inlined, {self.named:.3g} named")
 
 
+Contribute = Callable[[Assign, str, sp.Expr], sp.Expr]  # (statement, name, upstream) -> part
+
+
 def wider_inlined(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
-                  simplified: Callable[[sp.Expr], sp.Expr]
+                  simplified: Callable[[sp.Expr], sp.Expr], contribute: Contribute | None = None
                   ) -> tuple[Choice | None, dict[str, sp.Expr]]:
     """A ``Choice`` when the adjoint of ``statement``'s name should be materialised rather than
     inlined: inlined as ``upstream``, some contribution of the statement would contract more
@@ -104,26 +107,32 @@ def wider_inlined(program: Program, statement: Assign, context: Context, upstrea
 
     The raw chain can look wider than it is (cross-entropy's unsimplified adjoint has sums that
     cancel), so a contribution that looks too wide is judged again with the adjoint in its
-    simplified form, the form the emitted code would compute. Also returns the inlined
-    contributions computed on the way, for reuse when the answer is no."""
+    simplified form, the form the emitted code would compute; once one is, the rest are judged
+    in that form alone (their raw contributions would be thrown away). Also returns the inlined
+    contributions computed on the way, for reuse when the answer is no. ``contribute`` makes a
+    contribution (``grad.contribution`` by default; the caller's may remember them)."""
+    if contribute is None:
+        def contribute(statement, name, upstream):
+            return contribution(program, statement, name, context, upstream)
     read = upstream_adjoint(program, statement)
-    parts, wide = {}, []
-    for name in reads(program, statement.rhs):
-        part = parts[name] = contribution(program, statement, name, context, upstream)
-        if part != 0 and contraction_width(part, context) > 2:
-            wide.append(name)
-    if not wide:
-        return None, parts
-    compact = simplified(upstream)
+    names = reads(program, statement.rhs)
+    compact = None
 
     def wider(name: str) -> bool:
-        width = contraction_width(contribution(program, statement, name, context, compact),
-                                  context)
-        return width > 2 and width > contraction_width(
-            contribution(program, statement, name, context, read), context)
+        width = contraction_width(contribute(statement, name, compact), context)
+        return width > 2 and width > contraction_width(contribute(statement, name, read),
+                                                       context)
 
-    found = tuple(name for name in wide if wider(name))
-    return (Choice("width", found) if found else None), parts
+    parts = {}
+    for position, name in enumerate(names):
+        part = parts[name] = contribute(statement, name, upstream)
+        if part == 0 or contraction_width(part, context) <= 2:
+            continue
+        compact = simplified(upstream) if compact is None else compact
+        if wider(name):
+            found = (name,) + tuple(other for other in names[position + 1:] if wider(other))
+            return Choice("width", found), parts
+    return None, parts
 
 
 def _may_contract(statement: Assign, name: str) -> bool:
@@ -138,7 +147,8 @@ def _may_contract(statement: Assign, name: str) -> bool:
 
 
 def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
-            simplified: Callable[[sp.Expr], sp.Expr], sizes: dict) -> Choice | None:
+            simplified: Callable[[sp.Expr], sp.Expr], sizes: dict,
+            contribute: Contribute | None = None) -> Choice | None:
     """A ``Choice`` when the adjoint of ``statement``'s name, inlined as ``upstream``, should be
     materialised instead: it feeds at least two contractions (contributions of width 2 or more,
     where no cancellation across an input's contributions can save the repeated work) and the
@@ -146,11 +156,14 @@ def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.
     computed once, than with that form repeated in each of them. Every other contribution is
     costed simplified both ways and takes the cheaper (batchnorm's ``dx`` sums to exactly 0 over
     the batch when inlined, so the bias before it keeps gradient 0). ``None`` otherwise."""
+    if contribute is None:
+        def contribute(statement, name, upstream):
+            return contribution(program, statement, name, context, upstream)
     names = reads(program, statement.rhs)
     if len([name for name in names if _may_contract(statement, name)]) < 2:
         return None  # fewer than two consumers can be contractions: nothing to share
     read = upstream_adjoint(program, statement)
-    by_name = {name: contribution(program, statement, name, context, read) for name in names}
+    by_name = {name: contribute(statement, name, read) for name in names}
     consumers = tuple(name for name, part in by_name.items()
                       if part != 0 and contraction_width(part, context) >= 2)
     if len(consumers) < 2:
@@ -158,14 +171,13 @@ def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.
     compact = simplified(upstream)
     if not set(free_indices(compact)) <= set(free_indices(read)):
         return None  # not an array over the statement's axes: nothing to name
-    inlined = sum(work(contribution(program, statement, name, context, compact), sizes)
-                  for name in consumers)
+    inlined = sum(work(contribute(statement, name, compact), sizes) for name in consumers)
     named = work(compact, sizes) + sum(work(by_name[name], sizes) for name in consumers)
     kept_inlined = {}
     for name in names:
         if name in consumers:
             continue
-        part = contribution(program, statement, name, context, compact)
+        part = contribute(statement, name, compact)
         alone, through_name = work(simplified(part), sizes), work(by_name[name], sizes)
         inlined += alone
         named += min(alone, through_name)

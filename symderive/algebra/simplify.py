@@ -178,14 +178,21 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
     def simplified(expr: sp.Expr) -> sp.Expr:
         return simplify(expr, context, shown=False)[0]
 
+    made: dict = {}  # the contributions made so far: the choices and the walk ask for some twice
+
+    def contribute(statement: Assign, name: str, upstream: sp.Expr) -> sp.Expr:
+        key = (id(statement), name, upstream)
+        if key not in made:
+            made[key] = contribution(program, statement, name, context, upstream)
+        return made[key]
+
     def chained(name: str) -> sp.Expr:
         """A kept name's adjoint as the chain rule writes it (a kept output's starts as its
         upstream): each contribution read through the adjoints it came from."""
         total = adjoint_lhs(program, name) if not program.loss and name in program.outputs \
             else sp.S.Zero
         for part, statement, read, upstream in sources.get(name, ()):
-            total += part if read == upstream else contribution(program, statement, name,
-                                                                context, read)
+            total += part if read == upstream else contribute(statement, name, read)
         return total
 
     def complete(name: str) -> None:
@@ -196,9 +203,10 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
         elif name not in keep and name in defining:
             upstream = _instantiate(inlined[name], program, defining[name])
             choice, parts = wider_inlined(program, defining[name], context, upstream,
-                                          simplified)
+                                          simplified, contribute)
             if choice is None:
-                choice = by_cost(program, defining[name], context, upstream, simplified, sizes)
+                choice = by_cost(program, defining[name], context, upstream, simplified, sizes,
+                                 contribute)
             if choice is not None:
                 keep.add(name)
                 choices[name] = choice
@@ -220,8 +228,7 @@ def _compact_gradients(program: Program, inline_steps: bool) -> list[Gradient]:
         elif statement.name in inlined and statement.name not in keep:
             upstream = _instantiate(inlined[statement.name], program, statement)
         for name in used if active else ():
-            part = parts[name] if name in parts else contribution(program, statement, name,
-                                                                  context, upstream)
+            part = parts[name] if name in parts else contribute(statement, name, upstream)
             if part != 0:
                 inlined[name] = inlined.get(name, sp.S.Zero) + part
                 walk.reached.add(name)
