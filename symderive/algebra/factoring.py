@@ -11,7 +11,7 @@ import math
 
 import sympy as sp
 
-from ..program.ir import idx_size, remembered
+from ..program.ir import free_indices, idx_size, remembered
 from .cost import operation_count, printed
 from .reduction import TIDY_RULES, Context
 from .terms import Term, components, expand, power, readable, to_expr
@@ -122,42 +122,89 @@ def _deltas(factors) -> set:
     return {f for f in factors if f[0].has(sp.KroneckerDelta)}
 
 
+MERGE_CONDITION = ("no free index of c is named like an index the sum binds (c is constant in "
+                   "them and none is captured), c holds no delta, and c is over no index f "
+                   "lacks (the sum stays as wide as it was); applied only where it merges two "
+                   "different sums into one")
+
+
+def _movable(factors, bound, summand) -> bool:
+    """Whether ``factors`` (atom, exponent) can move into a sum over ``bound`` of the product of
+    ``summand`` (its factors): constant in its indices (compared by name, so a free index can
+    never be captured by a bound one of the same name), over no index the summand lacks (moved
+    in, ``xhat[i, j]`` would make ``Sum_k xhat[k, j]*dy[k, j]`` an (i, k, j) contraction), and
+    no deltas (a delta outside a sum is a selection the delta rules read there)."""
+    names = {k.label for k in bound}
+    present = {k.label for atom, _ in summand for k in free_indices(atom)}
+    for atom, _ in factors:
+        labels = {k.label for k in free_indices(atom)}
+        if atom.has(sp.KroneckerDelta) or labels & names or not labels <= present:
+            return False
+    return True
+
+
+def _narrower(inner, summand) -> bool:
+    """Whether the factors ``inner`` span fewer indices than ``summand``'s: the merged sum then
+    computes them on a smaller array before the one contraction (attention's ``dP - c`` over
+    (t, s), contracted with ``K`` over (s, e)); over the whole summand, two column sums made one
+    would only trade a reduction for an elementwise pass."""
+    labels = {k.label for atom, _ in inner for k in free_indices(atom)}
+    return labels < {k.label for atom, _ in summand for k in free_indices(atom)}
+
+
 def _merge_contractions(monomials: list[Monomial], sums: dict) -> list[Monomial]:
     """Merge two sums over the same indices that share an operand and differ in the rest, when
     that costs fewer ops: ``Sum(M[i, k]*v[k], k) + Sum(N[i, k]*v[k], k) -> Sum((M[i, k] +
-    N[i, k])*v[k], k)`` (one contraction instead of two)."""
+    N[i, k])*v[k], k)`` (one contraction instead of two). Factors outside one sum and not the
+    other that are constant in its indices move in first (``MERGE_CONDITION``): attention's
+    ``Sum(K*P*dP, s) - Sum(K*P, s)*c`` with ``c`` a row sum is ``Sum(K*P*(dP - c), s)``."""
     merged = True
     while merged:
         merged = False
         for a, b in itertools.combinations(monomials, 2):
-            pa, pb = dict(a[1]), dict(b[1])
-            sa = [x for x, e in pa.items() if x in sums and e == 1]
-            sb = [x for x, e in pb.items() if x in sums and e == 1]
-            if len(sa) != 1 or len(sb) != 1 or sums[sa[0]][0] != sums[sb[0]][0] \
-                    or _deltas(sums[sa[0]][1]) != _deltas(sums[sb[0]][1]):
+            candidate = _merged(a, b, sums)
+            if candidate is not None:
+                monomials = [m for m in monomials if m is not a and m is not b] + [candidate]
+                merged = True
+                break
+    return monomials
+
+
+def _merged(a: Monomial, b: Monomial, sums: dict) -> Monomial | None:
+    """``a + b`` as one monomial with one sum, where a sum of each over the same indices shares
+    an operand, everything else either side has moves in (``_movable``) or is common to both,
+    and the result has fewer ops; else None. Registers the new sum in ``sums``."""
+    pa, pb = dict(a[1]), dict(b[1])
+    for sa in [x for x, e in pa.items() if x in sums and e == 1]:
+        for sb in [x for x, e in pb.items() if x in sums and e == 1]:
+            if sums[sa][0] != sums[sb][0] or _deltas(sums[sa][1]) != _deltas(sums[sb][1]):
                 continue  # a delta is a scatter or a slice: merge only sums with the same one
-            (sa,), (sb,) = sa, sb
-            if {x: e for x, e in pa.items() if x != sa} != {x: e for x, e in pb.items() if x != sb}:
-                continue
+            others_a = {x: e for x, e in pa.items() if x != sa}
+            others_b = {x: e for x, e in pb.items() if x != sb}
+            others = {x: e for x, e in others_a.items() if others_b.get(x) == e}
+            extra_a = [(x, e) for x, e in others_a.items() if x not in others]
+            extra_b = [(x, e) for x, e in others_b.items() if x not in others]
             bound, fa = sums[sa]
             fb = sums[sb][1]
             shared = [f for f in fa if f in fb]
-            if not shared:
+            if not shared or not _movable(extra_a, bound, fa) or not _movable(extra_b, bound, fb):
                 continue
-            rest_a = [power(x, e) for x, e in fa if x not in dict(shared)]
-            rest_b = [power(x, e) for x, e in fb if x not in dict(shared)]
+            if (extra_a or extra_b) and (sa == sb or not _narrower(
+                    [f for f in fa + fb if f not in shared] + extra_a + extra_b, fa + fb)):
+                continue  # moving factors in pays only where it saves a whole contraction
+            rest_a = [power(x, e) for x, e in fa if x not in dict(shared)] + \
+                [power(x, e) for x, e in extra_a]
+            rest_b = [power(x, e) for x, e in fb if x not in dict(shared)] + \
+                [power(x, e) for x, e in extra_b]
             inner = a[0] * sp.Mul(*rest_a) + b[0] * sp.Mul(*rest_b)
             atom = sp.Sum(sp.Mul(*[power(x, e) for x, e in shared]) * inner, *bound)
-            others = {x: e for x, e in pa.items() if x != sa}
             candidate = (sp.Integer(1), _sorted({**others, atom: 1}))
             if operation_count(_product(*candidate)) >= \
                     operation_count(_product(*a) + _product(*b)):
                 continue
             sums[atom] = (bound, tuple(shared) + ((inner, sp.Integer(1)),))
-            monomials = [m for m in monomials if m is not a and m is not b] + [candidate]
-            merged = True
-            break
-    return monomials
+            return candidate
+    return None
 
 
 def _product(number: sp.Expr, powers) -> sp.Expr:
@@ -244,9 +291,11 @@ def gather(terms: list[Term], context: Context) -> sp.Expr:
     return _gather(tuple(_merge_contractions(_monomials(terms, sums), sums)))
 
 
-GATHER_CONDITION = ("none: distributivity read backwards, a*u + a*v = a*(u + v), and "
-                    "q*a + q = (1 + a)*q, wherever the left side is defined; two sums over the "
-                    "same indices add under one sum, Sum(a*u) + Sum(a*v) = Sum(a*(u + v))")
+GATHER_CONDITION = ("distributivity read backwards, a*u + a*v = a*(u + v), and q*a + q = "
+                    "(1 + a)*q, wherever the left side is defined; two sums over the same "
+                    "indices add under one sum, Sum(a*u) + Sum(a*v) = Sum(a*(u + v)), after a "
+                    "factor outside one of them moves in, c*Sum_k f[k] = Sum_k c*f[k], only "
+                    "where " + MERGE_CONDITION)
 
 
 def tidy(expr: sp.Expr, context: Context) -> sp.Expr:

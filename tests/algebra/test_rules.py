@@ -22,7 +22,7 @@ from sympy import (
     tanh,
 )
 
-from symderive.algebra.factoring import factor
+from symderive.algebra.factoring import factor, gather
 from symderive.algebra.reduction import Context
 from symderive.algebra.rules import RULES
 from symderive.algebra.simplify import derive_backward
@@ -276,3 +276,29 @@ def test_facts_skipped_only_where_a_summed_term_provably_stays(monkeypatch):
         monkeypatch.undo()
         assert all(not term.bound for term in quick) == all(not term.bound for term in full)
         assert (not ran) == skipped, rhs
+
+
+def test_gather_merges_two_contractions_by_moving_a_row_constant_in(root):
+    """Attention's dQ with dS inlined: ``Sum_s K*P*dP - (Sum_s K*P)*c`` with ``c`` a row sum is
+    one contraction ``Sum_s K*P*(dP - c)`` (one matmul, not two), the same numbers; batchnorm's
+    ``xhat[i, j]*Sum_k xhat*dy + Sum_k dy`` keeps both column sums (moved in, ``xhat[i, j]``
+    would make an (i, k, j) contraction)."""
+    attention = load(root / "examples" / "layers" / "attention.py")
+    T, L, E = (sp.Symbol(x, integer=True, positive=True) for x in "TLE")
+    t, s, s2, e = Idx("t", T), Idx("s", L), Idx("k", L), Idx("e", E)
+    K, P, dP = symbols("K P dP", cls=IndexedBase)
+    row = Sum(P[t, s2] * dP[t, s2], s2)
+    expanded = Sum(K[s, e] * P[t, s] * dP[t, s], s) - Sum(K[s, e] * P[t, s], s) * row
+    merged = gather(collect(expand(expanded)), Context(attention))
+    assert isinstance(merged, Sum) and len(merged.limits) == 1, merged  # one sum over s
+    sizes = {T: 3, L: 4, E: 2}
+    generator = np.random.default_rng(0)
+    arrays = {name: generator.normal(size=shape) for name, shape in
+              (("K", (4, 2)), ("P", (3, 4)), ("dP", (3, 4)))}
+    np.testing.assert_allclose(tensor(merged, [t, e], arrays, sizes),
+                               tensor(expanded, [t, e], arrays, sizes), rtol=1e-12)
+
+    xhat, dy = symbols("xhat dy", cls=IndexedBase)
+    wide = xhat[i, j] * Sum(xhat[k, j] * dy[k, j], k) + Sum(dy[k, j], k)
+    kept = gather(collect(expand(wide)), Context(load(root / "derivations" / "batchnorm.py")))
+    assert len([a for a in sp.preorder_traversal(kept) if isinstance(a, Sum)]) == 2, kept
