@@ -16,7 +16,7 @@ from ..algebra.cost import operation_count
 
 from ..program.ir import Program
 from ..program.names import emitted_names
-from ..program.ops import ArgMax
+from ..program.ops import ArgMax, Piecewise
 from .arrays import (
     AddCMul,
     AddMatMul,
@@ -327,10 +327,32 @@ def _reduction_uses(code: sp.Expr) -> list[sp.Expr]:
     return [use for arg in code.args for use in _reduction_uses(arg)]
 
 
+# functions of arrays as cheap as the pass that would read a saved value back: not worth saving
+_CHEAP = (sp.Abs, sp.sign, sp.Heaviside, sp.Piecewise, Piecewise, sp.floor, sp.ceiling, sp.Min,
+          sp.Max, sp.KroneckerDelta)
+
+
+def _transcendental_uses(code: sp.Expr) -> list[sp.Expr]:
+    """Every function of arrays in ``code`` that costs a transcendental evaluation per element
+    (``tanh``, ``exp``, ``erf``, ...; not an array operation, not inside a reduction, which is
+    named whole, not integer index arithmetic), once per place it occurs."""
+    if isinstance(code, _REDUCTIONS) or not isinstance(code, sp.Basic) or \
+            isinstance(code, (Arange, ArgMaxAxis)):
+        return []
+    found = [use for arg in code.args for use in _transcendental_uses(arg)]
+    if isinstance(code, sp.Function) and not isinstance(code, (ArrayOp, *_CHEAP)) and \
+            holds_array(code):
+        found.append(code)
+    return found
+
+
 def _reduction_name(reduction: sp.Expr) -> str:
     reads = sorted(x.name for x in reduction.atoms(ArrayRef))
     kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else \
-        "sum" if isinstance(reduction, _REDUCTIONS) else "common"
+        "sum" if isinstance(reduction, _REDUCTIONS) else \
+        type(reduction).__name__.lower() if isinstance(reduction, sp.Function) and \
+        not isinstance(reduction, (ArrayOp, *_CHEAP)) and type(reduction).__name__.isidentifier() \
+        else "common"
     return "_".join([kind, *reads]) if reads and len(reads) <= 3 else f"shared_{kind}"
 
 
@@ -467,13 +489,17 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
     """Every reduction the backward computes that the forward computed already, over the same
     values (logsumexp's ``exp(z - m).sum(1)``, which its input adjoint divides by), is named in
     the forward where it is not yet a whole statement and read back in the backward: a vector
-    saved instead of a full-size pass recomputed. Returns the two statement lists and the names
-    the backward now reads from the forward. Side condition, checked: as ``saved_indices``'
-    (what the reduction reads is assigned at most once in the forward and never in the
-    backward), and the forward statement holding it is of a name assigned once."""
+    saved instead of a full-size pass recomputed. So is every transcendental function of arrays
+    that both compute (an LSTM's ``tanh(cn)``, inside ``hn = og*tanh(cn)`` and read twice by
+    the backward; autograd's tanh saves its result too): an array saved instead of a pass of
+    ``tanh`` per use. Returns the two statement lists and the names the backward now reads from
+    the forward. Side condition, checked: as ``saved_indices``' (what the value reads is
+    assigned at most once in the forward and never in the backward), and the forward statement
+    holding it is of a name assigned once."""
     counts = Counter(s.name for s in forward)
     saved: list[str] = []
-    for reduction in dict.fromkeys(use for b in backward for use in _reduction_uses(b.code)):
+    for reduction in dict.fromkeys(use for b in backward for use in
+                                   _reduction_uses(b.code) + _transcendental_uses(b.code)):
         if not _unchanged(reduction, counts, backward):
             continue
         at = next((k for k, s in enumerate(forward) if s.code.has(reduction)), None)

@@ -411,8 +411,13 @@ def test_a_recurring_elementwise_subexpression_is_computed_once_unless_its_input
 
 
 def test_the_lstm_backward_computes_its_cell_adjoint_once(root):
-    """dcn + dhn*og*(1 - tanh(cn)**2) is read by the four gate adjoints and dcp: one pass."""
+    """dcn + dhn*og*(1 - tanh(cn)**2) is read by the four gate adjoints and dcp: one pass; and
+    tanh(cn), which the forward computes for hn, is saved and read back, not computed again
+    (``saved_reductions``: autograd's tanh saves its result too)."""
     program = load(root / "examples" / "layers" / "lstm.py")
     source = module_source(program, derive_backward(program), "torch")
+    forward = source[source.index("def forward"):source.index("def backward")]
     backward = source[source.index("def backward"):source.index("def gradients")]
-    assert backward.count("torch.tanh(cn)**2") == 1, backward
+    assert backward.count("tanh_cn**2") == 1 and "torch.tanh" not in backward, backward
+    assert "tanh_cn = torch.tanh(cn)" in forward and "hn = og*tanh_cn" in forward, forward
+    assert 'tanh_cn = values["tanh_cn"]' in backward

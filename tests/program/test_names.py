@@ -32,7 +32,8 @@ EXAMPLES = sorted(path for folder in ("activations", "layers")
 # lower.shared_contractions' t0, fuse.fused's <statement>_scale and fuse.shared_reductions'
 # sum_<reads>, max_<reads> and shared_sum / shared_max.
 TEMPORARY = re.compile(r"t\d+|(sum|max|common)_\w+|shared_(sum|max|common)\d*|\w+_scale\d*"
-                       r"|\w+_(arg)?max\d*|\w+_norm(_grads)?\d*")
+                       r"|\w+_(arg)?max\d*|\w+_norm(_grads)?\d*"
+                       r"|(exp|log|tanh|sigmoid|softplus|erf|erfc|sin|cos|sinh|cosh|atan)_\w+")
 COMPREHENSIONS = ("genexpr", "listcomp", "dictcomp", "setcomp", "lambda")
 
 
