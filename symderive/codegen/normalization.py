@@ -12,7 +12,9 @@ what ATen's layer-norm backward computes from ``(dy, x, mu, rstd, gamma)`` for *
 and its group-norm backward where ``x``'s axes are (batch, groups, channels of a group,
 positions), normalised over the last two kinds with a gain per channel (``W`` the groups and
 channels: GroupNorm, and InstanceNorm with one channel per group). Each backward statement is
-checked equal to that form, its bound indices renamed canonically, before any is replaced. Where
+checked equal to that form, its bound indices renamed canonically, before any is replaced; ``dx``
+may add plain reads at its own indices (the adjoint of a residual branch ``x`` also feeds),
+which are added to the kernel's ``dx``. Where
 the forward's statistics are the biased mean and variance and ``rstd = (var + eps)**(-1/2)``,
 the Function's forward is the matching forward kernel too, which returns ``y``, ``mu`` and
 ``rstd``. Batchnorm (over a leading axis) and Bessel's ``n - 1`` match neither; nothing names a
@@ -251,10 +253,26 @@ def normalizations(forward: Program) -> list[Normalization]:
     return [n for n in found if n.layer or n.group_sizes() is not None]
 
 
+def _residual(rest: sp.Expr, backward: Program, indices: tuple) -> list | None:
+    """``rest`` as ``[(coefficient, name), ...]`` where it is a sum of numbers times plain reads
+    of arrays at exactly ``indices`` (a residual branch's adjoint, ``dout[i, t, d]``), else None."""
+    found = []
+    for term in sp.Add.make_args(rest):
+        number, read = term.as_coeff_Mul()
+        name = _read(read, backward, indices)
+        if name is None or not number.is_number:
+            return None
+        found.append((number, name))
+    return found
+
+
 def _backward_names(norm: Normalization, forward: Program, backward: Program
-                    ) -> tuple[str, str, str] | None:
-    """``(dx, dgamma, dbeta)`` where ``backward`` assigns each once, as the form the kernels
-    compute (see the module docstring); None where any differs."""
+                    ) -> tuple[tuple[str, str, str], list] | None:
+    """``((dx, dgamma, dbeta), residual)`` where ``backward`` assigns each once, as the form the
+    kernels compute (see the module docstring), ``dx`` plus a sum of plain reads at its own
+    indices where ``x`` also feeds another branch (a transformer block's ``x + attention(...)``:
+    ``residual``, as ``_residual`` lists it, empty where there is none); None where any
+    differs."""
     full = tuple(forward.definition(norm.y).indices)
     batch, axes = full[:norm.lead], full[norm.lead:]
     weight = tuple(full[k] for k in norm.weight)
@@ -278,12 +296,19 @@ def _backward_names(norm: Normalization, forward: Program, backward: Program
         adjoint_name(norm.gamma): (weight, summed(at(dy, full) * xhat)),
         adjoint_name(norm.beta): (weight, summed(at(dy, full))),
     }
+    residual: list = []
     for name, (indices, form) in expected.items():
         statements = [s for s in backward.body if s.name == name]
         if len(statements) != 1 or statements[0].accumulate \
-                or tuple(statements[0].indices) != indices or not _equal(statements[0].rhs, form):
+                or tuple(statements[0].indices) != indices:
             return None
-    return tuple(expected)
+        rest = sp.expand(_canonical(statements[0].rhs) - _canonical(form))
+        if rest != 0 and name == adjoint_name(norm.x):
+            residual = _residual(rest, backward, indices) or []
+            rest = 0 if residual else rest
+        if rest != 0:
+            return None
+    return tuple(expected), residual
 
 
 def _fresh(wanted: str, taken: set[str]) -> str:
@@ -305,9 +330,10 @@ def norm_backward(statements: list[ArrayStatement], forward: Program, backward: 
     what each statement saw."""
     extra: list[str] = []
     for norm in normalizations(forward):
-        names = _backward_names(norm, forward, backward)
-        positions = [[k for k, s in enumerate(statements) if s.name == n] for n in names or ()]
-        if names is None or any(len(p) != 1 or statements[p[0]].accumulate for p in positions):
+        found = _backward_names(norm, forward, backward)
+        names, residual = found if found is not None else ((), [])
+        positions = [[k for k, s in enumerate(statements) if s.name == n] for n in names]
+        if found is None or any(len(p) != 1 or statements[p[0]].accumulate for p in positions):
             continue
         first, last = min(p[0] for p in positions), max(p[0] for p in positions)
         reads = {adjoint_name(norm.y), norm.x, norm.mu, norm.rstd, norm.gamma, norm.beta}
@@ -331,6 +357,8 @@ def norm_backward(statements: list[ArrayStatement], forward: Program, backward: 
                                      group)
             parts = [Reshape(Item(ArrayRef(grads), 0), _shape(norm, range(rank)))] + [
                 Reshape(Item(ArrayRef(grads), k), _shape(norm, norm.weight)) for k in (1, 2)]
+        # a residual branch's adjoint is added to the kernel's dx where dx's statement was
+        parts[0] = sp.Add(parts[0], *[number * ArrayRef(name) for number, name in residual])
         replaced = dict(zip(names, parts))
         statements = statements[:first] + [ArrayStatement(grads, call)] + [
             ArrayStatement(s.name, replaced[s.name]) if s.name in replaced else s

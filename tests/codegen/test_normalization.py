@@ -6,6 +6,7 @@ left as derived."""
 import runpy
 
 import pytest
+import sympy as sp
 import torch
 from sympy import Idx, IndexedBase, Rational, Sum, symbols
 
@@ -14,7 +15,7 @@ from symderive.algebra.simplify import derive_backward
 from symderive.codegen.emit import module_source
 from symderive.codegen.normalization import normalizations
 from symderive.program.load import load
-from symderive.verify.check import load_module
+from symderive.verify.check import load_module, run_check
 
 n, d = symbols("n d", integer=True, positive=True)
 eps = symbols("eps", positive=True)
@@ -161,11 +162,44 @@ def test_batchnorm_over_the_leading_axis_keeps_its_derived_statements(root):
 
 
 def test_a_normalisation_inside_a_model_uses_the_kernels_where_its_gradients_match(root):
-    """The GPT's five LayerNorms: each forward is the kernel; the final one's gradient is the
-    kernel's too, while a block's input adjoint also collects the residual branch, so its
-    statements stay as derived (their forward keeps ``xhat``, which they read)."""
+    """The GPT's five LayerNorms: each forward is the kernel, and so is each backward; a
+    block's input adjoint also collects the residual branch, which is added to the kernel's dx
+    (``db1_mid = db1_out + ...[0]``)."""
     program = load(root / "derivations" / "gpt.py")
     source = (root / "generated" / "gpt_torch.py").read_text()
     assert _section(source, "lean_forward").count("torch.native_layer_norm(") == 5
-    assert _section(source, "backward").count("native_layer_norm_backward(") == 1
+    backward = _section(source, "backward")
+    assert backward.count("native_layer_norm_backward(") == 5
+    assert "db1_mid = db1_out + b1_mid_norm_grads[0]" in backward
+    assert "xhat" not in backward  # every gradient of a LayerNorm is the kernel's
     assert len(normalizations(program)) == 5
+
+
+def test_a_residual_is_added_to_the_kernel_s_dx_and_nothing_else_is(root):
+    """``out = x - 3*LayerNorm(x)`` (the layernorm derivation included, as the GPT does): dx is
+    the kernel's plus ``dout``, and the Function's gradients are autograd's; where ``x`` also
+    feeds something other than a plain read (``x**2``), dx is not the kernel's."""
+    n, d = sp.symbols("n d", integer=True, positive=True)
+    i, j = sp.Idx("i", n), sp.Idx("j", d)
+    x, g, b, y, out = sp.symbols("x g b y out", cls=sp.IndexedBase)
+
+    def program(residual):
+        builder = Builder("residual", sizes={n: 5, d: 4})
+        builder.input(x[i, j], normal(1.0))
+        builder.input(g[j], normal(0.1, mean=1.0))
+        builder.input(b[j], normal(0.1))
+        builder.include(load(root / "derivations" / "layernorm.py"), prefix="ln_", x="x",
+                        gamma="g", beta="b", y="y")
+        builder[out[i, j]] = residual - 3 * y[i, j]
+        builder.output(out)
+        return builder.build()
+
+    plain = program(x[i, j])
+    backward = _section(module_source(plain, derive_backward(plain), "torch"), "backward")
+    assert backward.count("native_layer_norm_backward(") == 1, backward
+    assert "dx = dout + x_norm_grads[0]" in backward, backward
+    report = run_check(plain, "float64", seed=2)
+    assert report.ok, report.table()
+    square = program(x[i, j] ** 2)
+    assert "native_layer_norm_backward(" not in _section(
+        module_source(square, derive_backward(square), "torch"), "backward")
