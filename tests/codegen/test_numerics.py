@@ -153,10 +153,20 @@ def test_the_gaussian_nll_variance_gradient_keeps_the_square_of_the_difference(r
     assert truth.abs().max() == 0 and got.abs().max() == 0
 
 
-def test_the_focal_loss_gradient_at_a_confident_example(root):
+@pytest.mark.parametrize("x", [7.5, 8.0, 9.0, 9.5, 11.0, 12.0])
+def test_the_focal_loss_gradient_at_a_confident_example(root, x):
     """x = 8, t = 1 in float32: (1 - q)**2 expanded to q*(q - 2) + 1 cancels (q = sigmoid(8)),
-    which put an element of dx off by a factor 3. What is left is what the forward itself loses:
-    it computes 1 - q from q (2e-4 relative in float32; torch autograd of the same forward is
-    off by 1e-4)."""
-    got, truth = _float32_and_float64(root, "examples/activations/focal_loss.py", [8.0, 1.0], "x")
-    assert relative_error(got, truth) < 1e-3
+    which put an element of dx off by a factor 3. What is left is what the forward as written
+    loses (1 - q from q, and softplus(x) - t*x, a difference of two numbers near x): the float32
+    chain rule through the same forward is off by 2e-4 to 5e-2 at these points, and the derived
+    backward, whose terms cancel as the chain rule's do, within a few times that (the order its
+    products are rounded in decides which of the two is ahead at a given x)."""
+    from symderive.verify import oracle
+    from symderive.verify.check import _autograd
+
+    got, truth = _float32_and_float64(root, "examples/activations/focal_loss.py", [x, 1.0], "x")
+    program = load(root / "examples" / "activations" / "focal_loss.py")
+    inputs = {"x": torch.full((8, 16), x), "t": torch.full((8, 16), 1.0)}
+    _, chained = _autograd(lambda leaves: oracle.evaluate(program, leaves, torch.float32),
+                           program, inputs, [])
+    assert relative_error(got, truth) < 4 * relative_error(chained["x"], truth)
