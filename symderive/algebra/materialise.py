@@ -96,6 +96,12 @@ class Choice:
 Contribute = Callable[[Assign, str, sp.Expr], sp.Expr]  # (statement, name, upstream) -> part
 
 
+def _contributor(program: Program, context: Context) -> Contribute:
+    """``grad.contribution`` for ``program``, remembering nothing."""
+    return lambda statement, name, upstream: contribution(program, statement, name, context,
+                                                          upstream)
+
+
 def wider_inlined(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
                   simplified: Callable[[sp.Expr], sp.Expr], contribute: Contribute | None = None
                   ) -> tuple[Choice | None, dict[str, sp.Expr]]:
@@ -111,9 +117,7 @@ def wider_inlined(program: Program, statement: Assign, context: Context, upstrea
     in that form alone (their raw contributions would be thrown away). Also returns the inlined
     contributions computed on the way, for reuse when the answer is no. ``contribute`` makes a
     contribution (``grad.contribution`` by default; the caller's may remember them)."""
-    if contribute is None:
-        def contribute(statement, name, upstream):
-            return contribution(program, statement, name, context, upstream)
+    contribute = contribute or _contributor(program, context)
     read = upstream_adjoint(program, statement)
     names = reads(program, statement.rhs)
     compact = None
@@ -156,9 +160,7 @@ def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.
     computed once, than with that form repeated in each of them. Every other contribution is
     costed simplified both ways and takes the cheaper (batchnorm's ``dx`` sums to exactly 0 over
     the batch when inlined, so the bias before it keeps gradient 0). ``None`` otherwise."""
-    if contribute is None:
-        def contribute(statement, name, upstream):
-            return contribution(program, statement, name, context, upstream)
+    contribute = contribute or _contributor(program, context)
     names = reads(program, statement.rhs)
     if len([name for name in names if _may_contract(statement, name)]) < 2:
         return None  # fewer than two consumers can be contractions: nothing to share

@@ -227,16 +227,31 @@ class Costs(Extents):
             extent = max((self(arg) or () for arg in _operands(code)), key=_rank, default=())
         return max(inner, _rank(extent))
 
+    def remember(self, statement: ArrayStatement) -> None:
+        """A temporary's extent (a name no program declares), for the statements that read it."""
+        if self.named(statement.name) is None:
+            extent = self(statement.code)
+            if extent is not None:
+                self.known[statement.name] = extent
+
     def statements(self, statements: list[ArrayStatement]) -> dict[str, Cost]:
         """Each assigned name's cost (a name assigned twice: both statements)."""
         found: dict[str, Cost] = {}
         for statement in statements:
             found[statement.name] = found.get(statement.name, Cost()) + self.cost(statement.code)
-            if self.named(statement.name) is None:  # a temporary: later statements read it
-                extent = self(statement.code)
-                if extent is not None:
-                    self.known[statement.name] = extent
+            self.remember(statement)
         return found
+
+    def widest_statement(self, statements: list[ArrayStatement]) -> tuple[int, str | None]:
+        """The highest rank an array ``statements`` make has, and the first statement making
+        one of that rank."""
+        widest, where = 0, None
+        for statement in statements:
+            rank = self.widest(statement.code)
+            if rank > widest:
+                widest, where = rank, statement.name
+            self.remember(statement)
+        return widest, where
 
 
 def backward_costs(program: Program, backward: Program) -> dict[str, Cost]:
@@ -266,23 +281,10 @@ def widest_arrays(program: Program, backward: Program) -> dict:
     with the backward statement that makes it: the backward should make none of higher rank
     than the forward (issue 21: an outer product summed back is work the chain rule's own
     contractions never need)."""
-    forward = Costs((program,))
-    ranks = [_rank(program.shape(x.name)) for x in program.inputs]
-    for statement in lower(program):
-        ranks.append(forward.widest(statement.code))
-        extent = forward(statement.code)
-        if forward.named(statement.name) is None and extent is not None:
-            forward.known[statement.name] = extent
-    ranks += [_rank(program.shape(s.name)) for s in program.body]
-    costs, widest, where = Costs((backward, program)), 0, None
-    for statement in lower(backward, program):
-        rank = costs.widest(statement.code)
-        if rank > widest:
-            widest, where = rank, statement.name
-        extent = costs(statement.code)
-        if costs.named(statement.name) is None and extent is not None:
-            costs.known[statement.name] = extent
-    return {"forward": max(ranks, default=0), "backward": widest, "statement": where}
+    forward, _ = Costs((program,)).widest_statement(lower(program))
+    held = [_rank(program.shape(x.name)) for x in (*program.inputs, *program.body)]
+    backward_rank, where = Costs((backward, program)).widest_statement(lower(backward, program))
+    return {"forward": max([forward, *held]), "backward": backward_rank, "statement": where}
 
 
 __all__ = ["Cost", "Costs", "backward_costs", "large_sizes", "widest_arrays"]
