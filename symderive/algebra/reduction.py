@@ -282,27 +282,50 @@ def _binds_summed(binding: dict, summed, own=()) -> bool:
                for variable, value in binding.items())
 
 
+def _without(factors: tuple, group: list, outer: tuple, binding: dict) -> tuple | None:
+    """``factors`` less ``group`` and less each of ``outer`` instantiated by ``binding`` (with its
+    exponent), or None where one of ``outer`` is not there as it is or is not fully bound."""
+    rest = [f for f in factors if f not in group]
+    for atom, exponent in outer:
+        if not set(free_indices(atom)) <= set(binding):
+            return None
+        wanted = (atom.xreplace(binding), exponent)
+        if wanted not in rest:
+            return None
+        rest.remove(wanted)
+    return tuple(rest)
+
+
 def fold_sum(terms: list[Term], context: Context) -> list[Term]:
     """Fold a sum that a forward name is defined as, over one index or several jointly:
-    ``Sum(counts[i, c], c) -> counts_sum[i]``, ``Sum(hprebn[i, j], i) -> n*bnmeani[j]``."""
+    ``Sum(counts[i, c], c) -> counts_sum[i]``, ``Sum(hprebn[i, j], i) -> n*bnmeani[j]``; a
+    contraction re-expanded in a gradient reads the saved name back, with the definition's
+    factors that are constant in its sum found among the term's others: attention's row sum
+    ``Sum_s P*dP`` with ``dP = dO V^T`` inlined, ``Sum_{s, e} ex*V*dO/den``, is FlashAttention's
+    ``Sum_e O*dO`` (``O = Sum_s ex*V/den``)."""
     result = []
     for term in terms:
         changed = True
         while changed:
             changed = False
             for pattern in context.definitions.candidates("sums", *(a for a, _ in term.factors)):
-                width = len(pattern.bound)
+                width, own = len(pattern.bound), set(pattern.bound)
+                # factors of the definition constant in its sum (O = Sum_s ex*V/den: den) are
+                # outside the term's group; they must be among the rest of its factors
+                inner = tuple(f for f in pattern.factors if own & set(free_indices(f[0])))
+                outer = tuple(f for f in pattern.factors if f not in inner)
                 for chosen, group in _groups(term, width):
-                    binding = next((b for b in match_factors(
-                        pattern.factors, group, pattern.variables, dict(zip(pattern.bound, chosen)))
-                        if not _binds_summed(b, chosen, pattern.bound)), None)
-                    target = instantiate(pattern, binding) if binding is not None else None
+                    found = next(((b, left) for b in match_factors(
+                        inner, group, pattern.variables, dict(zip(pattern.bound, chosen)))
+                        if not _binds_summed(b, chosen, pattern.bound)
+                        for left in [_without(term.factors, group, outer, b)]
+                        if left is not None), None)
+                    target = instantiate(pattern, found[0]) if found is not None else None
                     if target is None:
                         continue
-                    rest = tuple(f for f in term.factors if f not in group)
                     term = Term(term.coeff / pattern.coeff,
                                 tuple(k for k in term.bound if k not in chosen),
-                                rest + ((target, sp.Integer(1)),))
+                                found[1] + ((target, sp.Integer(1)),))
                     changed = True
                     break
                 if changed:
@@ -380,7 +403,9 @@ FOLD_ATOM = Rule("fold-power", fold_atom,
 
 
 FOLD_SUM = Rule("fold-sum", fold_sum,
-                "none: the sum is the name's definition, matched exactly")
+                "none: the sum is the name's definition, matched exactly (its factors constant "
+                "in the summed indices matched among the term's other factors, with their "
+                "exponents)")
 
 
 REDUCTION_FACT = Rule("reduction-fact", reduction_fact,

@@ -25,7 +25,7 @@ from sympy import (
 from symderive.algebra.factoring import factor, gather
 from symderive.algebra.reduction import Context
 from symderive.algebra.rules import RULES
-from symderive.algebra.simplify import derive_backward
+from symderive.algebra.simplify import derive_backward, simplify
 from symderive.algebra.terms import collect, expand, to_expr
 from symderive.codegen.emit import module_source
 from symderive.program.load import load
@@ -302,3 +302,31 @@ def test_gather_merges_two_contractions_by_moving_a_row_constant_in(root):
     wide = xhat[i, j] * Sum(xhat[k, j] * dy[k, j], k) + Sum(dy[k, j], k)
     kept = gather(collect(expand(wide)), Context(load(root / "derivations" / "batchnorm.py")))
     assert len([a for a in sp.preorder_traversal(kept) if isinstance(a, Sum)]) == 2, kept
+
+
+def simplify_expr(expr, context):
+    return simplify(expr, context, shown=False)[0]
+
+
+def test_a_re_expanded_contraction_reads_the_saved_name_back(root):
+    """FlashAttention's row sum: with ``dP = dO V^T`` inlined, ``Sum_s P*dP`` is ``Sum_e O*dO``
+    (``O = Sum_s P*V``, and ``P = ex/den`` with ``den`` constant in the sum), the same numbers
+    for consistent forward values; without ``1/den`` the sum is not ``O``'s and stays."""
+    attention = load(root / "examples" / "layers" / "attention.py")
+    context = Context(attention)
+    T, L, E = (sp.Symbol(x, integer=True, positive=True) for x in "TLE")
+    t, s, e = Idx("t", T), Idx("s", L), Idx("e", E)
+    P, V, dO, O, ex = symbols("P V dO O ex", cls=IndexedBase)
+    row = Sum(P[t, s] * Sum(V[s, e] * dO[t, e], e), s)
+    folded = simplify_expr(row, context)
+    assert folded == Sum(O[t, e] * dO[t, e], (e, 0, E - 1)), folded
+    generator = np.random.default_rng(1)
+    weights = np.exp(generator.normal(size=(3, 4)))
+    arrays = {"P": weights / weights.sum(1, keepdims=True), "V": generator.normal(size=(4, 2)),
+              "dO": generator.normal(size=(3, 2))}
+    arrays["O"] = arrays["P"] @ arrays["V"]
+    sizes = {T: 3, L: 4, E: 2}
+    np.testing.assert_allclose(tensor(folded, [t], arrays, sizes),
+                               tensor(row, [t], arrays, sizes), rtol=1e-12)
+    unscaled = simplify_expr(Sum(ex[t, s] * V[s, e] * dO[t, e], s, e), context)
+    assert not unscaled.has(O), unscaled
