@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.concrete.expr_with_limits import ExprWithLimits
 
 from ..program.ir import (
     Program,
@@ -284,10 +285,17 @@ def _binds_summed(binding: dict, summed, own=()) -> bool:
 
 def _without(factors: tuple, group: list, outer: tuple, binding: dict) -> tuple | None:
     """``factors`` less ``group`` and less each of ``outer`` instantiated by ``binding`` (with its
-    exponent), or None where one of ``outer`` is not there as it is or is not fully bound."""
+    exponent), or None where one of ``outer`` is not there as it is, is not fully bound, or binds
+    an index inside it named like one the binding brings (``Sum(ex[t, _a0], _a0)`` with ``t`` bound
+    to ``_a0`` would read the diagonal)."""
     rest = [f for f in factors if f not in group]
+    given = {k.label for value in binding.values() for k in free_indices(value)}
     for atom, exponent in outer:
         if not set(free_indices(atom)) <= set(binding):
+            return None
+        inside = {limit[0].label for node in sp.preorder_traversal(atom)
+                  if isinstance(node, ExprWithLimits) for limit in node.limits}
+        if inside & given:  # an index the atom binds would capture one the binding brings
             return None
         wanted = (atom.xreplace(binding), exponent)
         if wanted not in rest:

@@ -22,6 +22,7 @@ from sympy import (
     tanh,
 )
 
+from symderive import Builder, normal, uniform
 from symderive.algebra.factoring import factor, gather
 from symderive.algebra.reduction import Context
 from symderive.algebra.rules import RULES
@@ -330,3 +331,22 @@ def test_a_re_expanded_contraction_reads_the_saved_name_back(root):
                                tensor(row, [t], arrays, sizes), rtol=1e-12)
     unscaled = simplify_expr(Sum(ex[t, s] * V[s, e] * dO[t, e], s, e), context)
     assert not unscaled.has(O), unscaled
+
+
+def test_a_folded_definition_s_own_sum_never_captures_an_index_of_the_match():
+    """``O[t, f] = Sum_s ex*V/Sum_u ex[t, u]`` keeps its denominator as one atom with a bound
+    index of its own (``_a0`` once canonical): a term at a free index of that name whose
+    denominator is the trace ``Sum_u ex[u, u]`` is not ``O`` (the red team's capture case)."""
+    T, E = symbols("T E", integer=True, positive=True)
+    t, s, u, f = Idx("t", T), Idx("s", T), Idx("u", T), Idx("f", E)
+    ex, V, O = symbols("ex V O", cls=IndexedBase)
+    builder = Builder("inline_den", sizes={T: 4, E: 3})
+    builder.input(ex[t, s], uniform(0.5, 2.0))
+    builder.input(V[s, f], normal(1.0))
+    builder[O[t, f]] = Sum(ex[t, s] * V[s, f], s) / Sum(ex[t, u], u)
+    builder.output(O)
+    context = Context(builder.build())
+    assert simplify_expr(Sum(ex[t, s] * V[s, f], s) / Sum(ex[t, u], u), context) == O[t, f]
+    a0 = Idx("_a0", T)
+    trace = Sum(ex[a0, s] * V[s, f], s) / Sum(ex[u, u], u)
+    assert not simplify_expr(trace, context).has(O)
