@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..program.ir import Assign, Program, free_indices, name_of
 from .cost import work
-from .grad import contribution, reads, upstream_adjoint
+from .grad import reads, upstream_adjoint
 from .reduction import Context
 from .terms import components, expand
 
@@ -96,28 +96,22 @@ class Choice:
 Contribute = Callable[[Assign, str, sp.Expr], sp.Expr]  # (statement, name, upstream) -> part
 
 
-def _contributor(program: Program, context: Context) -> Contribute:
-    """``grad.contribution`` for ``program``, remembering nothing."""
-    return lambda statement, name, upstream: contribution(program, statement, name, context,
-                                                          upstream)
-
-
 def wider_inlined(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
-                  simplified: Callable[[sp.Expr], sp.Expr], contribute: Contribute | None = None
+                  simplified: Callable[[sp.Expr], sp.Expr], contribute: Contribute
                   ) -> tuple[Choice | None, dict[str, sp.Expr]]:
     """A ``Choice`` when the adjoint of ``statement``'s name should be materialised rather than
     inlined: inlined as ``upstream``, some contribution of the statement would contract more
-    than two arrays at once and more than the same contribution reading the adjoint by name does. A hand
-    writer's rule (``dh = dout @ U.T``, then ``dW = x.T @ (dh*...)``), not a layer's: layers
-    that stay elementwise-plus-reductions (batchnorm, cross-entropy) never meet it.
+    than two arrays at once and more than the same contribution reading the adjoint by name
+    does. A hand writer's rule (``dh = dout @ U.T``, then ``dW = x.T @ (dh*...)``), not a
+    layer's: layers that stay elementwise-plus-reductions (batchnorm, cross-entropy) never meet
+    it.
 
     The raw chain can look wider than it is (cross-entropy's unsimplified adjoint has sums that
     cancel), so a contribution that looks too wide is judged again with the adjoint in its
     simplified form, the form the emitted code would compute; once one is, the rest are judged
     in that form alone (their raw contributions would be thrown away). Also returns the inlined
     contributions computed on the way, for reuse when the answer is no. ``contribute`` makes a
-    contribution (``grad.contribution`` by default; the caller's may remember them)."""
-    contribute = contribute or _contributor(program, context)
+    contribution (``grad.contribution`` for this program, remembered by the caller)."""
     read = upstream_adjoint(program, statement)
     names = reads(program, statement.rhs)
     compact = None
@@ -152,7 +146,7 @@ def _may_contract(statement: Assign, name: str) -> bool:
 
 def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.Expr,
             simplified: Callable[[sp.Expr], sp.Expr], sizes: dict,
-            contribute: Contribute | None = None) -> Choice | None:
+            contribute: Contribute) -> Choice | None:
     """A ``Choice`` when the adjoint of ``statement``'s name, inlined as ``upstream``, should be
     materialised instead: it feeds at least two contractions (contributions of width 2 or more,
     where no cancellation across an input's contributions can save the repeated work) and the
@@ -160,7 +154,6 @@ def by_cost(program: Program, statement: Assign, context: Context, upstream: sp.
     computed once, than with that form repeated in each of them. Every other contribution is
     costed simplified both ways and takes the cheaper (batchnorm's ``dx`` sums to exactly 0 over
     the batch when inlined, so the bias before it keeps gradient 0). ``None`` otherwise."""
-    contribute = contribute or _contributor(program, context)
     names = reads(program, statement.rhs)
     if len([name for name in names if _may_contract(statement, name)]) < 2:
         return None  # fewer than two consumers can be contractions: nothing to share

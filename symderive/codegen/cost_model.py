@@ -224,8 +224,9 @@ class Costs(Extents):
             return inner
         extent = self(code)
         if extent is None:  # not worked out (a Piecewise): at least what its operands make
-            extent = max((self(arg) or () for arg in _operands(code)), key=_rank, default=())
-        return max(inner, _rank(extent))
+            extent = max((self(arg) or () for arg in _operands(code)), key=_growing_rank,
+                         default=())
+        return max(inner, _growing_rank(extent))
 
     def remember(self, statement: ArrayStatement) -> None:
         """A temporary's extent (a name no program declares), for the statements that read it."""
@@ -262,7 +263,7 @@ def backward_costs(program: Program, backward: Program) -> dict[str, Cost]:
     return found
 
 
-def _rank(extent: Extent) -> int:
+def _growing_rank(extent: Extent) -> int:
     """The axes that grow with the sizes: an axis of a fixed length (1 of a broadcast, the 2 of
     a window split off by a reshape) does not count."""
     return len([size for size in extent if not sp.sympify(size).is_number])
@@ -282,7 +283,7 @@ def widest_arrays(program: Program, backward: Program) -> dict:
     than the forward (issue 21: an outer product summed back is work the chain rule's own
     contractions never need)."""
     forward, _ = Costs((program,)).widest_statement(lower(program))
-    held = [_rank(program.shape(x.name)) for x in (*program.inputs, *program.body)]
+    held = [_growing_rank(program.shape(x.name)) for x in (*program.inputs, *program.body)]
     backward_rank, where = Costs((backward, program)).widest_statement(lower(backward, program))
     return {"forward": max([forward, *held]), "backward": backward_rank, "statement": where}
 

@@ -340,19 +340,22 @@ def _transcendental_uses(code: sp.Expr) -> list[sp.Expr]:
             isinstance(code, (Arange, ArgMaxAxis)):
         return []
     found = [use for arg in code.args for use in _transcendental_uses(arg)]
-    if isinstance(code, sp.Function) and not isinstance(code, (ArrayOp, *_CHEAP)) and \
-            holds_array(code):
+    if _transcendental(code) and holds_array(code):
         found.append(code)
     return found
+
+
+def _transcendental(code: sp.Expr) -> bool:
+    """A function (not an array operation) that is not one of the ``_CHEAP`` ones."""
+    return isinstance(code, sp.Function) and not isinstance(code, (ArrayOp, *_CHEAP))
 
 
 def _reduction_name(reduction: sp.Expr) -> str:
     reads = sorted(x.name for x in reduction.atoms(ArrayRef))
     kind = "max" if isinstance(reduction, (MaxValues, MaxAxis)) else \
         "sum" if isinstance(reduction, _REDUCTIONS) else \
-        type(reduction).__name__.lower() if isinstance(reduction, sp.Function) and \
-        not isinstance(reduction, (ArrayOp, *_CHEAP)) and type(reduction).__name__.isidentifier() \
-        else "common"
+        type(reduction).__name__.lower() if _transcendental(reduction) and \
+        type(reduction).__name__.isidentifier() else "common"
     return "_".join([kind, *reads]) if reads and len(reads) <= 3 else f"shared_{kind}"
 
 
@@ -437,8 +440,7 @@ def _shared(statements: list[ArrayStatement], taken: set[str], uses_of, order
         if chosen is None:
             return result
         part, users = chosen
-        name = fresh_name(_reduction_name(part), taken)
-        taken.add(name)
+        name = reserve_name(_reduction_name(part), taken)
         named = [ArrayStatement(s.name, s.code.xreplace({part: ArrayRef(name)}),
                                 s.accumulate) if k in users else s
                  for k, s in enumerate(result)]
@@ -473,8 +475,8 @@ def saved_indices(forward: list[ArrayStatement], backward: list[ArrayStatement],
                 or not any(b.code.has(wanted) for b in backward):
             result.append(s)
             continue
-        pair, indices = fresh_name(f"{s.name}_max", taken), fresh_name(f"{s.name}_argmax", taken)
-        taken |= {pair, indices}
+        pair = reserve_name(f"{s.name}_max", taken)
+        indices = reserve_name(f"{s.name}_argmax", taken)
         result += [ArrayStatement(pair, MaxWithIndices(*code.args)),
                    ArrayStatement(s.name, Item(ArrayRef(pair), 0)),
                    ArrayStatement(indices, Item(ArrayRef(pair), 1))]
@@ -508,8 +510,7 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
         if forward[at].code == reduction:
             name = forward[at].name
         else:
-            name = fresh_name(_reduction_name(reduction), taken)
-            taken.add(name)
+            name = reserve_name(_reduction_name(reduction), taken)
             forward = forward[:at] + [ArrayStatement(name, reduction)] + [
                 ArrayStatement(s.name, s.code.xreplace({reduction: ArrayRef(name)}), s.accumulate)
                 for s in forward[at:]]
@@ -520,6 +521,13 @@ def saved_reductions(forward: list[ArrayStatement], backward: list[ArrayStatemen
     return forward, backward, saved
 
 
+def reserve_name(wanted: str, taken: set[str]) -> str:
+    """``fresh_name(wanted, taken)``, added to ``taken``."""
+    name = fresh_name(wanted, taken)
+    taken.add(name)
+    return name
+
+
 def fresh_name(wanted: str, taken: set[str]) -> str:
     """``wanted``, or it with a number added, that is not ``taken``."""
     name, k = wanted, 2
@@ -528,4 +536,4 @@ def fresh_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fresh_name", "fused", "in_place", "leading_sums", "one_call", "saved_indices", "saved_reductions", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]
+__all__ = ["AddCMul", "AddMatMul", "Extents", "Grouped", "InPlace", "LeadingSums", "MaxValues", "folded", "fresh_name", "fused", "in_place", "leading_sums", "one_call", "reserve_name", "saved_indices", "saved_reductions", "scalars_grouped", "shared_reductions", "shared_subexpressions", "summed_products"]

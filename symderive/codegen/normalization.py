@@ -30,7 +30,7 @@ from ..algebra.grad import adjoint_name
 from ..algebra.terms import canonical_atom
 from ..program.ir import Program, _same, idx_size, name_of
 from .arrays import ArrayOp, ArrayRef, ArrayStatement, Item, Reshape
-from .fuse import fresh_name
+from .fuse import reserve_name
 
 
 class LayerNormForward(ArrayOp):
@@ -45,7 +45,8 @@ class LayerNormBackward(ArrayOp):
 
 class GroupNormForward(ArrayOp):
     """``GroupNormForward(x, gamma, beta, N, C, HxW, group, eps)`` -> ``torch.native_group_norm``
-    on ``x`` of shape ``(N, C, HxW)``: ``(y, mean, rstd)``, the statistics of shape ``(N, group)``."""
+    on ``x`` of shape ``(N, C, HxW)``: ``(y, mean, rstd)``, the statistics of shape
+    ``(N, group)``."""
 
 
 class GroupNormBackward(ArrayOp):
@@ -311,12 +312,6 @@ def _backward_names(norm: Normalization, forward: Program, backward: Program
     return tuple(expected), residual
 
 
-def _fresh(wanted: str, taken: set[str]) -> str:
-    name = fresh_name(wanted, taken)
-    taken.add(name)
-    return name
-
-
 def _shape(norm: Normalization, positions) -> sp.Tuple:
     return sp.Tuple(*[norm.shape[k] for k in positions])
 
@@ -342,7 +337,7 @@ def norm_backward(statements: list[ArrayStatement], forward: Program, backward: 
         dy, x, mu, rstd, gamma, beta = (ArrayRef(n) for n in (
             adjoint_name(norm.y), norm.x, norm.mu, norm.rstd, norm.gamma, norm.beta))
         c = Contiguous
-        grads = _fresh(f"{norm.x}_norm_grads", taken)
+        grads = reserve_name(f"{norm.x}_norm_grads", taken)
         rank = len(norm.shape)
         if norm.layer:
             call = LayerNormBackward(c(dy), c(x), _shape(norm, range(norm.lead, rank)), c(mu),
@@ -381,7 +376,7 @@ def norm_forward(statements: list[ArrayStatement], forward: Program, taken: set[
                 or len(where[norm.x]) > 1 or where[norm.x] and where[norm.x][0] > where[norm.mu][0]:
             continue
         x, gamma, beta = ArrayRef(norm.x), ArrayRef(norm.gamma), ArrayRef(norm.beta)
-        result = _fresh(f"{norm.y}_norm", taken)
+        result = reserve_name(f"{norm.y}_norm", taken)
         rank = len(norm.shape)
         c = Contiguous
         if norm.layer:
@@ -405,5 +400,5 @@ def norm_forward(statements: list[ArrayStatement], forward: Program, taken: set[
     return statements
 
 
-__all__ = ["Contiguous", "GroupNormBackward", "GroupNormForward", "LayerNormBackward", "LayerNormForward",
-           "Normalization", "norm_backward", "norm_forward", "normalizations"]
+__all__ = ["Contiguous", "GroupNormBackward", "GroupNormForward", "LayerNormBackward",
+           "LayerNormForward", "Normalization", "norm_backward", "norm_forward", "normalizations"]
